@@ -1,0 +1,3 @@
+"""Records: the clinic's memory of each patient."""
+
+SERVICE = "records"

@@ -1,0 +1,14 @@
+"""Records' worker: its consumer and its outbox relay. `records-worker`."""
+
+from clinic.config import load_settings
+from clinic.worker import run_worker
+from records import SERVICE, db
+from records.handlers import HANDLERS
+
+
+def main():
+    run_worker(load_settings(SERVICE), db.outbox, db.inbox, HANDLERS)
+
+
+if __name__ == "__main__":
+    main()

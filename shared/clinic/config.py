@@ -1,0 +1,135 @@
+"""Settings, read from environment variables in this one place.
+
+Every variable has a default that runs the clinic on one machine (SQLite files
+under var/, a local RabbitMQ, a local mail sink). The README lists them all.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+DEVELOPMENT_SIGNING_KEY = "development-only-signing-key-do-not-use-in-production"
+
+
+class ConfigurationError(RuntimeError):
+    """The settings cannot run a service safely."""
+
+
+def _int(env, name, default):
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be an integer, got {raw!r}") from None
+
+
+def _float(env, name, default):
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a number, got {raw!r}") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    service: str
+    database_url: str
+    rabbitmq_url: str = "amqp://guest:guest@127.0.0.1:5672/%2F"
+    environment: str = "development"
+    bus_namespace: str = "clinic"
+    jwt_signing_key: str = DEVELOPMENT_SIGNING_KEY
+    jwt_issuer: str = "clinic"
+    token_ttl_minutes: int = 12 * 60
+    clinic_timezone: str = "America/New_York"
+    prefetch: int = 32
+    delivery_limit: int = 5
+    relay_batch_size: int = 100
+    relay_idle_seconds: float = 0.1
+    broker_heartbeat_seconds: int = 30
+    reconnect_max_seconds: float = 5.0
+    database_timeout_seconds: int = 2
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 8025
+    mail_from: str = "Headache Infusion Clinic <clinic@localhost>"
+    log_level: str = "INFO"
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def exchange(self) -> str:
+        return f"{self.bus_namespace}.events"
+
+    @property
+    def unrouted_exchange(self) -> str:
+        return f"{self.bus_namespace}.unrouted"
+
+    @property
+    def unrouted_queue(self) -> str:
+        return f"{self.bus_namespace}.unrouted"
+
+    @property
+    def dead_letter_exchange(self) -> str:
+        return f"{self.bus_namespace}.dead"
+
+    @property
+    def queue(self) -> str:
+        return f"{self.bus_namespace}.{self.service}"
+
+    @property
+    def dead_letter_queue(self) -> str:
+        return f"{self.queue}.dead"
+
+    @property
+    def is_production(self) -> bool:
+        return self.environment == "production"
+
+    def with_changes(self, **changes) -> "Settings":
+        return replace(self, **changes)
+
+    def check_safe_to_run(self) -> None:
+        """Refuse to run production on development defaults."""
+        if self.is_production:
+            if self.jwt_signing_key in ("", DEVELOPMENT_SIGNING_KEY) or len(self.jwt_signing_key) < 32:
+                raise ConfigurationError(
+                    "CLINIC_ENV=production needs CLINIC_JWT_SIGNING_KEY set to a secret of at least "
+                    "32 characters; the development key is refused."
+                )
+            if self.database_url.startswith("sqlite"):
+                raise ConfigurationError("CLINIC_ENV=production needs DATABASE_URL to point at PostgreSQL.")
+
+
+def default_database_url(service: str, var_dir: Path | None = None) -> str:
+    var_dir = var_dir or Path(os.environ.get("CLINIC_VAR_DIR", "var"))
+    return f"sqlite:///{(var_dir / f'{service}.db').resolve()}"
+
+
+def load_settings(service: str, env: dict | None = None) -> Settings:
+    """Settings for one service from the environment (os.environ unless given)."""
+    env = os.environ if env is None else env
+    return Settings(
+        service=service,
+        database_url=env.get("DATABASE_URL") or default_database_url(service),
+        rabbitmq_url=env.get("RABBITMQ_URL") or Settings.rabbitmq_url,
+        environment=env.get("CLINIC_ENV") or Settings.environment,
+        bus_namespace=env.get("CLINIC_BUS_NAMESPACE") or Settings.bus_namespace,
+        jwt_signing_key=env.get("CLINIC_JWT_SIGNING_KEY") or DEVELOPMENT_SIGNING_KEY,
+        token_ttl_minutes=_int(env, "CLINIC_TOKEN_TTL_MINUTES", Settings.token_ttl_minutes),
+        clinic_timezone=env.get("CLINIC_TIMEZONE") or Settings.clinic_timezone,
+        prefetch=_int(env, "CLINIC_PREFETCH", Settings.prefetch),
+        delivery_limit=_int(env, "CLINIC_DELIVERY_LIMIT", Settings.delivery_limit),
+        relay_batch_size=_int(env, "CLINIC_RELAY_BATCH_SIZE", Settings.relay_batch_size),
+        relay_idle_seconds=_float(env, "CLINIC_RELAY_IDLE_SECONDS", Settings.relay_idle_seconds),
+        broker_heartbeat_seconds=_int(env, "CLINIC_BROKER_HEARTBEAT_SECONDS", Settings.broker_heartbeat_seconds),
+        reconnect_max_seconds=_float(env, "CLINIC_RECONNECT_MAX_SECONDS", Settings.reconnect_max_seconds),
+        database_timeout_seconds=_int(env, "CLINIC_DATABASE_TIMEOUT_SECONDS", Settings.database_timeout_seconds),
+        smtp_host=env.get("SMTP_HOST") or Settings.smtp_host,
+        smtp_port=_int(env, "SMTP_PORT", Settings.smtp_port),
+        mail_from=env.get("MAIL_FROM") or Settings.mail_from,
+        log_level=env.get("LOG_LEVEL") or Settings.log_level,
+    )

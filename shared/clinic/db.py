@@ -1,0 +1,187 @@
+"""Engines, the outbox and inbox tables every service carries, and migrations.
+
+Each service owns its database. Its db.py builds a MetaData with
+`messaging_tables(metadata)` so the outbox and inbox live beside its own tables
+and are written in the same transactions.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.types import TypeDecorator
+
+log = logging.getLogger(__name__)
+
+
+class UtcDateTime(TypeDecorator):
+    """A timezone-aware UTC datetime on every database (SQLite keeps no zone, so we restore it)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given where UTC is required")
+        return value.astimezone(timezone.utc)
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def messaging_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table]:
+    """The outbox (events to publish) and the inbox (events already applied) of one service."""
+    outbox = sa.Table(
+        "outbox",
+        metadata,
+        # An increasing key keeps the order in which the service's changes happened.
+        sa.Column("position", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
+        sa.Column("event_id", sa.String(36), nullable=False, unique=True),
+        sa.Column("event_type", sa.String(200), nullable=False),
+        sa.Column("body", sa.Text(), nullable=False),
+        sa.Column("created_at", UtcDateTime(), nullable=False),
+        sa.Column("published_at", UtcDateTime(), nullable=True),
+        sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"),
+        sa.Column("last_error", sa.String(500), nullable=True),
+    )
+    sa.Index("ix_outbox_unpublished", outbox.c.published_at, outbox.c.position)
+    inbox = sa.Table(
+        "inbox",
+        metadata,
+        sa.Column("event_id", sa.String(36), primary_key=True),
+        sa.Column("event_type", sa.String(200), nullable=False),
+        sa.Column("received_at", UtcDateTime(), nullable=False),
+    )
+    return outbox, inbox
+
+
+def create_engine(url: str, timeout_seconds: int = 2) -> Engine:
+    """An engine that fails fast when the database is away, so requests answer 503 instead of hanging."""
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://"):]
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(url, hide_parameters=True, connect_args={"timeout": 15, "check_same_thread": False})
+        _sqlite_pragmas(engine)
+        return engine
+    return sa.create_engine(
+        url,
+        # Statement parameters are patient data: keep them out of error messages and logs.
+        hide_parameters=True,
+        pool_pre_ping=True,
+        pool_size=5,
+        max_overflow=10,
+        pool_timeout=timeout_seconds,
+        connect_args={"connect_timeout": timeout_seconds},
+    )
+
+
+def _sqlite_pragmas(engine: Engine) -> None:
+    # WAL lets the web process read while the worker writes; BEGIN IMMEDIATE takes the write lock
+    # at the start of every transaction, which serialises writers (SQLite's only safe way to make
+    # check-then-insert rules hold) and avoids deadlocks between a reader upgrading to a writer.
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record):
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=15000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def is_postgresql(connection_or_engine) -> bool:
+    return connection_or_engine.dialect.name == "postgresql"
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """True when the error says the database is away (retry later), not that the statement is wrong."""
+    if isinstance(exc, OperationalError):
+        return True
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+
+
+def ping(engine: Engine) -> None:
+    with engine.connect() as connection:
+        connection.execute(sa.text("SELECT 1"))
+
+
+def migrate(engine_or_url, migrations_dir: Path | str, revision: str = "head") -> None:
+    """Bring a service's database to a revision with its Alembic migrations."""
+    from alembic import command
+    from alembic.config import Config
+
+    engine = create_engine(engine_or_url) if isinstance(engine_or_url, str) else engine_or_url
+    config = Config()
+    config.set_main_option("script_location", str(migrations_dir))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, revision)
+
+
+def run_migrations(metadata: sa.MetaData) -> None:
+    """The body of every service's migrations/env.py: online migrations on the given connection."""
+    from alembic import context
+
+    connection = context.config.attributes.get("connection")
+    if connection is None:
+        url = context.config.get_main_option("sqlalchemy.url")
+        if not url:
+            raise RuntimeError("run migrations with `clinic migrate SERVICE` or give sqlalchemy.url")
+        engine = create_engine(url)
+        with engine.begin() as connection:
+            _configure_and_run(context, connection, metadata)
+        return
+    _configure_and_run(context, connection, metadata)
+
+
+def _configure_and_run(context, connection, metadata) -> None:
+    context.configure(connection=connection, target_metadata=metadata, render_as_batch=connection.dialect.name == "sqlite")
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def create_messaging_tables(op) -> None:
+    """For a service's first migration: the outbox and inbox, written once for all services."""
+    op.create_table(
+        "outbox",
+        sa.Column("position", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
+        sa.Column("event_id", sa.String(36), nullable=False, unique=True),
+        sa.Column("event_type", sa.String(200), nullable=False),
+        sa.Column("body", sa.Text(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("published_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"),
+        sa.Column("last_error", sa.String(500), nullable=True),
+    )
+    op.create_index("ix_outbox_unpublished", "outbox", ["published_at", "position"])
+    op.create_table(
+        "inbox",
+        sa.Column("event_id", sa.String(36), primary_key=True),
+        sa.Column("event_type", sa.String(200), nullable=False),
+        sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+    )

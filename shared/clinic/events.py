@@ -1,0 +1,286 @@
+"""The event envelope and a marshmallow schema for every event type, registered by (type, version).
+
+Producers check their payload against the schema before it enters the outbox;
+consumers load it with the same schema on receipt. Events carry identifiers and
+the clinical facts consumers need, never more: contact details travel only in
+records.patient.contact_changed, which only notifications binds to.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from marshmallow import Schema, ValidationError, fields, validate
+
+DRUG_ROUTES = ("IV", "IM", "SC", "PO")
+DRUG_PURPOSES = ("pain", "nausea_vomiting", "prevention", "hydration", "other")
+APPOINTMENT_KINDS = ("infusion", "follow_up")
+ALERT_LEVELS = ("urgent", "emergency")
+CONTACT_PREFERENCES = ("email", "phone", "sms")
+
+
+class InvalidEvent(ValueError):
+    """A message that is not a valid event of a known type and version."""
+
+
+# --- envelope -------------------------------------------------------------------------------
+
+
+class EnvelopeSchema(Schema):
+    id = fields.UUID(required=True)
+    type = fields.String(required=True, validate=validate.Length(min=3, max=200))
+    version = fields.Integer(required=True, strict=True, validate=validate.Range(min=1))
+    occurred_at = fields.AwareDateTime(required=True, default_timezone=timezone.utc)
+    producer = fields.String(required=True)
+    correlation_id = fields.String(required=True, allow_none=True)
+    data = fields.Dict(required=True)
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str
+    data: dict
+    producer: str
+    version: int = 1
+    id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    occurred_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    correlation_id: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "id": self.id,
+                "type": self.type,
+                "version": self.version,
+                "occurred_at": self.occurred_at.isoformat(),
+                "producer": self.producer,
+                "correlation_id": self.correlation_id,
+                "data": self.data,
+            },
+            separators=(",", ":"),
+        )
+
+
+# --- payload schemas --------------------------------------------------------------------------
+
+
+class _Strict(Schema):
+    """Payload schemas refuse unknown fields: a field nobody declared is a field nobody vetted for PHI."""
+
+
+class Drug(_Strict):
+    name = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    dose = fields.Decimal(required=True, as_string=True, places=None, validate=validate.Range(min=0, min_inclusive=False))
+    unit = fields.String(required=True)
+    route = fields.String(required=True, validate=validate.OneOf(DRUG_ROUTES))
+    purpose = fields.String(required=True, validate=validate.OneOf(DRUG_PURPOSES))
+    rate = fields.String(load_default=None, allow_none=True)
+    max_per_24h = fields.Decimal(load_default=None, allow_none=True, as_string=True)
+
+
+class DrugGiven(_Strict):
+    name = fields.String(required=True)
+    dose = fields.Decimal(required=True, as_string=True)
+    unit = fields.String(required=True)
+    route = fields.String(required=True, validate=validate.OneOf(DRUG_ROUTES))
+    given_at = fields.AwareDateTime(required=True)
+    rate = fields.String(load_default=None, allow_none=True)
+
+
+class PatientRegistered(_Strict):
+    patient_id = fields.UUID(required=True)
+
+
+class PatientContactChanged(_Strict):
+    patient_id = fields.UUID(required=True)
+    given_name = fields.String(required=True)
+    family_name = fields.String(required=True)
+    email = fields.Email(required=True, allow_none=True)
+    phone = fields.String(required=True, allow_none=True)
+    preferred_contact = fields.String(required=True, validate=validate.OneOf(CONTACT_PREFERENCES))
+    email_opt_out = fields.Boolean(required=True)
+
+
+class TreatmentPlanActivated(_Strict):
+    plan_id = fields.UUID(required=True)
+    patient_id = fields.UUID(required=True)
+    infusion_minutes = fields.Integer(required=True, validate=validate.Range(min=120))
+    drugs = fields.List(fields.Nested(Drug), required=True, validate=validate.Length(min=1))
+    replaces_plan_id = fields.UUID(load_default=None, allow_none=True)
+
+
+class TreatmentPlanRetired(_Strict):
+    plan_id = fields.UUID(required=True)
+    patient_id = fields.UUID(required=True)
+
+
+class AppointmentBooked(_Strict):
+    appointment_id = fields.UUID(required=True)
+    patient_id = fields.UUID(required=True)
+    kind = fields.String(required=True, validate=validate.OneOf(APPOINTMENT_KINDS))
+    room_id = fields.UUID(required=True)
+    room_name = fields.String(required=True)
+    starts_at = fields.AwareDateTime(required=True)
+    ends_at = fields.AwareDateTime(required=True)
+
+
+class AppointmentRescheduled(AppointmentBooked):
+    previous_starts_at = fields.AwareDateTime(required=True)
+    previous_room_id = fields.UUID(required=True)
+
+
+class AppointmentCancelled(_Strict):
+    appointment_id = fields.UUID(required=True)
+    patient_id = fields.UUID(required=True)
+    kind = fields.String(required=True, validate=validate.OneOf(APPOINTMENT_KINDS))
+    starts_at = fields.AwareDateTime(required=True)
+    reason = fields.String(required=True)
+
+
+class AppointmentCheckedIn(_Strict):
+    appointment_id = fields.UUID(required=True)
+    patient_id = fields.UUID(required=True)
+    kind = fields.String(required=True, validate=validate.OneOf(APPOINTMENT_KINDS))
+    room_id = fields.UUID(required=True)
+    room_name = fields.String(required=True)
+    plan_id = fields.UUID(load_default=None, allow_none=True)
+    starts_at = fields.AwareDateTime(required=True)
+    ends_at = fields.AwareDateTime(required=True)
+    checked_in_at = fields.AwareDateTime(required=True)
+
+
+class AppointmentNoShow(_Strict):
+    appointment_id = fields.UUID(required=True)
+    patient_id = fields.UUID(required=True)
+    starts_at = fields.AwareDateTime(required=True)
+
+
+class SessionStarted(_Strict):
+    session_id = fields.UUID(required=True)
+    appointment_id = fields.UUID(required=True)
+    patient_id = fields.UUID(required=True)
+    room_id = fields.UUID(required=True)
+    started_at = fields.AwareDateTime(required=True)
+
+
+class VitalsAlertRaised(_Strict):
+    alert_id = fields.UUID(required=True)
+    session_id = fields.UUID(required=True)
+    patient_id = fields.UUID(required=True)
+    room_name = fields.String(required=True)
+    level = fields.String(required=True, validate=validate.OneOf(ALERT_LEVELS))
+    news2_score = fields.Integer(required=True, validate=validate.Range(min=0))
+    triggered_by = fields.List(fields.String(), required=True)
+    observed_at = fields.AwareDateTime(required=True)
+
+
+class AlertSummary(_Strict):
+    level = fields.String(required=True, validate=validate.OneOf(ALERT_LEVELS))
+    news2_score = fields.Integer(required=True)
+    observed_at = fields.AwareDateTime(required=True)
+
+
+class SessionCompleted(_Strict):
+    session_id = fields.UUID(required=True)
+    appointment_id = fields.UUID(required=True)
+    patient_id = fields.UUID(required=True)
+    room_id = fields.UUID(required=True)
+    room_name = fields.String(required=True)
+    started_at = fields.AwareDateTime(required=True)
+    ended_at = fields.AwareDateTime(required=True)
+    drugs_given = fields.List(fields.Nested(DrugGiven), required=True)
+    pain_before = fields.Integer(required=True, allow_none=True, validate=validate.Range(min=0, max=10))
+    pain_after = fields.Integer(required=True, allow_none=True, validate=validate.Range(min=0, max=10))
+    highest_news2 = fields.Integer(required=True, allow_none=True, validate=validate.Range(min=0))
+    alerts = fields.List(fields.Nested(AlertSummary), required=True)
+
+
+class SessionAborted(_Strict):
+    session_id = fields.UUID(required=True)
+    appointment_id = fields.UUID(required=True)
+    patient_id = fields.UUID(required=True)
+    room_id = fields.UUID(required=True)
+    ended_at = fields.AwareDateTime(required=True)
+    reason = fields.String(required=True)
+
+
+# --- registry ---------------------------------------------------------------------------------
+
+SCHEMAS: dict[tuple[str, int], type[Schema]] = {
+    ("records.patient.registered", 1): PatientRegistered,
+    ("records.patient.contact_changed", 1): PatientContactChanged,
+    ("records.treatment_plan.activated", 1): TreatmentPlanActivated,
+    ("records.treatment_plan.retired", 1): TreatmentPlanRetired,
+    ("scheduling.appointment.booked", 1): AppointmentBooked,
+    ("scheduling.appointment.rescheduled", 1): AppointmentRescheduled,
+    ("scheduling.appointment.cancelled", 1): AppointmentCancelled,
+    ("scheduling.appointment.checked_in", 1): AppointmentCheckedIn,
+    ("scheduling.appointment.no_show", 1): AppointmentNoShow,
+    ("sessions.session.started", 1): SessionStarted,
+    ("sessions.vitals.alert_raised", 1): VitalsAlertRaised,
+    ("sessions.session.completed", 1): SessionCompleted,
+    ("sessions.session.aborted", 1): SessionAborted,
+}
+
+EVENT_TYPES = sorted({event_type for event_type, _ in SCHEMAS})
+
+
+def register(event_type: str, version: int, schema: type[Schema]) -> None:
+    """Add a schema (a new type, or a new version of one)."""
+    SCHEMAS[(event_type, version)] = schema
+
+
+def schema_for(event_type: str, version: int) -> Schema:
+    try:
+        return SCHEMAS[(event_type, version)]()
+    except KeyError:
+        raise InvalidEvent(f"no schema for {event_type} version {version}") from None
+
+
+def serialise_payload(event_type: str, data: dict, version: int = 1) -> dict:
+    """The payload as JSON-ready primitives, checked against its schema; raises InvalidEvent."""
+    schema = schema_for(event_type, version)
+    try:
+        loaded = schema.load(_jsonable(data))
+    except ValidationError as exc:
+        raise InvalidEvent(f"{event_type} v{version} payload invalid: {exc.messages}") from exc
+    return json.loads(json.dumps(schema.dump(loaded)))
+
+
+def parse(body: bytes | str) -> Event:
+    """A received message as an Event with its payload loaded (UUIDs, datetimes, decimals)."""
+    try:
+        raw = json.loads(body)
+        envelope = EnvelopeSchema().load(raw)
+    except (ValueError, ValidationError) as exc:
+        raise InvalidEvent(f"not a valid event envelope: {exc}") from exc
+    schema = schema_for(envelope["type"], envelope["version"])
+    try:
+        data = schema.load(envelope["data"])
+    except ValidationError as exc:
+        raise InvalidEvent(f"{envelope['type']} v{envelope['version']} payload invalid: {exc.messages}") from exc
+    return Event(
+        type=envelope["type"],
+        version=envelope["version"],
+        data=data,
+        producer=envelope["producer"],
+        id=str(envelope["id"]),
+        occurred_at=envelope["occurred_at"],
+        correlation_id=envelope["correlation_id"],
+    )
+
+
+def _jsonable(value):
+    """Python values (UUID, datetime, Decimal) into what a schema's load accepts."""
+    return json.loads(json.dumps(value, default=_default))
+
+
+def _default(value):
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise InvalidEvent("event times must be timezone-aware")
+        return value.isoformat()
+    return str(value)

@@ -1,0 +1,89 @@
+"""pytest fixtures for tests on a real RabbitMQ and a real PostgreSQL.
+
+  broker            the session's RabbitMQ (see clinic.testing.servers for how it is found)
+  postgres          the session's PostgreSQL server
+  module_database   a fresh PostgreSQL database for one test module (its URL)
+  bus_namespace     a unique exchange/queue namespace for one test, so tests never see each other's messages
+  settings_for      Settings for a service on the test broker and a given database
+
+A server that cannot be had fails the test with the reason; nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from clinic.config import load_settings
+from clinic.testing.servers import Broker, Database
+
+_started: dict[str, object] = {}
+
+
+def _announce(config, line: str) -> None:
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(line)
+
+
+@pytest.fixture(scope="session")
+def broker(pytestconfig):
+    try:
+        server = Broker().start()
+    except Exception as exc:  # noqa: BLE001 - the reason is shown in the failure
+        pytest.fail(f"no RabbitMQ for the integration tests: {exc}", pytrace=False)
+    _started["RabbitMQ"] = server
+    _announce(pytestconfig, f"\n[clinic] RabbitMQ from {server.source}: {server.url.split('@')[-1]}")
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def postgres(pytestconfig):
+    try:
+        server = Database().start()
+        version = server.version()
+    except Exception as exc:  # noqa: BLE001
+        pytest.fail(f"no PostgreSQL for the integration tests: {exc}", pytrace=False)
+    _started["PostgreSQL"] = server
+    _announce(pytestconfig, f"\n[clinic] PostgreSQL {version} from {server.source}: {server.url.split('@')[-1]}")
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def module_database(postgres):
+    url = postgres.create_database()
+    yield url
+    postgres.drop_database(url)
+
+
+@pytest.fixture
+def bus_namespace():
+    return f"test-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def settings_for(broker, bus_namespace):
+    """settings_for(service, database_url, **changes) -> Settings on the test broker and namespace."""
+
+    def make(service: str, database_url: str, **changes):
+        base = load_settings(service, env={})
+        return base.with_changes(
+            database_url=database_url,
+            rabbitmq_url=broker.url,
+            bus_namespace=bus_namespace,
+            relay_idle_seconds=0.02,
+            reconnect_max_seconds=1.0,
+            **changes,
+        )
+
+    return make
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _started:
+        terminalreporter.section("clinic test servers")
+        for name, server in _started.items():
+            terminalreporter.write_line(f"{name}: real server from {server.source}")
