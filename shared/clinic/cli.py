@@ -103,12 +103,17 @@ def list_dead_letters(settings) -> list[dict]:
 
 
 def replay_dead_letters(settings, limit: int | None = None) -> int:
-    """Move dead letters back to the service's own queue (only that service sees them again)."""
+    """Move dead letters back to the service's own queue (only that service sees them again).
+
+    Only the letters there when the replay starts: one that dies again is not replayed in a loop.
+    """
     publisher = bus.Publisher(settings)
     channel = publisher.connection.channel()
+    waiting = channel.queue_declare(settings.dead_letter_queue, passive=True).method.message_count
+    limit = waiting if limit is None else min(limit, waiting)
     replayed = 0
     try:
-        while limit is None or replayed < limit:
+        while replayed < limit:
             method, properties, body = channel.basic_get(settings.dead_letter_queue, auto_ack=False)
             if method is None:
                 break

@@ -1,0 +1,1 @@
+"""Benchmarks of the clinic platform; run the scripts in this directory directly (see README.md)."""

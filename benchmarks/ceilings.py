@@ -1,0 +1,355 @@
+"""Raw ceilings of this machine, measured in one run, for later figures to be compared with.
+
+  pika confirmed publish     one persistent message to a durable quorum queue, confirm awaited each time
+  clinic.bus.Publisher       the same, through the project's publisher (what the outbox relay uses)
+  consume and ack            draining that quorum queue with basic_consume, manual acks, a prefetch
+  PostgreSQL inserts         batched (executemany, one transaction per batch) and one row per transaction
+  outbox relay               clinic.outbox.Relay.publish_pending in a loop over a filled outbox table
+
+Servers come from CLINIC_BENCH_RABBITMQ_URL / CLINIC_BENCH_POSTGRES_URL when set; otherwise they are
+started from the local Debian packages in a temporary directory and stopped at the end.
+Every run uses its own queue names and a fresh database, removed at the end.
+
+    .venv/bin/python benchmarks/ceilings.py [--messages N] [--rows N] ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from contextlib import ExitStack
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+try:
+    import clinic  # noqa: F401 - installed in the project's virtualenv
+except ImportError:  # run with another interpreter: use the library from the source tree
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "shared"))
+
+import pika
+import psycopg
+import sqlalchemy as sa
+
+from clinic import bus
+from clinic.config import load_settings
+from clinic.db import create_engine, messaging_tables
+from clinic.localservers import LocalPostgres, LocalRabbitMQ
+from clinic.outbox import Relay, pending_count
+
+QUORUM = {"x-queue-type": "quorum"}
+INSERT_OUTBOX = "INSERT INTO outbox (event_id, event_type, body, created_at) VALUES (%s, %s, %s, %s)"
+
+
+@dataclass
+class Figure:
+    name: str
+    value: float
+    unit: str
+    notes: str = ""
+
+
+def per_second(count: int, seconds: float) -> float:
+    return count / seconds if seconds > 0 else float("inf")
+
+
+def make_body(size: int) -> bytes:
+    """A JSON document of exactly `size` bytes (at least a few), standing in for an event envelope."""
+    empty = json.dumps({"pad": ""}, separators=(",", ":"))
+    return json.dumps({"pad": "x" * max(0, size - len(empty))}, separators=(",", ":")).encode()
+
+
+def without_credentials(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.hostname}:{parts.port}{parts.path if parts.scheme.startswith('postgres') else ''}"
+
+
+def with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+# --- RabbitMQ -------------------------------------------------------------------------------
+
+
+def raw_publish(url: str, queue: str, count: int, body: bytes) -> Figure:
+    """pika's BlockingChannel in confirm mode waits for each message's confirm before returning."""
+    with pika.BlockingConnection(pika.URLParameters(url)) as connection:
+        channel = connection.channel()
+        channel.queue_declare(queue, durable=True, arguments=QUORUM)
+        channel.confirm_delivery()
+        properties = pika.BasicProperties(delivery_mode=pika.DeliveryMode.Persistent, content_type="application/json")
+        start = time.perf_counter()
+        for _ in range(count):
+            channel.basic_publish("", queue, body, properties)
+        elapsed = time.perf_counter() - start
+        held = channel.queue_declare(queue, passive=True).method.message_count
+    notes = f"{count} x {len(body)} B, default exchange, {elapsed:.2f}s"
+    if held != count:
+        notes += f"; WARNING queue holds {held}"
+    return Figure("pika publish, confirmed, quorum queue", per_second(count, elapsed), "msg/s", notes)
+
+
+def consume_and_ack(url: str, queue: str, count: int, prefetch: int) -> Figure:
+    """Drain the queue the publish step filled: one basic_ack per message, as the services' consumers do."""
+    received = 0
+    with pika.BlockingConnection(pika.URLParameters(url)) as connection:
+        channel = connection.channel()
+        channel.basic_qos(prefetch_count=prefetch)
+
+        def on_message(ch, method, _properties, _body):
+            nonlocal received
+            ch.basic_ack(method.delivery_tag)
+            received += 1
+            if received >= count:
+                ch.stop_consuming()
+
+        channel.basic_consume(queue, on_message)
+        # A guard so a short queue ends the step instead of hanging the run.
+        connection.call_later(120, channel.stop_consuming)
+        start = time.perf_counter()
+        channel.start_consuming()
+        elapsed = time.perf_counter() - start
+    notes = f"{received} msgs, prefetch {prefetch}, ack each, {elapsed:.2f}s"
+    if received != count:
+        notes += f"; WARNING expected {count}"
+    return Figure("pika consume + ack, quorum queue", per_second(received, elapsed), "msg/s", notes)
+
+
+def bus_publisher(settings, queue: str, count: int, body: bytes) -> Figure:
+    """The project's Publisher to a quorum queue like the one raw pika used, so its overhead shows."""
+    publisher = bus.Publisher(settings)
+    try:
+        publisher.channel.queue_declare(queue, durable=True, arguments=QUORUM)
+        # Ids are made beforehand: the relay, too, reads them from the outbox rather than making them.
+        message_ids = [str(uuid.uuid4()) for _ in range(count)]
+        start = time.perf_counter()
+        for message_id in message_ids:
+            publisher.publish(queue, message_id, body, exchange="")
+        elapsed = time.perf_counter() - start
+        held = publisher.channel.queue_declare(queue, passive=True).method.message_count
+    finally:
+        publisher.close()
+    notes = f"{count} x {len(body)} B, default exchange, {elapsed:.2f}s"
+    if held != count:
+        notes += f"; WARNING queue holds {held}"
+    return Figure("clinic.bus.Publisher, quorum queue", per_second(count, elapsed), "msg/s", notes)
+
+
+def delete_bus_objects(url: str, queues: list[str], exchanges: list[str]) -> None:
+    """Best effort: leave a shared broker as we found it."""
+    try:
+        with pika.BlockingConnection(pika.URLParameters(url)) as connection:
+            channel = connection.channel()
+            for queue in queues:
+                channel.queue_delete(queue)
+            for exchange in exchanges:
+                channel.exchange_delete(exchange)
+    except bus.BROKER_ERRORS as exc:
+        print(f"note: could not delete the benchmark's queues: {type(exc).__name__}", file=sys.stderr)
+
+
+# --- PostgreSQL -----------------------------------------------------------------------------
+
+
+def outbox_rows(count: int, body: str) -> list[tuple]:
+    now = datetime.now(UTC)
+    return [(str(uuid.uuid4()), "bench.event", body, now) for _ in range(count)]
+
+
+def batched_inserts(url: str, rows: list[tuple], batch: int) -> Figure:
+    """psycopg's executemany pipelines the statements; each batch is one transaction."""
+    with psycopg.connect(url, autocommit=True) as connection, connection.cursor() as cursor:
+        start = time.perf_counter()
+        for first in range(0, len(rows), batch):
+            with connection.transaction():
+                cursor.executemany(INSERT_OUTBOX, rows[first:first + batch])
+        elapsed = time.perf_counter() - start
+    return Figure(f"PostgreSQL insert, {batch} rows/transaction", per_second(len(rows), elapsed), "rows/s",
+                  f"{len(rows)} rows into outbox (3 indexes), executemany, {elapsed:.2f}s")
+
+
+def single_row_inserts(url: str, rows: list[tuple]) -> Figure:
+    """BEGIN, INSERT, COMMIT per row: what a request that writes one row costs at least."""
+    with psycopg.connect(url, autocommit=True) as connection:
+        start = time.perf_counter()
+        for row in rows:
+            with connection.transaction():
+                connection.execute(INSERT_OUTBOX, row)
+        elapsed = time.perf_counter() - start
+    return Figure("PostgreSQL insert, 1 row/transaction", per_second(len(rows), elapsed), "rows/s",
+                  f"{len(rows)} rows into outbox, {elapsed:.2f}s")
+
+
+def durability_settings(url: str) -> str:
+    """The settings that decide what a commit costs, so the figures are read for what they are."""
+    with psycopg.connect(url, autocommit=True) as connection:
+        return ", ".join(f"{name}={connection.execute(f'SHOW {name}').fetchone()[0]}" for name in ("fsync", "synchronous_commit"))
+
+
+# --- the outbox relay -----------------------------------------------------------------------
+
+
+def fill_outbox(engine, outbox, count: int, body: str) -> None:
+    columns = ("event_id", "event_type", "body", "created_at")
+    with engine.begin() as connection:
+        connection.execute(outbox.insert(), [dict(zip(columns, row, strict=True)) for row in outbox_rows(count, body)])
+
+
+def relay_throughput(settings, engine, outbox, count: int, body: str) -> Figure:
+    """Relay.publish_pending until a filled outbox is empty: select a batch, publish each row with
+    a confirm through the topic exchange, mark the batch published, commit."""
+    with bus.connect(settings) as connection:
+        # The real topology: the events exchange and a service quorum queue bound to every event.
+        bus.declare_service_queue(connection.channel(), settings, ["#"])
+    relay = Relay(settings, engine, outbox)
+    try:
+        # One row first, so opening the relay's broker connection is not timed (nor is it for raw pika).
+        fill_outbox(engine, outbox, 1, body)
+        relay.publish_pending()
+        fill_outbox(engine, outbox, count, body)
+        published = 0
+        start = time.perf_counter()
+        while published < count:
+            done = relay.publish_pending()
+            if done == 0:
+                break
+            published += done
+        elapsed = time.perf_counter() - start
+        left = pending_count(engine, outbox)
+    finally:
+        # Relay closes its publisher only when run() ends; we drive publish_pending ourselves.
+        relay._drop_publisher()
+    notes = f"{published} events, batch {settings.relay_batch_size}, topic exchange, {elapsed:.2f}s"
+    if left or published != count:
+        notes += f"; WARNING {left} left unpublished"
+    return Figure("clinic.outbox.Relay (PostgreSQL outbox)", per_second(published, elapsed), "events/s", notes)
+
+
+# --- servers and the run --------------------------------------------------------------------
+
+
+def start_servers(stack: ExitStack) -> tuple[str, str, str]:
+    """Returns (RabbitMQ URL, PostgreSQL URL, how they were had); anything started is stopped by the stack."""
+    rabbit_url = os.environ.get("CLINIC_BENCH_RABBITMQ_URL")
+    postgres_url = os.environ.get("CLINIC_BENCH_POSTGRES_URL")
+    sources = []
+    tmp = None
+    if not (rabbit_url and postgres_url):
+        tmp = Path(tempfile.mkdtemp(prefix="clinic-bench-"))
+        stack.callback(shutil.rmtree, tmp, ignore_errors=True)
+    if rabbit_url:
+        sources.append(f"RabbitMQ from CLINIC_BENCH_RABBITMQ_URL ({without_credentials(rabbit_url)})")
+    else:
+        rabbit = LocalRabbitMQ(tmp / "rabbitmq")
+        stack.callback(rabbit.stop)
+        rabbit_url = rabbit.start()
+        sources.append(f"RabbitMQ started from local packages (127.0.0.1:{rabbit.port}, {tmp})")
+    if postgres_url:
+        postgres_url = postgres_url.replace("postgresql+psycopg://", "postgresql://", 1)
+        sources.append(f"PostgreSQL from CLINIC_BENCH_POSTGRES_URL ({without_credentials(postgres_url)})")
+    else:
+        postgres = LocalPostgres(tmp / "postgres")
+        stack.callback(postgres.stop)
+        postgres_url = postgres.start()
+        sources.append(f"PostgreSQL started from local packages (127.0.0.1:{postgres.port}, {tmp})")
+    return rabbit_url, postgres_url, "; ".join(sources)
+
+
+def fresh_database(stack: ExitStack, server_url: str) -> str:
+    name = f"bench_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server_url, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+
+    def drop():
+        with psycopg.connect(server_url, autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    stack.callback(drop)
+    return with_database(server_url, name)
+
+
+def measure(args, stack: ExitStack) -> list[Figure]:
+    rabbit_url, server_url, sources = start_servers(stack)
+    database_url = fresh_database(stack, server_url)
+    with psycopg.connect(database_url) as connection:
+        version = connection.execute("SHOW server_version").fetchone()[0]
+    durability = durability_settings(database_url)
+    print(f"servers: {sources}")
+    print(f"PostgreSQL {version} ({durability}), database {database_url.rsplit('/', 1)[1]}; "
+          f"{os.cpu_count()} cores, Python {platform.python_version()}, pika {pika.__version__}, psycopg {psycopg.__version__}")
+    sys.stdout.flush()
+
+    namespace = f"bench-{uuid.uuid4().hex[:10]}"
+    settings = load_settings("bench", env={}).with_changes(
+        rabbitmq_url=rabbit_url, bus_namespace=namespace, database_url=database_url)
+    raw_queue, bus_queue = f"{namespace}.raw", f"{namespace}.publisher"
+    stack.callback(
+        delete_bus_objects, rabbit_url,
+        [raw_queue, bus_queue, settings.queue, settings.dead_letter_queue, settings.unrouted_queue],
+        [settings.exchange, settings.unrouted_exchange, settings.dead_letter_exchange],
+    )
+    body = make_body(args.body_bytes)
+
+    figures = [raw_publish(rabbit_url, raw_queue, args.messages, body)]
+    figures.append(consume_and_ack(rabbit_url, raw_queue, args.messages, args.prefetch))
+    figures.append(bus_publisher(settings, bus_queue, args.messages, body))
+
+    engine = create_engine(database_url)
+    stack.callback(engine.dispose)
+    metadata = sa.MetaData()
+    outbox, _inbox = messaging_tables(metadata)
+    metadata.create_all(engine)
+    text_body = body.decode()
+    figures.append(batched_inserts(database_url, outbox_rows(args.rows, text_body), args.batch))
+    figures.append(single_row_inserts(database_url, outbox_rows(args.single_rows, text_body)))
+    for figure in figures[-2:]:
+        figure.notes += f"; {durability}"
+
+    # The relay starts from an empty outbox, as a service's would.
+    with engine.begin() as connection:
+        connection.execute(sa.text("TRUNCATE outbox RESTART IDENTITY"))
+    figures.append(relay_throughput(settings, engine, outbox, args.messages, text_body))
+    return figures
+
+
+def print_table(figures: list[Figure]) -> None:
+    header = ("name", "figure", "unit", "notes")
+    lines = [(f.name, f"{f.value:,.0f}", f.unit, f.notes) for f in figures]
+    widths = [max(len(row[i]) for row in [header, *lines]) for i in range(3)]
+    for row in [header, tuple("-" * w for w in widths) + ("-----",), *lines]:
+        print(f"{row[0]:<{widths[0]}}  {row[1]:>{widths[1]}}  {row[2]:<{widths[2]}}  {row[3]}")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--messages", type=int, default=5000,
+                        help="messages per RabbitMQ step and events for the relay (default 5000)")
+    parser.add_argument("--rows", type=int, default=50000, help="rows for the batched insert (default 50000)")
+    parser.add_argument("--single-rows", type=int, default=5000, help="rows for one-row-per-transaction inserts (default 5000)")
+    parser.add_argument("--batch", type=int, default=500, help="rows per transaction in the batched insert (default 500)")
+    parser.add_argument("--prefetch", type=int, default=100, help="consumer prefetch (default 100)")
+    parser.add_argument("--body-bytes", type=int, default=512, help="message and outbox body size (default 512)")
+    args = parser.parse_args(argv)
+    if min(args.messages, args.rows, args.single_rows, args.batch, args.prefetch) < 1:
+        parser.error("counts must be at least 1")
+
+    start = time.perf_counter()
+    with ExitStack() as stack:  # stops what was started and removes what was made, whatever happens
+        figures = measure(args, stack)
+    print()
+    print_table(figures)
+    print(f"\ntotal run time {time.perf_counter() - start:.1f}s (including starting and stopping any local servers)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,3 @@
+"""Notifications: email to patients and on-call staff."""
+
+SERVICE = "notifications"

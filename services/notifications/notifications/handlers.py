@@ -1,0 +1,31 @@
+"""What notifications does with the events it consumes: one function per event type."""
+
+from __future__ import annotations
+
+from sqlalchemy.engine import Connection
+
+from clinic.events import Event
+from notifications import db, domain
+
+
+def keep_contact_copy(connection: Connection, event: Event) -> None:
+    data = event.data
+    patient_id = str(data["patient_id"])
+    stored = db.get_contact(connection, patient_id)
+    if stored and not domain.is_newer(event.occurred_at, stored["changed_at"]):
+        return
+    db.save_contact(connection, {
+        "patient_id": patient_id,
+        "given_name": data["given_name"],
+        "family_name": data["family_name"],
+        "email": data["email"],
+        "phone": data["phone"],
+        "preferred_contact": data["preferred_contact"],
+        "email_opt_out": data["email_opt_out"],
+        "changed_at": event.occurred_at,
+    })
+
+
+HANDLERS = {
+    "records.patient.contact_changed": keep_contact_copy,
+}

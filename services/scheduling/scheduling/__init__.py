@@ -1,0 +1,3 @@
+"""Scheduling: infusion and exam rooms, office hours, appointments."""
+
+SERVICE = "scheduling"

@@ -1,0 +1,1 @@
+"""Scheduling rules: no Flask, no database session, no pika."""

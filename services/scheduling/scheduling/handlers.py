@@ -1,0 +1,3 @@
+"""What scheduling does with the events it consumes: one function per event type."""
+
+HANDLERS = {}

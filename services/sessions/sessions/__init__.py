@@ -1,0 +1,3 @@
+"""Sessions: live infusion sessions, bedside monitors, vital signs, alerts, discharge."""
+
+SERVICE = "sessions"

@@ -1,0 +1,1 @@
+"""Sessions rules: no Flask, no database session, no pika."""

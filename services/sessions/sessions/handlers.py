@@ -1,0 +1,3 @@
+"""What sessions does with the events it consumes: one function per event type."""
+
+HANDLERS = {}

@@ -1,0 +1,144 @@
+"""Nothing lost, nothing doubled: the outbox, the bus and the inbox on the real RabbitMQ and PostgreSQL.
+
+The probe's effect is not idempotent (one row per application), so an event applied
+twice would show as two rows.
+"""
+
+from __future__ import annotations
+
+import signal
+from unittest import mock
+
+import sqlalchemy as sa
+
+from clinic import bus, events, inbox
+from clinic.cli import list_dead_letters, replay_dead_letters
+from clinic.outbox import pending_count
+from clinic.testing import eventually
+from tests.integration.conftest import queue_depth
+from tests.support import probe
+
+
+def test_2000_events_survive_a_broker_restart_part_way(broker, probe_databases, start_consumer, start_relay):
+    producer, consumer, (producer_url, consumer_url) = probe_databases
+    start_consumer(consumer, consumer_url)
+    probe.write_events(producer, 2000)
+    start_relay(producer, producer_url)
+
+    eventually(lambda: probe.applied_counts(consumer)[0] >= 300, timeout=30, message="the first events to arrive")
+    broker.stop_broker()
+    assert probe.applied_counts(consumer)[0] < 2000, "the broker went down too late to test anything"
+    broker.start_broker()
+
+    eventually(lambda: probe.applied_counts(consumer)[1] == 2000, timeout=90, message="all 2000 events applied")
+    assert probe.applied_counts(consumer) == (2000, 2000)
+    assert pending_count(producer, probe.outbox) == 0
+    with consumer.connect() as connection:
+        sequences = connection.execute(sa.select(probe.applied.c.sequence)).scalars().all()
+    assert sorted(sequences) == list(range(2000))
+
+
+def test_the_same_event_delivered_twice_has_one_effect(probe_databases, start_consumer, settings_for):
+    _, consumer, (_, consumer_url) = probe_databases
+    start_consumer(consumer, consumer_url)
+    settings = settings_for("producer", consumer_url)
+    twice = events.Event(type=probe.THING, data={"sequence": 1}, producer="probe")
+    after = events.Event(type=probe.THING, data={"sequence": 2}, producer="probe")
+    publisher = bus.Publisher(settings)
+    for event in (twice, twice, after):
+        publisher.publish(event.type, event.id, event.to_json())
+    publisher.close()
+
+    # One consumer handles its queue in order, so once `after` is applied both copies were handled.
+    eventually(lambda: probe.applied_counts(consumer)[1] == 2, message="both events applied")
+    with consumer.connect() as connection:
+        rows = connection.execute(sa.select(probe.applied.c.event_id)).scalars().all()
+    assert sorted(rows) == sorted([twice.id, after.id])
+
+
+def test_a_killed_consumer_loses_nothing_and_doubles_nothing(probe_databases, start_relay, probe_process):
+    producer, consumer, (producer_url, consumer_url) = probe_databases
+    worker = probe_process(consumer_url)
+    probe.write_events(producer, 3000)
+    start_relay(producer, producer_url)
+
+    eventually(lambda: probe.applied_counts(consumer)[0] >= 200, timeout=30, message="the consumer to be mid-stream")
+    worker.send_signal(signal.SIGKILL)
+    worker.wait(timeout=10)
+    killed_at = probe.applied_counts(consumer)[0]
+    assert killed_at < 3000, "the consumer finished before it could be killed"
+
+    probe_process(consumer_url)
+    eventually(lambda: probe.applied_counts(consumer)[1] == 3000, timeout=90, message="all 3000 events applied")
+    assert probe.applied_counts(consumer) == (3000, 3000)
+
+
+def test_poison_messages_end_in_the_dead_letter_queue_and_the_rest_flow(probe_databases, start_consumer, settings_for, broker_channel):
+    _, consumer, (_, consumer_url) = probe_databases
+    settings = settings_for("probe", consumer_url)
+    start_consumer(consumer, consumer_url)
+    publisher = bus.Publisher(settings)
+    poison = events.Event(type=probe.POISON, data={"sequence": 0}, producer="probe")
+    bad_schema = events.Event(type=probe.THING, data={"sequence": "not a number"}, producer="probe")
+    unknown_version = events.Event(type=probe.THING, version=99, data={"sequence": 0}, producer="probe")
+    good = [events.Event(type=probe.THING, data={"sequence": n}, producer="probe") for n in range(3)]
+    publisher.channel.queue_bind(settings.queue, settings.exchange, routing_key=probe.POISON)
+    for event in (poison, bad_schema, unknown_version, *good):
+        publisher.publish(event.type, event.id, event.to_json())
+    publisher.publish(probe.THING, "not-json", b"{ this is not an event")
+    publisher.close()
+
+    eventually(lambda: probe.applied_counts(consumer) == (3, 3), message="the good events applied")
+    eventually(lambda: queue_depth(broker_channel, settings.dead_letter_queue) == 4, timeout=20,
+               message="four dead letters (failing handler, bad schema, unknown version, not JSON)")
+    dead = {row["id"] for row in list_dead_letters(settings)}
+    assert dead == {poison.id, bad_schema.id, unknown_version.id, "not-json"}
+    assert queue_depth(broker_channel, settings.queue) == 0
+
+    # An operator can send them back once the cause is fixed; here the handler still fails, so
+    # the poison message returns to the dead-letter queue instead of looping.
+    assert replay_dead_letters(settings) == 4
+    eventually(lambda: queue_depth(broker_channel, settings.dead_letter_queue) == 4, timeout=20, message="dead again")
+    assert probe.applied_counts(consumer) == (3, 3)
+
+
+def test_a_relay_killed_between_confirm_and_mark_sends_again_and_the_inbox_absorbs_it(
+        probe_databases, start_consumer, probe_process):
+    producer, consumer, (producer_url, consumer_url) = probe_databases
+    outcomes = []
+    original = inbox.apply_once
+
+    def observed(*args):
+        outcome = original(*args)
+        outcomes.append(outcome)
+        return outcome
+
+    with mock.patch.object(inbox, "apply_once", observed):
+        start_consumer(consumer, consumer_url)
+        probe.write_events(producer, 1)
+        crashing = probe_process(producer_url, PROBE_CRASH_AFTER_CONFIRM="1", PROBE_RELAY_ONLY="1")
+        assert crashing.wait(timeout=30) == 137, crashing.stderr.read().decode()[-2000:]
+        eventually(lambda: outcomes == [inbox.APPLIED], message="the confirmed event applied")
+        assert pending_count(producer, probe.outbox) == 1, "the row must still be unpublished after the crash"
+
+        probe_process(producer_url, PROBE_RELAY_ONLY="1")
+        eventually(lambda: pending_count(producer, probe.outbox) == 0, timeout=20, message="the row published again")
+        eventually(lambda: outcomes == [inbox.APPLIED, inbox.DUPLICATE], message="the second copy absorbed")
+    assert probe.applied_counts(consumer) == (1, 1)
+
+
+def test_an_event_nobody_consumes_is_kept_and_does_not_stall_the_relay(
+        probe_databases, start_consumer, start_relay, settings_for, broker_channel):
+    producer, consumer, (producer_url, consumer_url) = probe_databases
+    settings = settings_for("probe", consumer_url)
+    start_consumer(consumer, consumer_url)
+    probe.write_events(producer, 1, event_type=probe.UNHEARD)
+    probe.write_events(producer, 5, start=1)
+    start_relay(producer, producer_url)
+
+    eventually(lambda: probe.applied_counts(consumer) == (5, 5), message="the events after the unheard one")
+    assert pending_count(producer, probe.outbox) == 0
+    method, properties, body = broker_channel.basic_get(settings.unrouted_queue, auto_ack=True)
+    assert method is not None, "the unrouted event was not kept"
+    assert properties.type == probe.UNHEARD
+    assert events.parse(body).data == {"sequence": 0}

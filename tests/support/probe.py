@@ -1,0 +1,61 @@
+"""A probe service for testing the shared bus, outbox and inbox with an effect that is NOT idempotent.
+
+Each applied event inserts a row into `applied` (no unique key), so an event applied
+twice shows up as two rows. Its event types are registered for tests only.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from marshmallow import Schema, fields
+
+from clinic import events
+from clinic.db import messaging_tables
+from clinic.outbox import add_event
+
+
+class ProbeData(Schema):
+    sequence = fields.Integer(required=True)
+
+
+THING = "probe.thing.happened"
+POISON = "probe.poison.happened"
+UNHEARD = "probe.unheard.happened"
+for _type in (THING, POISON, UNHEARD):
+    events.register(_type, 1, ProbeData)
+
+metadata = sa.MetaData()
+outbox, inbox = messaging_tables(metadata)
+applied = sa.Table(
+    "applied",
+    metadata,
+    sa.Column("row", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("event_id", sa.String(36), nullable=False),
+    sa.Column("sequence", sa.Integer, nullable=False),
+)
+
+
+def record_thing(connection, event) -> None:
+    connection.execute(applied.insert().values(event_id=event.id, sequence=event.data["sequence"]))
+
+
+def always_fail(connection, event) -> None:
+    raise RuntimeError("this handler always fails")
+
+
+HANDLERS = {THING: record_thing, POISON: always_fail}
+
+
+def write_events(engine, count: int, event_type: str = THING, start: int = 0, per_transaction: int = 200) -> None:
+    for first in range(start, start + count, per_transaction):
+        with engine.begin() as connection:
+            for sequence in range(first, min(first + per_transaction, start + count)):
+                add_event(connection, outbox, "probe", event_type, {"sequence": sequence})
+
+
+def applied_counts(engine) -> tuple[int, int]:
+    """(rows applied, distinct events applied)."""
+    with engine.connect() as connection:
+        total = connection.execute(sa.select(sa.func.count()).select_from(applied)).scalar_one()
+        distinct = connection.execute(sa.select(sa.func.count(sa.distinct(applied.c.event_id)))).scalar_one()
+    return total, distinct
