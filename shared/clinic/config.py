@@ -89,7 +89,7 @@ class Settings:
     def is_production(self) -> bool:
         return self.environment == "production"
 
-    def with_changes(self, **changes) -> "Settings":
+    def with_changes(self, **changes) -> Settings:
         return replace(self, **changes)
 
     def check_safe_to_run(self) -> None:

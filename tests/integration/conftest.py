@@ -29,7 +29,7 @@ def probe_databases(postgres):
     for engine in engines:
         probe.metadata.create_all(engine)
     yield engines[0], engines[1], urls
-    for engine, url in zip(engines, urls):
+    for engine, url in zip(engines, urls, strict=True):
         engine.dispose()
         postgres.drop_database(url)
 

@@ -43,7 +43,7 @@ class Broker:
         self._container = None
         self._tmp = None
 
-    def start(self) -> "Broker":
+    def start(self) -> Broker:
         url = os.environ.get("CLINIC_TEST_RABBITMQ_URL")
         if url:
             self.source, self.url = FROM_ENVIRONMENT, url
@@ -92,7 +92,7 @@ class Database:
         self._container = None
         self._tmp = None
 
-    def start(self) -> "Database":
+    def start(self) -> Database:
         url = os.environ.get("CLINIC_TEST_POSTGRES_URL")
         if url:
             self.source, self.url = FROM_ENVIRONMENT, url

@@ -1,0 +1,136 @@
+"""Records over HTTP on the real PostgreSQL: bad input and bad identity get clear errors, never a 500,
+and a database that goes away is a 503 that heals without a restart."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timedelta, timezone
+
+import jwt
+import pytest
+import sqlalchemy as sa
+
+from clinic.auth import issue_token
+from clinic.db import create_engine, migrate
+from clinic.testing import eventually
+from records import db
+from records.app import create_app
+
+PATIENT = {"given_name": "Ana", "family_name": "Reyes", "birth_date": "1984-03-09", "sex": "female", "email": "ana@example.org"}
+
+
+@pytest.fixture(scope="module")
+def records_database(module_database):
+    migrate(create_engine(module_database), db.MIGRATIONS)
+    return module_database
+
+
+@pytest.fixture
+def client(records_database, settings_for):
+    settings = settings_for("records", records_database)
+    app = create_app(settings)
+    client = app.test_client()
+    client.settings = settings
+
+    def as_role(*roles):
+        return {"Authorization": f"Bearer {issue_token(settings, 'tester', roles)}"}
+
+    client.as_role = as_role
+    yield client
+    app.extensions["clinic.engine"].dispose()
+
+
+def assert_error_shape(response, status, code=None):
+    assert response.status_code == status, response.get_data(as_text=True)
+    body = response.get_json()
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "message", "details"}
+    if code:
+        assert body["error"]["code"] == code
+    return body["error"]
+
+
+def test_a_malformed_body_is_a_400(client):
+    error = assert_error_shape(client.post("/patients", data="{not json", content_type="application/json",
+                                           headers=client.as_role("front_desk")), 400)
+    assert "JSON" in error["message"]
+
+
+@pytest.mark.parametrize("field, value", [("given_name", 42), ("birth_date", "09/03/1984"), ("sex", "robot"),
+                                          ("email", "not-an-email"), ("birth_date", "2999-01-01"), ("email_opt_out", "maybe")])
+def test_a_wrong_value_is_a_422_naming_the_field(client, field, value):
+    error = assert_error_shape(client.post("/patients", json={**PATIENT, field: value}, headers=client.as_role("front_desk")),
+                               422, "validation_failed")
+    assert list(error["details"]) == [field]
+
+
+@pytest.mark.parametrize("missing", ["given_name", "family_name", "birth_date", "sex"])
+def test_a_missing_field_is_a_422_naming_it(client, missing):
+    body = {key: value for key, value in PATIENT.items() if key != missing}
+    error = assert_error_shape(client.post("/patients", json=body, headers=client.as_role("front_desk")), 422)
+    assert missing in error["details"]
+
+
+def test_an_unknown_field_is_refused(client):
+    error = assert_error_shape(client.post("/patients", json={**PATIENT, "ssn": "123"}, headers=client.as_role("front_desk")), 422)
+    assert "ssn" in error["details"]
+
+
+def expired_token(settings):
+    past = datetime.now(timezone.utc) - timedelta(hours=2)
+    return jwt.encode({"sub": "x", "roles": ["admin"], "iss": settings.jwt_issuer, "iat": past, "exp": past + timedelta(hours=1)},
+                      settings.jwt_signing_key, algorithm="HS256")
+
+
+@pytest.mark.parametrize("header", [None, "Bearer", "Basic dXNlcjpwYXNz", "Bearer not.a.token", "Bearer {forged}", "Bearer {expired}"])
+def test_a_missing_or_bad_token_is_a_401(client, header):
+    headers = {}
+    if header:
+        forged = jwt.encode({"sub": "x", "roles": ["admin"], "iss": "clinic", "exp": 4102444800},
+                            "another-key-entirely-32-chars-long", algorithm="HS256")
+        headers["Authorization"] = header.format(forged=forged, expired=expired_token(client.settings))
+    assert_error_shape(client.post("/patients", json=PATIENT, headers=headers), 401, "unauthorized")
+
+
+def test_a_wrong_role_is_a_403(client):
+    error = assert_error_shape(client.post("/patients", json=PATIENT, headers=client.as_role("nurse")), 403, "forbidden")
+    assert "front_desk" in error["details"]["required_roles"]
+
+
+def test_registering_writes_the_patient_and_both_events_in_one_transaction(client, records_database):
+    response = client.post("/patients", json=PATIENT, headers=client.as_role("front_desk"))
+    assert response.status_code == 201
+    patient = response.get_json()
+    engine = create_engine(records_database)
+    with engine.connect() as connection:
+        stored = connection.execute(sa.select(db.outbox.c.event_type, db.outbox.c.body)).all()
+    engine.dispose()
+    mine = [row.event_type for row in stored if patient["id"] in row.body]
+    assert mine == ["records.patient.registered", "records.patient.contact_changed"]
+
+    again = client.post("/patients", json={**PATIENT, "given_name": "ANA "}, headers=client.as_role("front_desk"))
+    error = assert_error_shape(again, 409, "conflict")
+    assert error["details"]["patient_id"] == patient["id"]
+
+
+def test_an_unknown_patient_is_a_404(client):
+    assert_error_shape(client.get("/patients/7b0f0d3e-6a56-4a4b-9a8e-1d2f3c4b5a69", headers=client.as_role("nurse")), 404, "not_found")
+
+
+def test_a_stopped_database_is_a_503_and_recovers_without_a_restart(client, postgres):
+    headers = client.as_role("front_desk")
+    assert client.get("/readyz").status_code == 200
+    postgres.stop_server()
+    try:
+        started = time.monotonic()
+        ready = client.get("/readyz")
+        assert time.monotonic() - started < 1.0, "readiness must answer within a second"
+        error = assert_error_shape(ready, 503)
+        assert error["details"]["checks"] == {"database": False, "broker": True}
+
+        write = client.post("/patients", json={**PATIENT, "email": "outage@example.org"}, headers=headers)
+        assert_error_shape(write, 503, "database_unavailable")
+    finally:
+        postgres.start_server()
+
+    eventually(lambda: client.get("/readyz").status_code == 200, timeout=15, message="ready again")
+    assert client.post("/patients", json={**PATIENT, "email": "after@example.org"}, headers=headers).status_code == 201

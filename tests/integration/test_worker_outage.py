@@ -1,0 +1,52 @@
+"""A worker whose database goes away pauses and resumes by itself, without losing the event it held."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+
+from clinic import bus, events
+from clinic.db import create_engine, migrate
+from clinic.testing import eventually
+from clinic.worker import Worker
+from notifications import db
+from notifications.handlers import HANDLERS
+
+
+def test_the_notifications_worker_resumes_after_the_database_comes_back(postgres, settings_for):
+    url = postgres.create_database("notifications")
+    engine = create_engine(url)
+    migrate(engine, db.MIGRATIONS)
+    settings = settings_for("notifications", url)
+    worker = Worker(settings, db.outbox, db.inbox, HANDLERS, engine=engine)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        assert worker.consumer.ready.wait(15)
+        patient_id = str(uuid.uuid4())
+        contact = {"patient_id": patient_id, "given_name": "Lena", "family_name": "Ortiz", "email": "lena@example.org",
+                   "phone": None, "preferred_contact": "email", "email_opt_out": False}
+        event = events.Event(type="records.patient.contact_changed", producer="records",
+                             data=events.serialise_payload("records.patient.contact_changed", contact))
+        postgres.stop_server()
+        try:
+            publisher = bus.Publisher(settings)
+            publisher.publish(event.type, event.id, event.to_json())
+            # The worker has taken the message (it cannot have applied it): it must hold it, not drop it.
+            eventually(lambda: publisher.channel.queue_declare(settings.queue, passive=True).method.message_count == 0,
+                       message="the worker to take the message while the database is down")
+            publisher.close()
+        finally:
+            postgres.start_server()
+
+        def copied():
+            with engine.connect() as connection:
+                return db.get_contact(connection, patient_id)
+
+        stored = eventually(copied, timeout=30, message="the contact copy after the outage")
+        assert stored["email"] == "lena@example.org"
+    finally:
+        worker.stop()
+        thread.join(timeout=15)
+        engine.dispose()
+        postgres.drop_database(url)

@@ -1,0 +1,64 @@
+import pytest
+
+from clinic import auth
+from clinic.config import DEVELOPMENT_SIGNING_KEY, ConfigurationError, load_settings
+from clinic.errors import Unauthorized
+
+
+@pytest.fixture
+def settings():
+    return load_settings("records", env={})
+
+
+def test_a_token_carries_its_subject_and_roles(settings):
+    principal = auth.verify_token(settings, auth.issue_token(settings, "nurse-7", ["nurse"]))
+    assert principal == auth.Principal("nurse-7", ("nurse",))
+    assert principal.has_any(["nurse", "admin"]) and not principal.has_any(["admin"])
+
+
+def test_a_token_signed_with_another_key_is_refused(settings):
+    other = settings.with_changes(jwt_signing_key="x" * 40)
+    with pytest.raises(Unauthorized):
+        auth.verify_token(settings, auth.issue_token(other, "someone", ["admin"]))
+
+
+def test_unknown_roles_cannot_be_issued(settings):
+    with pytest.raises(ValueError):
+        auth.issue_token(settings, "x", ["janitor"])
+
+
+@pytest.mark.parametrize("header", [None, "", "Token abc", "Bearer ", "Bearer"])
+def test_the_authorization_header_must_be_a_bearer_token(header):
+    with pytest.raises(Unauthorized):
+        auth.bearer_token(header)
+
+
+def test_device_tokens_are_stored_as_digests_and_compared_safely():
+    token = auth.new_device_token()
+    stored = auth.hash_device_token(token)
+    assert token not in stored and len(stored) == 64
+    assert auth.device_token_matches(token, stored)
+    assert not auth.device_token_matches(token + "x", stored)
+
+
+def test_production_refuses_the_development_key_and_sqlite():
+    with pytest.raises(ConfigurationError, match="CLINIC_JWT_SIGNING_KEY"):
+        load_settings("records", env={"CLINIC_ENV": "production", "DATABASE_URL": "postgresql://db/records"}).check_safe_to_run()
+    with pytest.raises(ConfigurationError, match="DATABASE_URL"):
+        load_settings("records", env={"CLINIC_ENV": "production", "CLINIC_JWT_SIGNING_KEY": "s" * 40}).check_safe_to_run()
+    load_settings("records", env={"CLINIC_ENV": "production", "CLINIC_JWT_SIGNING_KEY": "s" * 40,
+                                  "DATABASE_URL": "postgresql://db/records"}).check_safe_to_run()
+
+
+def test_development_runs_on_embedded_defaults():
+    settings = load_settings("scheduling", env={})
+    assert settings.jwt_signing_key == DEVELOPMENT_SIGNING_KEY
+    assert settings.database_url.startswith("sqlite:///") and settings.database_url.endswith("var/scheduling.db")
+    names = (settings.queue, settings.dead_letter_queue, settings.exchange)
+    assert names == ("clinic.scheduling", "clinic.scheduling.dead", "clinic.events")
+    settings.check_safe_to_run()
+
+
+def test_a_malformed_number_in_the_environment_is_named():
+    with pytest.raises(ConfigurationError, match="CLINIC_PREFETCH"):
+        load_settings("records", env={"CLINIC_PREFETCH": "lots"})
