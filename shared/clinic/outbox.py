@@ -66,10 +66,12 @@ class Relay:
                 log.warning("relay: broker unavailable (%s); retrying in %.1fs", type(exc).__name__, delay)
                 self._stopping.wait(delay)
             except sa.exc.DBAPIError as exc:
-                if not is_unavailable(exc):
-                    raise
                 delay = backoff.next()
-                log.warning("relay: database unavailable; retrying in %.1fs", delay)
+                if is_unavailable(exc):
+                    log.warning("relay: database unavailable; retrying in %.1fs", delay)
+                else:
+                    # e.g. a schema not yet migrated: keep trying rather than die silently beside a live consumer.
+                    log.exception("relay: database error; retrying in %.1fs", delay)
                 self._stopping.wait(delay)
         self._drop_publisher()
 
