@@ -17,7 +17,8 @@ class ConfigurationError(RuntimeError):
     """The settings cannot run a service safely."""
 
 
-def _int(env, name, default):
+def read_int(env, name: str, default: int) -> int:
+    """An integer setting; a malformed value is a ConfigurationError naming the variable."""
     raw = env.get(name)
     if raw in (None, ""):
         return default
@@ -27,7 +28,7 @@ def _int(env, name, default):
         raise ConfigurationError(f"{name} must be an integer, got {raw!r}") from None
 
 
-def _float(env, name, default):
+def read_float(env, name: str, default: float) -> float:
     raw = env.get(name)
     if raw in (None, ""):
         return default
@@ -119,17 +120,17 @@ def load_settings(service: str, env: dict | None = None) -> Settings:
         environment=env.get("CLINIC_ENV") or Settings.environment,
         bus_namespace=env.get("CLINIC_BUS_NAMESPACE") or Settings.bus_namespace,
         jwt_signing_key=env.get("CLINIC_JWT_SIGNING_KEY") or DEVELOPMENT_SIGNING_KEY,
-        token_ttl_minutes=_int(env, "CLINIC_TOKEN_TTL_MINUTES", Settings.token_ttl_minutes),
+        token_ttl_minutes=read_int(env, "CLINIC_TOKEN_TTL_MINUTES", Settings.token_ttl_minutes),
         clinic_timezone=env.get("CLINIC_TIMEZONE") or Settings.clinic_timezone,
-        prefetch=_int(env, "CLINIC_PREFETCH", Settings.prefetch),
-        delivery_limit=_int(env, "CLINIC_DELIVERY_LIMIT", Settings.delivery_limit),
-        relay_batch_size=_int(env, "CLINIC_RELAY_BATCH_SIZE", Settings.relay_batch_size),
-        relay_idle_seconds=_float(env, "CLINIC_RELAY_IDLE_SECONDS", Settings.relay_idle_seconds),
-        broker_heartbeat_seconds=_int(env, "CLINIC_BROKER_HEARTBEAT_SECONDS", Settings.broker_heartbeat_seconds),
-        reconnect_max_seconds=_float(env, "CLINIC_RECONNECT_MAX_SECONDS", Settings.reconnect_max_seconds),
-        database_timeout_seconds=_int(env, "CLINIC_DATABASE_TIMEOUT_SECONDS", Settings.database_timeout_seconds),
+        prefetch=read_int(env, "CLINIC_PREFETCH", Settings.prefetch),
+        delivery_limit=read_int(env, "CLINIC_DELIVERY_LIMIT", Settings.delivery_limit),
+        relay_batch_size=read_int(env, "CLINIC_RELAY_BATCH_SIZE", Settings.relay_batch_size),
+        relay_idle_seconds=read_float(env, "CLINIC_RELAY_IDLE_SECONDS", Settings.relay_idle_seconds),
+        broker_heartbeat_seconds=read_int(env, "CLINIC_BROKER_HEARTBEAT_SECONDS", Settings.broker_heartbeat_seconds),
+        reconnect_max_seconds=read_float(env, "CLINIC_RECONNECT_MAX_SECONDS", Settings.reconnect_max_seconds),
+        database_timeout_seconds=read_int(env, "CLINIC_DATABASE_TIMEOUT_SECONDS", Settings.database_timeout_seconds),
         smtp_host=env.get("SMTP_HOST") or Settings.smtp_host,
-        smtp_port=_int(env, "SMTP_PORT", Settings.smtp_port),
+        smtp_port=read_int(env, "SMTP_PORT", Settings.smtp_port),
         mail_from=env.get("MAIL_FROM") or Settings.mail_from,
         log_level=env.get("LOG_LEVEL") or Settings.log_level,
     )
