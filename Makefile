@@ -13,7 +13,7 @@ test:
 
 bench:
 	@scripts/bootstrap.sh bench
-	@$(PYTHON) benchmarks/run_all.py
+	@$(PYTHON) benchmarks/ceilings.py
 
 lint:
 	@scripts/bootstrap.sh run

@@ -61,6 +61,38 @@ def per_second(count: int, seconds: float) -> float:
     return count / seconds if seconds > 0 else float("inf")
 
 
+class Stopwatch:
+    """Times a run of operations and, on the way, each fifth of it: the figure is the whole run's rate,
+    the fifths show how steady it was (a shared or virtual machine varies by tens of percent)."""
+
+    def __init__(self, expected: int, parts: int = 5):
+        self.lap_size = max(1, expected // parts)
+        self.done = 0
+        self.lap_rates: list[float] = []
+
+    def start(self) -> None:
+        self.started = self.lap_started = time.perf_counter()
+        self.lap_done = 0
+
+    def tick(self, count: int = 1) -> None:
+        self.done += count
+        if self.done - self.lap_done >= self.lap_size:
+            now = time.perf_counter()
+            self.lap_rates.append(per_second(self.done - self.lap_done, now - self.lap_started))
+            self.lap_started, self.lap_done = now, self.done
+
+    def stop(self) -> None:
+        self.elapsed = time.perf_counter() - self.started
+
+    @property
+    def rate(self) -> float:
+        return per_second(self.done, self.elapsed)
+
+    def summary(self) -> str:
+        spread = f", fifths {min(self.lap_rates):,.0f}-{max(self.lap_rates):,.0f}/s" if len(self.lap_rates) > 1 else ""
+        return f"{self.elapsed:.2f}s{spread}"
+
+
 def make_body(size: int) -> bytes:
     """A JSON document of exactly `size` bytes (at least a few), standing in for an event envelope."""
     empty = json.dumps({"pad": ""}, separators=(",", ":"))
@@ -87,41 +119,42 @@ def raw_publish(url: str, queue: str, count: int, body: bytes) -> Figure:
         channel.queue_declare(queue, durable=True, arguments=QUORUM)
         channel.confirm_delivery()
         properties = pika.BasicProperties(delivery_mode=pika.DeliveryMode.Persistent, content_type="application/json")
-        start = time.perf_counter()
+        watch = Stopwatch(count)
+        watch.start()
         for _ in range(count):
             channel.basic_publish("", queue, body, properties)
-        elapsed = time.perf_counter() - start
+            watch.tick()
+        watch.stop()
         held = channel.queue_declare(queue, passive=True).method.message_count
-    notes = f"{count} x {len(body)} B, default exchange, {elapsed:.2f}s"
+    notes = f"{count} x {len(body)} B, default exchange, {watch.summary()}"
     if held != count:
         notes += f"; WARNING queue holds {held}"
-    return Figure("pika publish, confirmed, quorum queue", per_second(count, elapsed), "msg/s", notes)
+    return Figure("pika publish, confirmed, quorum queue", watch.rate, "msg/s", notes)
 
 
 def consume_and_ack(url: str, queue: str, count: int, prefetch: int) -> Figure:
     """Drain the queue the publish step filled: one basic_ack per message, as the services' consumers do."""
-    received = 0
+    watch = Stopwatch(count)
     with pika.BlockingConnection(pika.URLParameters(url)) as connection:
         channel = connection.channel()
         channel.basic_qos(prefetch_count=prefetch)
 
         def on_message(ch, method, _properties, _body):
-            nonlocal received
             ch.basic_ack(method.delivery_tag)
-            received += 1
-            if received >= count:
+            watch.tick()
+            if watch.done >= count:
                 ch.stop_consuming()
 
         channel.basic_consume(queue, on_message)
         # A guard so a short queue ends the step instead of hanging the run.
         connection.call_later(120, channel.stop_consuming)
-        start = time.perf_counter()
+        watch.start()
         channel.start_consuming()
-        elapsed = time.perf_counter() - start
-    notes = f"{received} msgs, prefetch {prefetch}, ack each, {elapsed:.2f}s"
-    if received != count:
+        watch.stop()
+    notes = f"{watch.done} msgs, prefetch {prefetch}, ack each, {watch.summary()}"
+    if watch.done != count:
         notes += f"; WARNING expected {count}"
-    return Figure("pika consume + ack, quorum queue", per_second(received, elapsed), "msg/s", notes)
+    return Figure("pika consume + ack, quorum queue", watch.rate, "msg/s", notes)
 
 
 def bus_publisher(settings, queue: str, count: int, body: bytes) -> Figure:
@@ -131,17 +164,19 @@ def bus_publisher(settings, queue: str, count: int, body: bytes) -> Figure:
         publisher.channel.queue_declare(queue, durable=True, arguments=QUORUM)
         # Ids are made beforehand: the relay, too, reads them from the outbox rather than making them.
         message_ids = [str(uuid.uuid4()) for _ in range(count)]
-        start = time.perf_counter()
+        watch = Stopwatch(count)
+        watch.start()
         for message_id in message_ids:
             publisher.publish(queue, message_id, body, exchange="")
-        elapsed = time.perf_counter() - start
+            watch.tick()
+        watch.stop()
         held = publisher.channel.queue_declare(queue, passive=True).method.message_count
     finally:
         publisher.close()
-    notes = f"{count} x {len(body)} B, default exchange, {elapsed:.2f}s"
+    notes = f"{count} x {len(body)} B, default exchange, {watch.summary()}"
     if held != count:
         notes += f"; WARNING queue holds {held}"
-    return Figure("clinic.bus.Publisher, quorum queue", per_second(count, elapsed), "msg/s", notes)
+    return Figure("clinic.bus.Publisher, quorum queue", watch.rate, "msg/s", notes)
 
 
 def delete_bus_objects(url: str, queues: list[str], exchanges: list[str]) -> None:
@@ -168,25 +203,30 @@ def outbox_rows(count: int, body: str) -> list[tuple]:
 def batched_inserts(url: str, rows: list[tuple], batch: int) -> Figure:
     """psycopg's executemany pipelines the statements; each batch is one transaction."""
     with psycopg.connect(url, autocommit=True) as connection, connection.cursor() as cursor:
-        start = time.perf_counter()
+        watch = Stopwatch(len(rows))
+        watch.start()
         for first in range(0, len(rows), batch):
+            chunk = rows[first:first + batch]
             with connection.transaction():
-                cursor.executemany(INSERT_OUTBOX, rows[first:first + batch])
-        elapsed = time.perf_counter() - start
-    return Figure(f"PostgreSQL insert, {batch} rows/transaction", per_second(len(rows), elapsed), "rows/s",
-                  f"{len(rows)} rows into outbox (3 indexes), executemany, {elapsed:.2f}s")
+                cursor.executemany(INSERT_OUTBOX, chunk)
+            watch.tick(len(chunk))
+        watch.stop()
+    return Figure(f"PostgreSQL insert, {batch} rows/transaction", watch.rate, "rows/s",
+                  f"{len(rows)} rows into outbox (3 indexes), executemany, {watch.summary()}")
 
 
 def single_row_inserts(url: str, rows: list[tuple]) -> Figure:
     """BEGIN, INSERT, COMMIT per row: what a request that writes one row costs at least."""
     with psycopg.connect(url, autocommit=True) as connection:
-        start = time.perf_counter()
+        watch = Stopwatch(len(rows))
+        watch.start()
         for row in rows:
             with connection.transaction():
                 connection.execute(INSERT_OUTBOX, row)
-        elapsed = time.perf_counter() - start
-    return Figure("PostgreSQL insert, 1 row/transaction", per_second(len(rows), elapsed), "rows/s",
-                  f"{len(rows)} rows into outbox, {elapsed:.2f}s")
+            watch.tick()
+        watch.stop()
+    return Figure("PostgreSQL insert, 1 row/transaction", watch.rate, "rows/s",
+                  f"{len(rows)} rows into outbox, {watch.summary()}")
 
 
 def durability_settings(url: str) -> str:
@@ -216,22 +256,22 @@ def relay_throughput(settings, engine, outbox, count: int, body: str) -> Figure:
         fill_outbox(engine, outbox, 1, body)
         relay.publish_pending()
         fill_outbox(engine, outbox, count, body)
-        published = 0
-        start = time.perf_counter()
-        while published < count:
-            done = relay.publish_pending()
-            if done == 0:
+        watch = Stopwatch(count)
+        watch.start()
+        while watch.done < count:
+            published = relay.publish_pending()
+            if published == 0:
                 break
-            published += done
-        elapsed = time.perf_counter() - start
+            watch.tick(published)
+        watch.stop()
         left = pending_count(engine, outbox)
     finally:
         # Relay closes its publisher only when run() ends; we drive publish_pending ourselves.
         relay._drop_publisher()
-    notes = f"{published} events, batch {settings.relay_batch_size}, topic exchange, {elapsed:.2f}s"
-    if left or published != count:
+    notes = f"{watch.done} events, batch {settings.relay_batch_size}, topic exchange, {watch.summary()}"
+    if left or watch.done != count:
         notes += f"; WARNING {left} left unpublished"
-    return Figure("clinic.outbox.Relay (PostgreSQL outbox)", per_second(published, elapsed), "events/s", notes)
+    return Figure("clinic.outbox.Relay (PostgreSQL outbox)", watch.rate, "events/s", notes)
 
 
 # --- servers and the run --------------------------------------------------------------------

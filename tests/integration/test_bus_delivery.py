@@ -142,3 +142,25 @@ def test_an_event_nobody_consumes_is_kept_and_does_not_stall_the_relay(
     assert method is not None, "the unrouted event was not kept"
     assert properties.type == probe.UNHEARD
     assert events.parse(body).data == {"sequence": 0}
+
+
+def test_two_relay_replicas_publish_each_event_once_and_in_order(probe_databases, start_consumer, start_relay):
+    producer, consumer, (producer_url, consumer_url) = probe_databases
+    outcomes = []
+    original = inbox.apply_once
+
+    def observed(*args):
+        outcome = original(*args)
+        outcomes.append(outcome)
+        return outcome
+
+    with mock.patch.object(inbox, "apply_once", observed):
+        start_consumer(consumer, consumer_url)
+        probe.write_events(producer, 1000)
+        start_relay(producer, producer_url)
+        start_relay(producer, producer_url)
+        eventually(lambda: probe.applied_counts(consumer)[1] == 1000, timeout=60, message="all 1000 events applied")
+    assert outcomes.count(inbox.DUPLICATE) == 0, "a row was published by both replicas"
+    with consumer.connect() as connection:
+        sequences = connection.execute(sa.select(probe.applied.c.sequence).order_by(probe.applied.c.row)).scalars().all()
+    assert sequences == list(range(1000)), "the service's events arrived out of order"

@@ -10,6 +10,7 @@ import jwt
 import pytest
 import sqlalchemy as sa
 
+from clinic import events
 from clinic.auth import issue_token
 from clinic.db import create_engine, migrate
 from clinic.testing import eventually
@@ -97,15 +98,17 @@ def test_a_wrong_role_is_a_403(client):
 
 
 def test_registering_writes_the_patient_and_both_events_in_one_transaction(client, records_database):
-    response = client.post("/patients", json=PATIENT, headers=client.as_role("front_desk"))
+    headers = {**client.as_role("front_desk"), "X-Correlation-ID": "desk-request-17"}
+    response = client.post("/patients", json=PATIENT, headers=headers)
     assert response.status_code == 201
     patient = response.get_json()
     engine = create_engine(records_database)
     with engine.connect() as connection:
         stored = connection.execute(sa.select(db.outbox.c.event_type, db.outbox.c.body)).all()
     engine.dispose()
-    mine = [row.event_type for row in stored if patient["id"] in row.body]
-    assert mine == ["records.patient.registered", "records.patient.contact_changed"]
+    mine = [events.parse(row.body) for row in stored if patient["id"] in row.body]
+    assert [event.type for event in mine] == ["records.patient.registered", "records.patient.contact_changed"]
+    assert {event.correlation_id for event in mine} == {"desk-request-17"}
 
     again = client.post("/patients", json={**PATIENT, "given_name": "ANA "}, headers=client.as_role("front_desk"))
     error = assert_error_shape(again, 409, "conflict")

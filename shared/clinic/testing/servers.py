@@ -35,7 +35,13 @@ def docker_engine_answers() -> bool:
         return False
 
 
-class Broker:
+class _Server:
+    """One server for the test session, from the first source that can give it."""
+
+    name: str
+    url_variable: str
+    local_server: type
+
     def __init__(self):
         self.source = None
         self.url = None
@@ -43,38 +49,22 @@ class Broker:
         self._container = None
         self._tmp = None
 
-    def start(self) -> Broker:
-        url = os.environ.get("CLINIC_TEST_RABBITMQ_URL")
+    def start(self):
+        url = os.environ.get(self.url_variable)
         if url:
             self.source, self.url = FROM_ENVIRONMENT, url
         elif docker_engine_answers():
-            from testcontainers.community.rabbitmq import RabbitMqContainer
-
-            self._container = RabbitMqContainer("rabbitmq:3.13-alpine").start()
-            params = self._container.get_connection_params()
-            self.source = FROM_TESTCONTAINERS
-            self.url = f"amqp://guest:guest@{params.host}:{params.port}/%2F"
+            self._container = self._start_container()
+            self.source, self.url = FROM_TESTCONTAINERS, self._container_url()
         else:
-            self._tmp = Path(tempfile.mkdtemp(prefix="clinic-test-rabbitmq-"))
-            self._local = LocalRabbitMQ(self._tmp)
-            self.source = FROM_LOCAL_PACKAGES
-            self.url = self._local.start()
+            self._tmp = Path(tempfile.mkdtemp(prefix=f"clinic-test-{self.name}-"))
+            self._local = self.local_server(self._tmp)
+            self.source, self.url = FROM_LOCAL_PACKAGES, self._local.start()
         return self
 
-    def stop_broker(self) -> None:
-        """Take the broker down (every connection drops) for a fault test."""
-        if self._local:
-            self._local.stop_app()
-        elif self._container:
-            self._container.exec(["rabbitmqctl", "stop_app"])
-        else:
-            raise ServerNotAvailable("this fault test stops the broker: run it with a broker the tests start, not CLINIC_TEST_RABBITMQ_URL")
-
-    def start_broker(self) -> None:
-        if self._local:
-            self._local.start_app()
-        elif self._container:
-            self._container.exec(["rabbitmqctl", "start_app"])
+    def _require_control(self, what: str) -> None:
+        if not (self._local or self._container):
+            raise ServerNotAvailable(f"this fault test stops {what}: run it with a server the tests start, not {self.url_variable}")
 
     def close(self) -> None:
         if self._local:
@@ -84,30 +74,43 @@ class Broker:
             self._container.stop()
 
 
-class Database:
-    def __init__(self):
-        self.source = None
-        self.url = None
-        self._local = None
-        self._container = None
-        self._tmp = None
+class Broker(_Server):
+    name, url_variable, local_server = "rabbitmq", "CLINIC_TEST_RABBITMQ_URL", LocalRabbitMQ
 
-    def start(self) -> Database:
-        url = os.environ.get("CLINIC_TEST_POSTGRES_URL")
-        if url:
-            self.source, self.url = FROM_ENVIRONMENT, url
-        elif docker_engine_answers():
-            from testcontainers.community.postgres import PostgresContainer
+    def _start_container(self):
+        from testcontainers.community.rabbitmq import RabbitMqContainer
 
-            self._container = PostgresContainer("postgres:15-alpine", driver=None).start()
-            self.source = FROM_TESTCONTAINERS
-            self.url = self._container.get_connection_url()
+        return RabbitMqContainer("rabbitmq:3.13-alpine").start()
+
+    def _container_url(self) -> str:
+        params = self._container.get_connection_params()
+        return f"amqp://guest:guest@{params.host}:{params.port}/%2F"
+
+    def stop_broker(self) -> None:
+        """Take the broker down (every connection drops) for a fault test."""
+        self._require_control("the broker")
+        if self._local:
+            self._local.stop_app()
         else:
-            self._tmp = Path(tempfile.mkdtemp(prefix="clinic-test-postgres-"))
-            self._local = LocalPostgres(self._tmp)
-            self.source = FROM_LOCAL_PACKAGES
-            self.url = self._local.start()
-        return self
+            self._container.exec(["rabbitmqctl", "stop_app"])
+
+    def start_broker(self) -> None:
+        if self._local:
+            self._local.start_app()
+        elif self._container:
+            self._container.exec(["rabbitmqctl", "start_app"])
+
+
+class Database(_Server):
+    name, url_variable, local_server = "postgres", "CLINIC_TEST_POSTGRES_URL", LocalPostgres
+
+    def _start_container(self):
+        from testcontainers.community.postgres import PostgresContainer
+
+        return PostgresContainer("postgres:15-alpine", driver=None).start()
+
+    def _container_url(self) -> str:
+        return self._container.get_connection_url()
 
     def version(self) -> str:
         with psycopg.connect(self.url, autocommit=True) as connection:
@@ -127,25 +130,17 @@ class Database:
 
     def stop_server(self) -> None:
         """Stop PostgreSQL for a fault test (connections are refused until start_server)."""
+        self._require_control("PostgreSQL")
         if self._local:
             self._local.stop()
-        elif self._container:
-            self._container.get_wrapped_container().pause()
         else:
-            raise ServerNotAvailable("this fault test stops PostgreSQL: run it with a server the tests start, not CLINIC_TEST_POSTGRES_URL")
+            self._container.get_wrapped_container().pause()
 
     def start_server(self) -> None:
         if self._local:
             self._local.restart()
         elif self._container:
             self._container.get_wrapped_container().unpause()
-
-    def close(self) -> None:
-        if self._local:
-            self._local.stop()
-            shutil.rmtree(self._tmp, ignore_errors=True)
-        if self._container:
-            self._container.stop()
 
 
 def _with_database(url: str, name: str) -> str:
