@@ -77,48 +77,64 @@ class Relay:
 
     def publish_pending(self) -> int:
         """Publish one batch of unpublished rows; returns how many the broker confirmed."""
-        with self.engine.begin() as connection:
-            if is_postgresql(connection):
-                got_lock = connection.execute(sa.select(sa.func.pg_try_advisory_xact_lock(_RELAY_LOCK_KEY))).scalar()
-                if not got_lock:
+        if is_postgresql(self.engine):
+            # Replicas may run: the advisory lock lets one publish at a time, in order, and the rows
+            # stay locked until they are marked.
+            with self.engine.begin() as connection:
+                if not connection.execute(sa.select(sa.func.pg_try_advisory_xact_lock(_RELAY_LOCK_KEY))).scalar():
                     return 0
-            query = (
-                sa.select(self.outbox.c.position, self.outbox.c.event_type, self.outbox.c.event_id, self.outbox.c.body)
-                .where(self.outbox.c.published_at.is_(None))
-                .order_by(self.outbox.c.position)
-                .limit(self.settings.relay_batch_size)
-            )
-            if is_postgresql(connection):
-                query = query.with_for_update(skip_locked=True)
-            rows = connection.execute(query).all()
-            if not rows:
-                return 0
-            publisher = self._get_publisher()
-            confirmed: list[int] = []
-            try:
-                for row in rows:
-                    publisher.publish(row.event_type, row.event_id, row.body)
-                    confirmed.append(row.position)
-            except bus.BROKER_ERRORS as exc:
-                # Keep what the broker did confirm, so a flapping broker does not make us resend it,
-                # and count the attempt on the row that failed, for whoever looks at a stuck outbox.
-                self._mark(connection, confirmed)
-                connection.execute(
-                    self.outbox.update()
-                    .where(self.outbox.c.position == rows[len(confirmed)].position)
-                    .values(attempts=self.outbox.c.attempts + 1, last_error=type(exc).__name__)
-                )
-                connection.commit()
-                raise
-            self._mark(connection, confirmed)
+                rows = connection.execute(self._pending().with_for_update(skip_locked=True)).all()
+                confirmed, failure = self._publish(rows)
+                self._mark(connection, rows, confirmed, failure)
+        else:
+            # SQLite runs one relay and has one write lock for the whole database: hold it to read and
+            # to mark, never while waiting for the broker, so the service's requests are not held up.
+            with self.engine.begin() as connection:
+                rows = connection.execute(self._pending()).all()
+            confirmed, failure = self._publish(rows)
+            if rows:
+                with self.engine.begin() as connection:
+                    self._mark(connection, rows, confirmed, failure)
+        if failure is not None:
+            raise failure
         return len(confirmed)
 
-    def _mark(self, connection: Connection, positions: list[int]) -> None:
-        if positions:
+    def _pending(self) -> sa.Select:
+        return (
+            sa.select(self.outbox.c.position, self.outbox.c.event_type, self.outbox.c.event_id, self.outbox.c.body)
+            .where(self.outbox.c.published_at.is_(None))
+            .order_by(self.outbox.c.position)
+            .limit(self.settings.relay_batch_size)
+        )
+
+    def _publish(self, rows) -> tuple[list[int], Exception | None]:
+        """Publish rows in order until one fails; returns the confirmed positions and the failure."""
+        confirmed: list[int] = []
+        if not rows:
+            return confirmed, None
+        try:
+            publisher = self._get_publisher()
+            for row in rows:
+                publisher.publish(row.event_type, row.event_id, row.body)
+                confirmed.append(row.position)
+        except bus.BROKER_ERRORS as exc:
+            return confirmed, exc
+        return confirmed, None
+
+    def _mark(self, connection: Connection, rows, confirmed: list[int], failure: Exception | None) -> None:
+        """Mark what the broker confirmed (so a flapping broker does not make us resend it), and count
+        the attempt on the row that failed, for whoever looks at a stuck outbox."""
+        if confirmed:
             connection.execute(
                 self.outbox.update()
-                .where(self.outbox.c.position.in_(positions))
+                .where(self.outbox.c.position.in_(confirmed))
                 .values(published_at=utcnow(), attempts=self.outbox.c.attempts + 1)
+            )
+        if failure is not None:
+            connection.execute(
+                self.outbox.update()
+                .where(self.outbox.c.position == rows[len(confirmed)].position)
+                .values(attempts=self.outbox.c.attempts + 1, last_error=type(failure).__name__)
             )
 
     def _get_publisher(self) -> bus.Publisher:

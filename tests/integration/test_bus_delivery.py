@@ -13,6 +13,7 @@ import sqlalchemy as sa
 
 from clinic import bus, events, inbox
 from clinic.cli import list_dead_letters, replay_dead_letters
+from clinic.db import create_engine
 from clinic.outbox import pending_count
 from clinic.testing import eventually
 from tests.integration.conftest import queue_depth
@@ -164,3 +165,15 @@ def test_two_relay_replicas_publish_each_event_once_and_in_order(probe_databases
     with consumer.connect() as connection:
         sequences = connection.execute(sa.select(probe.applied.c.sequence).order_by(probe.applied.c.row)).scalars().all()
     assert sequences == list(range(1000)), "the service's events arrived out of order"
+
+
+def test_the_embedded_sqlite_default_relays_and_applies_once(tmp_path, start_consumer, start_relay):
+    urls = [f"sqlite:///{tmp_path / 'producer.db'}", f"sqlite:///{tmp_path / 'consumer.db'}"]
+    producer, consumer = (create_engine(url) for url in urls)
+    for engine in (producer, consumer):
+        probe.metadata.create_all(engine)
+    start_consumer(consumer, urls[1])
+    probe.write_events(producer, 300)
+    start_relay(producer, urls[0])
+    eventually(lambda: probe.applied_counts(consumer) == (300, 300), timeout=30, message="300 events applied")
+    assert pending_count(producer, probe.outbox) == 0

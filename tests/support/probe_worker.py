@@ -18,8 +18,8 @@ def main():
     if os.environ.get("PROBE_CRASH_AFTER_CONFIRM"):
         from clinic.outbox import Relay
 
-        def crash(self, connection, positions):
-            if positions:
+        def crash(self, connection, rows, confirmed, failure):
+            if confirmed:
                 os._exit(137)
         Relay._mark = crash
     if os.environ.get("PROBE_RELAY_ONLY"):
