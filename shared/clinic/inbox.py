@@ -43,6 +43,7 @@ def apply_once(engine: Engine, inbox: sa.Table, event: events.Event, handler: Ha
                 connection.execute(inbox.insert().values(event_id=event.id, event_type=event.type, received_at=utcnow()))
             except IntegrityError:
                 # Another consumer applied the same event a moment ago.
+                connection.rollback()
                 return DUPLICATE
             handler(connection, event)
         return APPLIED
