@@ -177,3 +177,21 @@ def test_the_embedded_sqlite_default_relays_and_applies_once(tmp_path, start_con
     start_relay(producer, urls[0])
     eventually(lambda: probe.applied_counts(consumer) == (300, 300), timeout=30, message="300 events applied")
     assert pending_count(producer, probe.outbox) == 0
+
+
+def test_two_consumers_receiving_the_same_events_at_once_apply_each_once(probe_databases, start_consumer, settings_for):
+    _, consumer, (_, consumer_url) = probe_databases
+    start_consumer(consumer, consumer_url)
+    start_consumer(consumer, consumer_url)
+    publisher = bus.Publisher(settings_for("producer", consumer_url))
+    sent = [events.Event(type=probe.THING, data={"sequence": n}, producer="probe") for n in range(200)]
+    for event in sent:
+        # Back to back, so the two consumers (round-robin) usually hold the two copies at the same moment.
+        publisher.publish(event.type, event.id, event.to_json())
+        publisher.publish(event.type, event.id, event.to_json())
+    publisher.close()
+    eventually(lambda: probe.applied_counts(consumer)[1] == 200, timeout=30, message="all 200 events applied")
+    with consumer.connect() as connection:
+        inbox_rows = connection.execute(sa.select(sa.func.count()).select_from(probe.inbox)).scalar_one()
+    assert probe.applied_counts(consumer) == (200, 200)
+    assert inbox_rows == 200
