@@ -71,14 +71,25 @@ class _Strict(Schema):
     """Payload schemas refuse unknown fields: a field nobody declared is a field nobody vetted for PHI."""
 
 
+# A closed list of dose units, so a consumer comparing a dose given with the plan's limit never has to
+# guess whether "MG" or "milligrams" is the same unit. A 24-hour maximum is in the drug's own unit.
+DOSE_UNITS = ("mg", "mcg", "g", "mL", "L", "units", "mEq", "mmol")
+# An infusion rate: a positive number, one space, an amount per hour or minute, e.g. "125 mL/h".
+INFUSION_RATE_FORM = r"^(?=[0-9.]*[1-9])[0-9]{1,6}(\.[0-9]{1,3})? (mL/h|mL/min|mg/h|mg/min|mcg/min|g/h|units/h)$"
+
+
 class Drug(_Strict):
+    """One drug of a treatment plan, with the limits sessions holds each administration to."""
+
     name = fields.String(required=True, validate=validate.Length(min=1, max=200))
     dose = fields.Decimal(required=True, as_string=True, places=None, validate=validate.Range(min=0, min_inclusive=False))
-    unit = fields.String(required=True)
+    unit = fields.String(required=True, validate=validate.OneOf(DOSE_UNITS))
     route = fields.String(required=True, validate=validate.OneOf(DRUG_ROUTES))
     purpose = fields.String(required=True, validate=validate.OneOf(DRUG_PURPOSES))
-    rate = fields.String(load_default=None, allow_none=True)
-    max_per_24h = fields.Decimal(load_default=None, allow_none=True, as_string=True)
+    rate = fields.String(load_default=None, allow_none=True, validate=validate.Regexp(
+        INFUSION_RATE_FORM, error="not a rate like '125 mL/h' (a number, a space, a unit per h or min)"))
+    max_per_24h = fields.Decimal(load_default=None, allow_none=True, as_string=True, places=None,
+                                 validate=validate.Range(min=0, min_inclusive=False))
 
 
 class DrugGiven(_Strict):
@@ -115,6 +126,9 @@ class TreatmentPlanActivated(_Strict):
 class TreatmentPlanRetired(_Strict):
     plan_id = fields.UUID(required=True)
     patient_id = fields.UUID(required=True)
+    # Set when the plan was retired because a newer one was activated (whose activated event follows),
+    # so a consumer can tell "no plan now" from "another plan takes over".
+    replaced_by_plan_id = fields.UUID(load_default=None, allow_none=True)
 
 
 class AppointmentBooked(_Strict):

@@ -35,3 +35,9 @@ def test_no_email_to_a_patient_who_opted_out():
     assert notifications.may_email({"email": "a@example.org", "email_opt_out": False})
     assert not notifications.may_email({"email": "a@example.org", "email_opt_out": True})
     assert not notifications.may_email({"email": None, "email_opt_out": False})
+
+
+def test_a_name_is_searched_without_case_or_accents():
+    assert records.search_name("José ", " Müller-Lüdenscheidt") == "jose muller-ludenscheidt"
+    assert records.search_words("  MUL  jos ") == ["mul", "jos"]
+    assert records.search_words(" \t ") == []

@@ -1,33 +1,33 @@
-"""Records' HTTP API: patients and their contact details."""
+"""Records' HTTP API: patients, their demographics and contact details, and the search the front desk uses."""
 
 from __future__ import annotations
-
-from contextlib import contextmanager
-from datetime import date
 
 import sqlalchemy as sa
 from flask.views import MethodView
 from flask_smorest import Blueprint
-from marshmallow import Schema, ValidationError, fields, validate, validates, validates_schema
+from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
-from clinic.auth import ADMIN, FRONT_DESK, NEUROLOGIST, NURSE, requires_roles
 from clinic.db import new_id, utcnow
-from clinic.errors import Conflict, NotFound, RuleViolation
+from clinic.errors import Conflict, RuleViolation
 from clinic.events import CONTACT_PREFERENCES
 from clinic.outbox import add_event
 from clinic.web import engine
-from records import SERVICE, db, domain
+from records import SERVICE, audit, db, domain
+from records.api_support import DEMOGRAPHICS_READERS, REGISTRARS, existing_patient, not_in_future, plain_text
+from records.audit import CREATE, READ, SEARCH, UPDATE, audited
 
 blp = Blueprint("patients", __name__, url_prefix="/patients", description="Patients and their contact details.")
 
 PHONE = validate.Regexp(r"^\+?[0-9][0-9 ()\-]{5,30}$", error="not a phone number (digits, spaces, ( ) - and a leading +)")
-NAME = validate.Length(min=1, max=100)
+NAME = plain_text(100)
+# A search answers a person at the desk, not an export: past this many matches, narrow it down.
+SEARCH_LIMIT = 50
 
 
 class PatientIn(Schema):
     given_name = fields.String(required=True, validate=NAME)
     family_name = fields.String(required=True, validate=NAME)
-    birth_date = fields.Date(required=True)
+    birth_date = fields.Date(required=True, validate=not_in_future("a birth date"))
     sex = fields.String(required=True, validate=validate.OneOf(domain.SEXES))
     email = fields.Email(load_default=None, allow_none=True, validate=validate.Length(max=254))
     phone = fields.String(load_default=None, allow_none=True, validate=PHONE)
@@ -40,21 +40,29 @@ class PatientIn(Schema):
         if problem:
             raise ValidationError(problem[1], problem[0])
 
-    @validates("birth_date")
-    def not_in_future(self, value: date, data_key: str):
-        if value > date.today():
-            raise ValidationError("a birth date cannot be in the future")
-        if value.year < 1900:
-            raise ValidationError("a birth date before 1900 is not plausible")
-
 
 class PatientPatch(Schema):
     given_name = fields.String(validate=NAME)
     family_name = fields.String(validate=NAME)
+    birth_date = fields.Date(validate=not_in_future("a birth date"))
+    sex = fields.String(validate=validate.OneOf(domain.SEXES))
     email = fields.Email(allow_none=True, validate=validate.Length(max=254))
     phone = fields.String(allow_none=True, validate=PHONE)
     preferred_contact = fields.String(validate=validate.OneOf(CONTACT_PREFERENCES))
     email_opt_out = fields.Boolean()
+
+
+class PatientSearch(Schema):
+    name = fields.String(validate=plain_text(100, min_length=2),
+                         metadata={"description": "Words that begin the patient's given or family name; case and accents ignored"})
+    birth_date = fields.Date()
+
+    @validates_schema
+    def something_to_search_for(self, data, **_):
+        if not data.get("name") and not data.get("birth_date"):
+            raise ValidationError("give a name, a birth date, or both", "name")
+        if "name" in data and not any(char.isalnum() for char in data["name"]):
+            raise ValidationError("a name to search for needs letters or digits", "name")
 
 
 class PatientOut(Schema):
@@ -74,7 +82,23 @@ class PatientOut(Schema):
 
 @blp.route("")
 class Patients(MethodView):
-    @requires_roles(FRONT_DESK, NEUROLOGIST, ADMIN)
+    @audited(SEARCH, "patient", DEMOGRAPHICS_READERS)
+    @blp.arguments(PatientSearch, location="query", unknown=RAISE)
+    @blp.response(200, PatientOut(many=True))
+    def get(self, query):
+        """Find patients by name and/or birth date.
+
+        Every word of `name` must begin a word of the patient's given or family name (case and
+        accents ignored): "mar sil" finds Maria Silva. At most 50 patients, by family name.
+        The search terms are never logged; each patient shown is recorded in the PHI audit.
+        """
+        words = domain.search_words(query.get("name") or "")
+        with engine().connect() as connection:
+            found = db.search_patients(connection, words, query.get("birth_date"), SEARCH_LIMIT)
+        audit.concerning(patient_ids=[patient["id"] for patient in found])
+        return found
+
+    @audited(CREATE, "patient", REGISTRARS, write=True)
     @blp.arguments(PatientIn)
     @blp.response(201, PatientOut)
     @blp.alt_response(409, description="The same name, birth date and email are already registered.")
@@ -86,67 +110,69 @@ class Patients(MethodView):
         """
         now = utcnow()
         key = domain.identity_key(data["given_name"], data["family_name"], data["birth_date"], data["email"])
-        patient = {**data, "id": new_id(), "identity_key": key, "created_at": now, "updated_at": now}
-        with _refusing_duplicates(key), engine().begin() as connection:
-            patient["medical_record_number"] = _unused_record_number(connection)
-            connection.execute(db.patients.insert().values(**patient))
-            add_event(connection, db.outbox, SERVICE, "records.patient.registered", {"patient_id": patient["id"]})
-            add_event(connection, db.outbox, SERVICE, "records.patient.contact_changed", domain.contact_details(patient))
+        patient = {**data, "id": new_id(), "identity_key": key, "search_name": domain.search_name(data["given_name"], data["family_name"]),
+                   "created_at": now, "updated_at": now}
+        audit.concerning(patient_id=patient["id"])
+        try:
+            with audit.transaction() as connection:
+                patient["medical_record_number"] = _unused_record_number(connection)
+                connection.execute(db.patients.insert().values(**patient))
+                add_event(connection, db.outbox, SERVICE, "records.patient.registered", {"patient_id": patient["id"]})
+                add_event(connection, db.outbox, SERVICE, "records.patient.contact_changed", domain.contact_details(patient))
+        except sa.exc.IntegrityError:
+            _raise_if_duplicate(key)
+            raise
         return patient
 
 
 @blp.route("/<uuid:patient_id>")
 class PatientById(MethodView):
-    @requires_roles(FRONT_DESK, NURSE, NEUROLOGIST, ADMIN)
+    @audited(READ, "patient", DEMOGRAPHICS_READERS)
     @blp.response(200, PatientOut)
     def get(self, patient_id):
         """A patient's demographics and contact details."""
         with engine().connect() as connection:
-            return _existing(connection, str(patient_id))
+            return existing_patient(connection, patient_id)
 
-    @requires_roles(FRONT_DESK, NEUROLOGIST, ADMIN)
+    @audited(UPDATE, "patient", REGISTRARS, write=True)
     @blp.arguments(PatientPatch)
     @blp.response(200, PatientOut)
+    @blp.alt_response(409, description="The change would make this patient a duplicate of another.")
     def patch(self, changes, patient_id):
-        """Change a patient's name or contact details; a contact change is sent on to notifications."""
-        with engine().begin() as connection:
-            before = _existing(connection, str(patient_id), for_update=True)
-            after = {**before, **changes, "updated_at": utcnow()}
-            problem = domain.reachability_problem(after)
-            if problem:
-                raise RuleViolation(problem[1], {problem[0]: [problem[1]]})
-            after["identity_key"] = domain.identity_key(after["given_name"], after["family_name"], after["birth_date"], after["email"])
-            with _refusing_duplicates(after["identity_key"], connection):
+        """Change a patient's name, birth date, sex or contact details; a contact change is sent on to notifications."""
+        try:
+            with audit.transaction() as connection:
+                before = existing_patient(connection, patient_id, for_update=True)
+                after = {**before, **changes, "updated_at": utcnow()}
+                problem = domain.reachability_problem(after)
+                if problem:
+                    raise RuleViolation(problem[1], {problem[0]: [problem[1]]})
+                after["identity_key"] = domain.identity_key(after["given_name"], after["family_name"], after["birth_date"], after["email"])
+                after["search_name"] = domain.search_name(after["given_name"], after["family_name"])
                 connection.execute(db.patients.update().where(db.patients.c.id == before["id"]).values(
-                    **changes, identity_key=after["identity_key"], updated_at=after["updated_at"]))
-            if domain.contact_changed(before, after):
-                add_event(connection, db.outbox, SERVICE, "records.patient.contact_changed", domain.contact_details(after))
+                    **changes, identity_key=after["identity_key"], search_name=after["search_name"], updated_at=after["updated_at"]))
+                if domain.contact_changed(before, after):
+                    add_event(connection, db.outbox, SERVICE, "records.patient.contact_changed", domain.contact_details(after))
+        except sa.exc.IntegrityError:
+            _raise_if_duplicate(after["identity_key"], str(patient_id))
+            raise
         return after
 
 
-def _existing(connection, patient_id: str, for_update: bool = False) -> dict:
-    patient = db.get_patient(connection, patient_id, for_update=for_update)
-    if patient is None:
-        raise NotFound("no patient with this id", {"patient_id": patient_id})
-    return patient
+def _raise_if_duplicate(identity_key: str, own_id: str | None = None) -> None:
+    """Turn the database's refusal of a second registration of one person into a 409 naming the first.
 
-
-@contextmanager
-def _refusing_duplicates(identity_key: str, connection=None):
-    """Turn the database's refusal of a second registration of one person into a 409 naming the first."""
-    try:
-        yield
-    except sa.exc.IntegrityError:
-        if connection is not None:
-            connection.rollback()
-        with engine().connect() as lookup:
-            existing = db.find_by_identity_key(lookup, identity_key)
-        if existing is None:
-            raise
-        raise Conflict(
-            "a patient with this name, birth date and email is already registered",
-            {"patient_id": existing["id"], "medical_record_number": existing["medical_record_number"]},
-        ) from None
+    The 409 tells the caller that patient's id and record number, so the audit names that patient.
+    """
+    with engine().connect() as lookup:
+        existing = db.find_by_identity_key(lookup, identity_key)
+    if existing is None or existing["id"] == own_id:
+        return
+    audit.concerning(patient_id=existing["id"])
+    raise Conflict(
+        "a patient with this name, birth date and email is already registered",
+        {"patient_id": existing["id"], "medical_record_number": existing["medical_record_number"]},
+    )
 
 
 def _unused_record_number(connection) -> str:

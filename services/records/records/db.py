@@ -1,7 +1,13 @@
-"""Records' tables and queries."""
+"""Records' tables and queries.
+
+Doses travel as exact decimal text inside JSON (never floats: SQLite would round 0.1 mg), and
+every rule that must hold under concurrency is a constraint or a lock here, not a check before
+an insert that two requests can both pass.
+"""
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -29,19 +35,242 @@ patients = sa.Table(
     sa.Column("email_opt_out", sa.Boolean(), nullable=False),
     # The same person registered twice is refused by the database, not by a check two requests can pass.
     sa.Column("identity_key", sa.String(64), nullable=False, unique=True),
+    # The name folded for search (no case, no accents): see domain.search_name.
+    sa.Column("search_name", sa.String(201), nullable=False),
     sa.Column("created_at", UtcDateTime(), nullable=False),
     sa.Column("updated_at", UtcDateTime(), nullable=False),
 )
+sa.Index("ix_patients_family_name", patients.c.family_name)
+sa.Index("ix_patients_birth_date", patients.c.birth_date)
+
+diagnoses = sa.Table(
+    "diagnoses",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("patient_id", sa.String(36), sa.ForeignKey("patients.id"), nullable=False),
+    sa.Column("code", sa.String(8), nullable=False),
+    sa.Column("description", sa.String(500), nullable=False),
+    sa.Column("onset_date", sa.Date(), nullable=True),
+    sa.Column("status", sa.String(10), nullable=False),
+    sa.Column("recorded_by", sa.String(200), nullable=False),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Column("updated_at", UtcDateTime(), nullable=False),
+)
+# A code is active at most once per patient; a resolved one may come back as a new diagnosis.
+sa.Index("uq_diagnoses_active_code", diagnoses.c.patient_id, diagnoses.c.code, unique=True,
+         postgresql_where=diagnoses.c.status == "active", sqlite_where=diagnoses.c.status == "active")
+
+treatment_plans = sa.Table(
+    "treatment_plans",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("patient_id", sa.String(36), sa.ForeignKey("patients.id"), nullable=False),
+    sa.Column("status", sa.String(10), nullable=False),
+    sa.Column("infusion_minutes", sa.Integer(), nullable=False),
+    sa.Column("drugs", sa.JSON(), nullable=False),
+    sa.Column("notes", sa.Text(), nullable=True),
+    sa.Column("created_by", sa.String(200), nullable=False),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Column("updated_at", UtcDateTime(), nullable=False),
+    sa.Column("activated_by", sa.String(200), nullable=True),
+    sa.Column("activated_at", UtcDateTime(), nullable=True),
+    sa.Column("retired_by", sa.String(200), nullable=True),
+    sa.Column("retired_at", UtcDateTime(), nullable=True),
+    sa.Column("replaced_by_plan_id", sa.String(36), nullable=True),
+)
+sa.Index("ix_treatment_plans_patient", treatment_plans.c.patient_id)
+# One active plan per patient, whatever two neurologists click at the same moment.
+sa.Index("uq_treatment_plans_one_active", treatment_plans.c.patient_id, unique=True,
+         postgresql_where=treatment_plans.c.status == "active", sqlite_where=treatment_plans.c.status == "active")
+
+diary_entries = sa.Table(
+    "diary_entries",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("patient_id", sa.String(36), sa.ForeignKey("patients.id"), nullable=False),
+    sa.Column("entry_date", sa.Date(), nullable=False),
+    sa.Column("headache", sa.Boolean(), nullable=False),
+    sa.Column("worst_intensity", sa.Integer(), nullable=True),
+    sa.Column("acute_medication", sa.JSON(), nullable=False),
+    sa.Column("recorded_by", sa.String(200), nullable=False),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Column("updated_at", UtcDateTime(), nullable=False),
+    # One entry per patient per day: a second one is a 409 naming the first, which can be corrected.
+    sa.UniqueConstraint("patient_id", "entry_date", name="uq_diary_entries_patient_date"),
+)
+
+encounters = sa.Table(
+    "encounters",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    # One encounter per infusion session, even if sessions announced it twice under two event ids.
+    sa.Column("session_id", sa.String(36), nullable=False, unique=True),
+    sa.Column("appointment_id", sa.String(36), nullable=False),
+    sa.Column("patient_id", sa.String(36), sa.ForeignKey("patients.id"), nullable=False),
+    sa.Column("room_id", sa.String(36), nullable=False),
+    sa.Column("room_name", sa.String(100), nullable=False),
+    sa.Column("started_at", UtcDateTime(), nullable=False),
+    sa.Column("ended_at", UtcDateTime(), nullable=False),
+    sa.Column("drugs_given", sa.JSON(), nullable=False),
+    sa.Column("pain_before", sa.Integer(), nullable=True),
+    sa.Column("pain_after", sa.Integer(), nullable=True),
+    sa.Column("highest_news2", sa.Integer(), nullable=True),
+    sa.Column("alerts", sa.JSON(), nullable=False),
+    sa.Column("event_id", sa.String(36), nullable=False),
+    sa.Column("recorded_at", UtcDateTime(), nullable=False),
+)
+sa.Index("ix_encounters_patient_started", encounters.c.patient_id, encounters.c.started_at)
+
+# Who read or changed which patient's data. Append-only: nothing in records updates or deletes a row.
+# No foreign key to patients: a refused look at an id that does not exist is worth keeping too.
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("occurred_at", UtcDateTime(), nullable=False),
+    sa.Column("subject", sa.String(200), nullable=False),
+    sa.Column("roles", sa.String(200), nullable=False),
+    sa.Column("action", sa.String(20), nullable=False),
+    sa.Column("resource", sa.String(40), nullable=False),
+    sa.Column("resource_id", sa.String(36), nullable=True),
+    sa.Column("patient_id", sa.String(36), nullable=True),
+    sa.Column("outcome", sa.String(10), nullable=False),
+    sa.Column("error_code", sa.String(40), nullable=True),
+    sa.Column("correlation_id", sa.String(100), nullable=True),
+)
+sa.Index("ix_audit_log_patient", audit_log.c.patient_id, audit_log.c.occurred_at)
+sa.Index("ix_audit_log_occurred", audit_log.c.occurred_at)
+
+
+def _one(connection: Connection, query) -> dict | None:
+    row = connection.execute(query).mappings().first()
+    return dict(row) if row else None
+
+
+def _all(connection: Connection, query) -> list[dict]:
+    return [dict(row) for row in connection.execute(query).mappings()]
+
+
+# --- patients ---------------------------------------------------------------------------------
 
 
 def get_patient(connection: Connection, patient_id: str, for_update: bool = False) -> dict | None:
     query = sa.select(patients).where(patients.c.id == patient_id)
     if for_update:
         query = query.with_for_update()
-    row = connection.execute(query).mappings().first()
-    return dict(row) if row else None
+    return _one(connection, query)
 
 
 def find_by_identity_key(connection: Connection, key: str) -> dict | None:
-    row = connection.execute(sa.select(patients).where(patients.c.identity_key == key)).mappings().first()
-    return dict(row) if row else None
+    return _one(connection, sa.select(patients).where(patients.c.identity_key == key))
+
+
+def search_patients(connection: Connection, words: list[str], birth_date: date | None, limit: int) -> list[dict]:
+    """Patients whose name has a word beginning with each of `words` (folded), born on birth_date if given."""
+    query = sa.select(patients)
+    # A leading space makes "begins a word" one LIKE on every database; the words are escaped so a
+    # '%' typed at the desk is a character, not a wildcard.
+    spaced = sa.literal(" ") + patients.c.search_name
+    for word in words:
+        escaped = word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        query = query.where(spaced.like(f"% {escaped}%", escape="\\"))
+    if birth_date is not None:
+        query = query.where(patients.c.birth_date == birth_date)
+    return _all(connection, query.order_by(patients.c.family_name, patients.c.given_name, patients.c.id).limit(limit))
+
+
+# --- diagnoses --------------------------------------------------------------------------------
+
+
+def get_diagnosis(connection: Connection, patient_id: str, diagnosis_id: str, for_update: bool = False) -> dict | None:
+    query = sa.select(diagnoses).where(diagnoses.c.id == diagnosis_id, diagnoses.c.patient_id == patient_id)
+    return _one(connection, query.with_for_update() if for_update else query)
+
+
+def active_diagnosis_with_code(connection: Connection, patient_id: str, code: str) -> dict | None:
+    return _one(connection, sa.select(diagnoses).where(
+        diagnoses.c.patient_id == patient_id, diagnoses.c.code == code, diagnoses.c.status == "active"))
+
+
+def list_diagnoses(connection: Connection, patient_id: str) -> list[dict]:
+    return _all(connection, sa.select(diagnoses).where(diagnoses.c.patient_id == patient_id)
+                .order_by(diagnoses.c.status, diagnoses.c.created_at))
+
+
+# --- treatment plans --------------------------------------------------------------------------
+
+
+def get_plan(connection: Connection, plan_id: str, for_update: bool = False) -> dict | None:
+    query = sa.select(treatment_plans).where(treatment_plans.c.id == plan_id)
+    return _one(connection, query.with_for_update() if for_update else query)
+
+
+def plan_patient_id(connection: Connection, plan_id: str) -> str | None:
+    return connection.execute(sa.select(treatment_plans.c.patient_id).where(treatment_plans.c.id == plan_id)).scalar()
+
+
+def active_plan(connection: Connection, patient_id: str) -> dict | None:
+    return _one(connection, sa.select(treatment_plans).where(
+        treatment_plans.c.patient_id == patient_id, treatment_plans.c.status == "active"))
+
+
+def list_plans(connection: Connection, patient_id: str) -> list[dict]:
+    return _all(connection, sa.select(treatment_plans).where(treatment_plans.c.patient_id == patient_id)
+                .order_by(treatment_plans.c.created_at.desc()))
+
+
+def update_plan(connection: Connection, plan_id: str, **values) -> None:
+    connection.execute(treatment_plans.update().where(treatment_plans.c.id == plan_id).values(**values))
+
+
+# --- diary ------------------------------------------------------------------------------------
+
+
+def get_diary_entry(connection: Connection, patient_id: str, entry_id: str, for_update: bool = False) -> dict | None:
+    query = sa.select(diary_entries).where(diary_entries.c.id == entry_id, diary_entries.c.patient_id == patient_id)
+    return _one(connection, query.with_for_update() if for_update else query)
+
+
+def diary_entry_on(connection: Connection, patient_id: str, entry_date: date) -> dict | None:
+    return _one(connection, sa.select(diary_entries).where(
+        diary_entries.c.patient_id == patient_id, diary_entries.c.entry_date == entry_date))
+
+
+def diary_between(connection: Connection, patient_id: str, first: date, last: date) -> list[dict]:
+    return _all(connection, sa.select(diary_entries).where(
+        diary_entries.c.patient_id == patient_id, diary_entries.c.entry_date.between(first, last))
+        .order_by(diary_entries.c.entry_date))
+
+
+# --- encounters -------------------------------------------------------------------------------
+
+
+def encounter_for_session(connection: Connection, session_id: str) -> dict | None:
+    return _one(connection, sa.select(encounters).where(encounters.c.session_id == session_id))
+
+
+def list_encounters(connection: Connection, patient_id: str) -> list[dict]:
+    return _all(connection, sa.select(encounters).where(encounters.c.patient_id == patient_id)
+                .order_by(encounters.c.started_at.desc()))
+
+
+# --- PHI audit --------------------------------------------------------------------------------
+
+
+def add_audit_rows(connection: Connection, rows: list[dict]) -> None:
+    connection.execute(audit_log.insert(), rows)
+
+
+def audit_trail(connection: Connection, patient_id: str | None, since, until, limit: int, offset: int) -> tuple[list[dict], int]:
+    """Audit rows in time order (oldest first), filtered, one page of them, and how many match in all."""
+    conditions = []
+    if patient_id is not None:
+        conditions.append(audit_log.c.patient_id == patient_id)
+    if since is not None:
+        conditions.append(audit_log.c.occurred_at >= since)
+    if until is not None:
+        conditions.append(audit_log.c.occurred_at < until)
+    total = connection.execute(sa.select(sa.func.count()).select_from(audit_log).where(*conditions)).scalar_one()
+    rows = _all(connection, sa.select(audit_log).where(*conditions)
+                .order_by(audit_log.c.occurred_at, audit_log.c.id).limit(limit).offset(offset))
+    return rows, total

@@ -1,0 +1,47 @@
+"""Records' HTTP API: the encounter history, one encounter per completed infusion session."""
+
+from __future__ import annotations
+
+from flask.views import MethodView
+from flask_smorest import Blueprint
+from marshmallow import Schema, fields
+
+from clinic.events import AlertSummary, DrugGiven
+from clinic.web import engine
+from records import db
+from records.api_support import CLINICAL_READERS, existing_patient, local_date
+from records.audit import READ, audited
+
+blp = Blueprint("encounters", __name__, url_prefix="/patients", description="The encounter history.")
+
+
+class EncounterOut(Schema):
+    id = fields.String()
+    session_id = fields.String()
+    appointment_id = fields.String()
+    date = fields.Date(metadata={"description": "The day of the infusion, in the clinic's time zone"})
+    room_id = fields.String()
+    room_name = fields.String()
+    started_at = fields.DateTime()
+    ended_at = fields.DateTime()
+    drugs_given = fields.List(fields.Nested(DrugGiven))
+    pain_before = fields.Integer(allow_none=True)
+    pain_after = fields.Integer(allow_none=True)
+    highest_news2 = fields.Integer(allow_none=True)
+    alerts = fields.List(fields.Nested(AlertSummary))
+
+
+@blp.route("/<uuid:patient_id>/encounters")
+class Encounters(MethodView):
+    @audited(READ, "encounter", CLINICAL_READERS)
+    @blp.response(200, EncounterOut(many=True))
+    def get(self, patient_id):
+        """A patient's infusion encounters, newest first: room, times, drugs given with doses, pain before and
+        after, the highest NEWS2 score and the alerts raised."""
+        with engine().connect() as connection:
+            existing_patient(connection, patient_id)
+            encounters = db.list_encounters(connection, str(patient_id))
+        # Stored as the event's JSON; loaded again so times and doses are dumped as the types they are.
+        return [{**encounter, "date": local_date(encounter["started_at"]),
+                 "drugs_given": DrugGiven(many=True).load(encounter["drugs_given"]),
+                 "alerts": AlertSummary(many=True).load(encounter["alerts"])} for encounter in encounters]

@@ -1,0 +1,105 @@
+"""Fixtures and helpers shared by the records integration tests (no tests here).
+
+Import the fixtures a module needs by name, e.g. `from tests.integration.test_records_support import client`.
+Each importing module gets its own fresh records database on the session's PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import pytest
+import sqlalchemy as sa
+
+from clinic import events
+from clinic.auth import issue_token
+from clinic.db import create_engine, migrate
+from records import db
+from records.app import create_app
+
+_emails = itertools.count(1)
+
+
+@pytest.fixture(scope="module")
+def records_database(module_database):
+    migrate(create_engine(module_database), db.MIGRATIONS)
+    return module_database
+
+
+@pytest.fixture
+def records_engine(records_database):
+    engine = create_engine(records_database)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def client(records_database, settings_for):
+    settings = settings_for("records", records_database)
+    app = create_app(settings)
+    client = app.test_client()
+    client.settings = settings
+    client.application = app
+
+    def as_role(*roles, subject="tester"):
+        return {"Authorization": f"Bearer {issue_token(settings, subject, roles)}"}
+
+    client.as_role = as_role
+    yield client
+    app.extensions["clinic.engine"].dispose()
+
+
+def assert_error(response, status: int, code: str | None = None) -> dict:
+    """The shared error shape with this status (and code); returns the error body."""
+    assert response.status_code == status, response.get_data(as_text=True)
+    body = response.get_json()
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "message", "details"}
+    if code:
+        assert body["error"]["code"] == code, body
+    return body["error"]
+
+
+def register(client, **changes) -> dict:
+    """A newly registered patient (front desk), with an email no other test uses."""
+    patient = {"given_name": "Lena", "family_name": "Park", "birth_date": "1979-06-14", "sex": "female",
+               "email": f"patient{next(_emails)}@example.org", **changes}
+    response = client.post("/patients", json=patient, headers=client.as_role("front_desk"))
+    assert response.status_code == 201, response.get_data(as_text=True)
+    return response.get_json()
+
+
+KETOROLAC = {"name": "ketorolac", "dose": "30", "unit": "mg", "route": "IV", "purpose": "pain", "max_per_24h": "120"}
+ONDANSETRON = {"name": "ondansetron", "dose": 4, "unit": "mg", "route": "IV", "purpose": "nausea_vomiting"}
+
+
+def draft_plan(client, patient_id: str, **changes) -> dict:
+    body = {"infusion_minutes": 150, "drugs": [KETOROLAC, ONDANSETRON], "notes": "start slowly", **changes}
+    response = client.post(f"/patients/{patient_id}/treatment-plans", json=body, headers=client.as_role("neurologist"))
+    assert response.status_code == 201, response.get_data(as_text=True)
+    return response.get_json()
+
+
+def outbox_events(engine, event_type: str | None = None, about: str | None = None) -> list[events.Event]:
+    """Events in the outbox, in order, each parsed (so checked) against its shared schema.
+
+    `about` keeps those whose payload names this id (a patient's or a plan's).
+    """
+    query = sa.select(db.outbox.c.body).order_by(db.outbox.c.position)
+    if event_type:
+        query = query.where(db.outbox.c.event_type == event_type)
+    with engine.connect() as connection:
+        bodies = connection.execute(query).scalars().all()
+    parsed = [events.parse(body) for body in bodies]
+    if about:
+        parsed = [event for event in parsed if about in json.dumps(event.data, default=str)]
+    return parsed
+
+
+def audit_rows(engine, **equal) -> list[dict]:
+    """Audit rows, oldest first, whose columns equal the given values."""
+    query = sa.select(db.audit_log).order_by(db.audit_log.c.id)
+    for column, value in equal.items():
+        query = query.where(db.audit_log.c[column] == value)
+    with engine.connect() as connection:
+        return [dict(row) for row in connection.execute(query).mappings()]
