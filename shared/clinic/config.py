@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 DEVELOPMENT_SIGNING_KEY = "development-only-signing-key-do-not-use-in-production"
 
@@ -110,6 +111,16 @@ def default_database_url(service: str, var_dir: Path | None = None) -> str:
     return f"sqlite:///{(var_dir / f'{service}.db').resolve()}"
 
 
+def read_timezone(env, name: str, default: str) -> str:
+    """An IANA time zone name, checked now so a typo fails at start-up rather than on the first booking."""
+    value = env.get(name) or default
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigurationError(f"{name} must be an IANA time zone such as America/New_York, got {value!r}") from None
+    return value
+
+
 def load_settings(service: str, env: dict | None = None) -> Settings:
     """Settings for one service from the environment (os.environ unless given)."""
     env = os.environ if env is None else env
@@ -121,7 +132,7 @@ def load_settings(service: str, env: dict | None = None) -> Settings:
         bus_namespace=env.get("CLINIC_BUS_NAMESPACE") or Settings.bus_namespace,
         jwt_signing_key=env.get("CLINIC_JWT_SIGNING_KEY") or DEVELOPMENT_SIGNING_KEY,
         token_ttl_minutes=read_int(env, "CLINIC_TOKEN_TTL_MINUTES", Settings.token_ttl_minutes),
-        clinic_timezone=env.get("CLINIC_TIMEZONE") or Settings.clinic_timezone,
+        clinic_timezone=read_timezone(env, "CLINIC_TIMEZONE", Settings.clinic_timezone),
         prefetch=read_int(env, "CLINIC_PREFETCH", Settings.prefetch),
         delivery_limit=read_int(env, "CLINIC_DELIVERY_LIMIT", Settings.delivery_limit),
         relay_batch_size=read_int(env, "CLINIC_RELAY_BATCH_SIZE", Settings.relay_batch_size),

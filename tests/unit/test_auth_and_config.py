@@ -62,3 +62,9 @@ def test_development_runs_on_embedded_defaults():
 def test_a_malformed_number_in_the_environment_is_named():
     with pytest.raises(ConfigurationError, match="CLINIC_PREFETCH"):
         load_settings("records", env={"CLINIC_PREFETCH": "lots"})
+
+
+def test_an_unknown_clinic_time_zone_is_refused_at_start_up():
+    with pytest.raises(ConfigurationError, match="CLINIC_TIMEZONE"):
+        load_settings("scheduling", env={"CLINIC_TIMEZONE": "America/Nowhere"})
+    assert load_settings("scheduling", env={"CLINIC_TIMEZONE": "Europe/Lisbon"}).clinic_timezone == "Europe/Lisbon"
