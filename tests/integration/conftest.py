@@ -112,3 +112,20 @@ def probe_process(settings_for):
 
 
 __all__ = ["bus", "queue_depth"]
+
+
+@pytest.fixture
+def inbox_outcomes(monkeypatch):
+    """The outcome (applied, duplicate, failed) of every delivery consumers handle in this test, in order."""
+    from clinic import inbox
+
+    outcomes = []
+    original = inbox.apply_once
+
+    def observed(*args):
+        outcome = original(*args)
+        outcomes.append(outcome)
+        return outcome
+
+    monkeypatch.setattr(inbox, "apply_once", observed)
+    return outcomes

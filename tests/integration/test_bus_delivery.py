@@ -7,7 +7,6 @@ twice would show as two rows.
 from __future__ import annotations
 
 import signal
-from unittest import mock
 
 import sqlalchemy as sa
 
@@ -104,27 +103,18 @@ def test_poison_messages_end_in_the_dead_letter_queue_and_the_rest_flow(probe_da
 
 
 def test_a_relay_killed_between_confirm_and_mark_sends_again_and_the_inbox_absorbs_it(
-        probe_databases, start_consumer, probe_process):
+        probe_databases, start_consumer, probe_process, inbox_outcomes):
     producer, consumer, (producer_url, consumer_url) = probe_databases
-    outcomes = []
-    original = inbox.apply_once
+    start_consumer(consumer, consumer_url)
+    probe.write_events(producer, 1)
+    crashing = probe_process(producer_url, PROBE_CRASH_AFTER_CONFIRM="1", PROBE_RELAY_ONLY="1")
+    assert crashing.wait(timeout=30) == 137, crashing.stderr.read().decode()[-2000:]
+    eventually(lambda: inbox_outcomes == [inbox.APPLIED], message="the confirmed event applied")
+    assert pending_count(producer, probe.outbox) == 1, "the row must still be unpublished after the crash"
 
-    def observed(*args):
-        outcome = original(*args)
-        outcomes.append(outcome)
-        return outcome
-
-    with mock.patch.object(inbox, "apply_once", observed):
-        start_consumer(consumer, consumer_url)
-        probe.write_events(producer, 1)
-        crashing = probe_process(producer_url, PROBE_CRASH_AFTER_CONFIRM="1", PROBE_RELAY_ONLY="1")
-        assert crashing.wait(timeout=30) == 137, crashing.stderr.read().decode()[-2000:]
-        eventually(lambda: outcomes == [inbox.APPLIED], message="the confirmed event applied")
-        assert pending_count(producer, probe.outbox) == 1, "the row must still be unpublished after the crash"
-
-        probe_process(producer_url, PROBE_RELAY_ONLY="1")
-        eventually(lambda: pending_count(producer, probe.outbox) == 0, timeout=20, message="the row published again")
-        eventually(lambda: outcomes == [inbox.APPLIED, inbox.DUPLICATE], message="the second copy absorbed")
+    probe_process(producer_url, PROBE_RELAY_ONLY="1")
+    eventually(lambda: pending_count(producer, probe.outbox) == 0, timeout=20, message="the row published again")
+    eventually(lambda: inbox_outcomes == [inbox.APPLIED, inbox.DUPLICATE], message="the second copy absorbed")
     assert probe.applied_counts(consumer) == (1, 1)
 
 
@@ -145,23 +135,14 @@ def test_an_event_nobody_consumes_is_kept_and_does_not_stall_the_relay(
     assert events.parse(body).data == {"sequence": 0}
 
 
-def test_two_relay_replicas_publish_each_event_once_and_in_order(probe_databases, start_consumer, start_relay):
+def test_two_relay_replicas_publish_each_event_once_and_in_order(probe_databases, start_consumer, start_relay, inbox_outcomes):
     producer, consumer, (producer_url, consumer_url) = probe_databases
-    outcomes = []
-    original = inbox.apply_once
-
-    def observed(*args):
-        outcome = original(*args)
-        outcomes.append(outcome)
-        return outcome
-
-    with mock.patch.object(inbox, "apply_once", observed):
-        start_consumer(consumer, consumer_url)
-        probe.write_events(producer, 1000)
-        start_relay(producer, producer_url)
-        start_relay(producer, producer_url)
-        eventually(lambda: probe.applied_counts(consumer)[1] == 1000, timeout=60, message="all 1000 events applied")
-    assert outcomes.count(inbox.DUPLICATE) == 0, "a row was published by both replicas"
+    start_consumer(consumer, consumer_url)
+    probe.write_events(producer, 1000)
+    start_relay(producer, producer_url)
+    start_relay(producer, producer_url)
+    eventually(lambda: probe.applied_counts(consumer)[1] == 1000, timeout=60, message="all 1000 events applied")
+    assert inbox_outcomes.count(inbox.DUPLICATE) == 0, "a row was published by both replicas"
     with consumer.connect() as connection:
         sequences = connection.execute(sa.select(probe.applied.c.sequence).order_by(probe.applied.c.row)).scalars().all()
     assert sequences == list(range(1000)), "the service's events arrived out of order"
