@@ -1,5 +1,233 @@
-"""Scheduling' HTTP API."""
+"""Scheduling's HTTP API for appointments and the slot finder.
 
+Times go in and out as ISO 8601 with a UTC offset (a time without one is refused); each
+appointment also shows its times in the clinic's local time, for people. Dates in queries are
+the clinic's local dates.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from flask import current_app
+from flask.views import MethodView
 from flask_smorest import Blueprint
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-blp = Blueprint("scheduling", __name__, description="infusion and exam rooms, office hours, appointments.")
+from clinic.auth import FRONT_DESK, NEUROLOGIST, NURSE, requires_roles
+from clinic.errors import NotFound
+from clinic.web import engine
+from scheduling import db, domain, office_hours, services
+from scheduling.domain import SchedulingRules
+
+blp = Blueprint("appointments", __name__, url_prefix="/appointments",
+                description="Infusions and follow-up visits: booking, rescheduling, check-in, cancellation, no-shows.")
+availability = Blueprint("availability", __name__, url_prefix="/availability", description="Free slots to book.")
+
+READERS = (FRONT_DESK, NURSE, NEUROLOGIST)
+
+
+def rules() -> SchedulingRules:
+    return current_app.extensions["scheduling.rules"]
+
+
+def now() -> datetime:
+    return current_app.extensions["scheduling.clock"]()
+
+
+def local_iso(moment: datetime | None) -> str | None:
+    return moment.astimezone(rules().timezone).isoformat() if moment else None
+
+
+class AppointmentIn(Schema):
+    patient_id = fields.UUID(required=True)
+    kind = fields.String(required=True, validate=validate.OneOf(domain.APPOINTMENT_KINDS))
+    starts_at = fields.AwareDateTime(required=True, metadata={"description": "ISO 8601 with a UTC offset, on a whole minute"})
+    room_id = fields.UUID(load_default=None, allow_none=True,
+                          metadata={"description": "Leave out for the first free room of the right kind"})
+
+
+class RescheduleIn(Schema):
+    starts_at = fields.AwareDateTime(load_default=None, allow_none=True)
+    room_id = fields.UUID(load_default=None, allow_none=True,
+                          metadata={"description": "Leave out to stay in the same room if it is free, else the first free one"})
+
+    @validates_schema
+    def something_to_change(self, data, **_):
+        if data.get("starts_at") is None and data.get("room_id") is None:
+            raise ValidationError("give a new start, a new room, or both", "starts_at")
+
+
+class CancelIn(Schema):
+    reason = fields.String(required=True, validate=validate.Length(min=1, max=500))
+
+
+class AppointmentQuery(Schema):
+    date = fields.Date(load_default=None, metadata={"description": "A local date of the clinic"})
+    room_id = fields.UUID(load_default=None)
+    patient_id = fields.UUID(load_default=None)
+    status = fields.String(load_default=None, validate=validate.OneOf(domain.STATUSES))
+    needs_follow_up = fields.Boolean(load_default=None, metadata={
+        "description": "true: completed infusions for which no follow-up visit could be booked automatically"})
+    limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=500))
+    offset = fields.Integer(load_default=0, validate=validate.Range(min=0))
+
+
+class AppointmentOut(Schema):
+    id = fields.String()
+    patient_id = fields.String()
+    kind = fields.String()
+    status = fields.String()
+    room_id = fields.String()
+    room_name = fields.String()
+    plan_id = fields.String(allow_none=True)
+    starts_at = fields.DateTime()
+    ends_at = fields.DateTime()
+    starts_at_local = fields.String(metadata={"description": "The start in the clinic's time zone"})
+    ends_at_local = fields.String()
+    room_free_at = fields.DateTime(attribute="room_blocked_until", metadata={
+        "description": "When the room can take the next appointment (after the turnover gap following an infusion)"})
+    booked_at = fields.DateTime()
+    checked_in_at = fields.DateTime(allow_none=True)
+    ended_at = fields.DateTime(allow_none=True, metadata={"description": "When the session actually ended"})
+    session_outcome = fields.String(allow_none=True, metadata={"description": "completed or aborted, from sessions"})
+    cancelled_at = fields.DateTime(allow_none=True)
+    cancel_reason = fields.String(allow_none=True)
+    no_show_at = fields.DateTime(allow_none=True)
+    follow_up_of = fields.String(allow_none=True, metadata={"description": "On a follow-up visit: the infusion it follows"})
+    follow_up_id = fields.String(allow_none=True, metadata={"description": "On an infusion: the follow-up visit booked after it"})
+
+
+class SlotQuery(Schema):
+    patient_id = fields.UUID(required=True)
+    kind = fields.String(required=True, validate=validate.OneOf(domain.APPOINTMENT_KINDS))
+    from_ = fields.AwareDateTime(required=True, data_key="from")
+    to = fields.AwareDateTime(required=True)
+    room_id = fields.UUID(load_default=None)
+    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=500))
+
+
+class SlotOut(Schema):
+    room_id = fields.String()
+    room_name = fields.String()
+    starts_at = fields.DateTime()
+    ends_at = fields.DateTime()
+    starts_at_local = fields.String()
+    ends_at_local = fields.String()
+
+
+def shown(item: dict) -> dict:
+    """An appointment or slot with its times also in the clinic's local time."""
+    return {**item, "starts_at_local": local_iso(item["starts_at"]), "ends_at_local": local_iso(item["ends_at"])}
+
+
+def utc(moment: datetime | None) -> datetime | None:
+    return moment.astimezone(timezone.utc) if moment else None
+
+
+def _id(value) -> str | None:
+    return str(value) if value is not None else None
+
+
+@blp.route("")
+class Appointments(MethodView):
+    @requires_roles(FRONT_DESK)
+    @blp.arguments(AppointmentIn)
+    @blp.response(201, AppointmentOut)
+    @blp.alt_response(409, description="The room or the patient is taken then; details.appointment_id names the appointment in the way.")
+    @blp.alt_response(422, description="A clinic rule refuses it: past start, outside office hours, a closure, wrong room, no active plan.")
+    def post(self, data):
+        """Book an infusion or a follow-up visit.
+
+        An infusion lasts the patient's active treatment plan's infusion time (never less than 120
+        minutes) in an infusion room, and the room then needs its turnover gap. A follow-up visit
+        takes an exam room. The appointment lies wholly inside office hours, not on a closure. With
+        no room given, the first free room of the right kind (by name) is taken.
+        """
+        request = services.BookingRequest(patient_id=str(data["patient_id"]), kind=data["kind"],
+                                          starts_at=utc(data["starts_at"]), room_id=_id(data["room_id"]))
+        return shown(services.book(engine(), rules(), now(), request))
+
+    @requires_roles(*READERS)
+    @blp.arguments(AppointmentQuery, location="query")
+    @blp.response(200, AppointmentOut(many=True))
+    def get(self, query):
+        """Appointments, earliest first, filtered by local date, room, patient, status."""
+        bounds = office_hours.local_day_bounds(query["date"], rules().timezone) if query["date"] else (None, None)
+        with engine().connect() as connection:
+            found = db.find_appointments(
+                connection, starts_from=bounds[0], starts_before=bounds[1], room_id=_id(query["room_id"]),
+                patient_id=_id(query["patient_id"]), status=query["status"], needs_follow_up=query["needs_follow_up"],
+                limit=query["limit"], offset=query["offset"])
+        return [shown(appointment) for appointment in found]
+
+
+@blp.route("/<uuid:appointment_id>")
+class AppointmentById(MethodView):
+    @requires_roles(*READERS)
+    @blp.response(200, AppointmentOut)
+    def get(self, appointment_id):
+        """One appointment."""
+        with engine().connect() as connection:
+            appointment = db.appointment_view(connection, str(appointment_id))
+        if appointment is None:
+            raise NotFound("no appointment with this id", {"appointment_id": str(appointment_id)})
+        return shown(appointment)
+
+
+@blp.route("/<uuid:appointment_id>/reschedule")
+class Reschedule(MethodView):
+    @requires_roles(FRONT_DESK)
+    @blp.arguments(RescheduleIn)
+    @blp.response(200, AppointmentOut)
+    @blp.alt_response(409, description="Not booked any more, or the new time collides (details name the appointment).")
+    def post(self, data, appointment_id):
+        """Move a booked appointment to a new start and/or room, under the same rules as booking."""
+        return shown(services.reschedule(engine(), rules(), now(), str(appointment_id), utc(data["starts_at"]), _id(data["room_id"])))
+
+
+@blp.route("/<uuid:appointment_id>/cancel")
+class Cancel(MethodView):
+    @requires_roles(FRONT_DESK)
+    @blp.arguments(CancelIn)
+    @blp.response(200, AppointmentOut)
+    @blp.alt_response(409, description="Already cancelled, completed or a no-show.")
+    def post(self, data, appointment_id):
+        """Cancel a booked or checked-in appointment, with the reason; the room and the patient are free again."""
+        return shown(services.cancel(engine(), now(), str(appointment_id), data["reason"]))
+
+
+@blp.route("/<uuid:appointment_id>/check-in")
+class CheckIn(MethodView):
+    @requires_roles(FRONT_DESK)
+    @blp.response(200, AppointmentOut)
+    @blp.alt_response(409, description="Not booked (already checked in, cancelled, ...).")
+    @blp.alt_response(422, description="Not the day of the appointment, its time is over, or no active plan for an infusion.")
+    def post(self, appointment_id):
+        """The patient has arrived (on the day, before the scheduled end). Sessions opens the infusion session from this."""
+        return shown(services.check_in(engine(), rules(), now(), str(appointment_id)))
+
+
+@blp.route("/<uuid:appointment_id>/no-show")
+class NoShow(MethodView):
+    @requires_roles(FRONT_DESK)
+    @blp.response(200, AppointmentOut)
+    @blp.alt_response(422, description="Too early: the grace period after the start has not passed.")
+    def post(self, appointment_id):
+        """The patient did not come. Allowed once the grace period after the start has passed; frees the room."""
+        return shown(services.mark_no_show(engine(), rules(), now(), str(appointment_id)))
+
+
+@availability.route("")
+class Availability(MethodView):
+    @requires_roles(*READERS)
+    @availability.arguments(SlotQuery, location="query")
+    @availability.response(200, SlotOut(many=True))
+    def get(self, query):
+        """Free slots for a patient: (room, start, end) of the right length and room kind, inside office hours,
+        on the clinic's booking grid, where both room and patient are free; earliest first, at most `limit`.
+        """
+        with engine().connect() as connection:
+            slots = services.find_availability(connection, rules(), now(), str(query["patient_id"]), query["kind"],
+                                               utc(query["from_"]), utc(query["to"]), _id(query["room_id"]), query["limit"])
+        return [shown(slot) for slot in slots]

@@ -1,1 +1,259 @@
-"""Scheduling rules: no Flask, no database session, no pika."""
+"""Scheduling rules: no Flask, no database session, no pika.
+
+An appointment holds two things for a span of time: its room and its patient.
+  - the room from the start until `room_blocked_until`: the end, plus the turnover gap after an
+    infusion (the recliner is cleaned and made ready before the next patient);
+  - the patient from the start until `patient_busy_until`: the end.
+Booked, checked-in and completed appointments hold both; cancelled and no-show ones hold nothing.
+A completed appointment holds them only until its actual end (see `released_after_session`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from clinic.errors import Conflict, RuleViolation
+
+INFUSION, FOLLOW_UP = "infusion", "follow_up"
+APPOINTMENT_KINDS = (INFUSION, FOLLOW_UP)
+
+INFUSION_ROOM, EXAM_ROOM = "infusion", "exam"
+ROOM_KINDS = (INFUSION_ROOM, EXAM_ROOM)
+ROOM_KIND_FOR = {INFUSION: INFUSION_ROOM, FOLLOW_UP: EXAM_ROOM}
+
+BOOKED, CHECKED_IN, COMPLETED, CANCELLED, NO_SHOW = "booked", "checked_in", "completed", "cancelled", "no_show"
+STATUSES = (BOOKED, CHECKED_IN, COMPLETED, CANCELLED, NO_SHOW)
+# The statuses in which an appointment holds its room and its patient. The PostgreSQL exclusion
+# constraints (migration 0002) name the same statuses; change both together.
+HOLDING_STATUSES = (BOOKED, CHECKED_IN, COMPLETED)
+
+SESSION_COMPLETED, SESSION_ABORTED = "completed", "aborted"
+
+# Clinical rule (DESIGN.md): an infusion lasts at least two hours, whatever the plan says.
+MINIMUM_INFUSION_MINUTES = 120
+# A start further ahead than this is almost certainly a typing slip (2062 for 2026).
+BOOKING_HORIZON_DAYS = 400
+# The slot finder looks at most this far in one request, which bounds its work.
+AVAILABILITY_MAX_DAYS = 31
+
+# Which statuses each action may start from. Anything else is a 409 naming the status.
+ALLOWED_FROM = {
+    "reschedule": (BOOKED,),
+    "cancel": (BOOKED, CHECKED_IN),
+    "check_in": (BOOKED,),
+    "no_show": (BOOKED,),
+    "complete": (BOOKED, CHECKED_IN),
+}
+
+
+@dataclass(frozen=True)
+class SchedulingRules:
+    """The clinic's scheduling settings (read from the environment in scheduling.config)."""
+
+    timezone: ZoneInfo
+    turnover: timedelta = timedelta(minutes=15)
+    follow_up_length: timedelta = timedelta(minutes=30)
+    grid: timedelta = timedelta(minutes=15)
+    follow_up_after_days: int = 14
+    follow_up_search_days: int = 28
+    no_show_grace: timedelta = timedelta(minutes=15)
+
+
+@dataclass(frozen=True)
+class PlanCopy:
+    """What scheduling knows of a patient: the active treatment plan, if any (None once retired)."""
+
+    patient_id: str
+    plan_id: str | None
+    infusion_minutes: int | None
+    changed_at: datetime
+
+    @property
+    def is_active(self) -> bool:
+        return self.plan_id is not None
+
+
+def plan_after_activation(stored: PlanCopy | None, patient_id: str, plan_id: str, infusion_minutes: int,
+                          occurred_at: datetime) -> PlanCopy | None:
+    """The plan copy after records activated a plan, or None when the event changes nothing.
+
+    Events can arrive out of order after a redelivery: one older than what the copy already
+    reflects is ignored, so a late activation never brings back a plan retired since.
+    """
+    if stored is not None and occurred_at < stored.changed_at:
+        return None
+    return PlanCopy(patient_id, plan_id, infusion_minutes, occurred_at)
+
+
+def plan_after_retirement(stored: PlanCopy | None, patient_id: str, plan_id: str, occurred_at: datetime) -> PlanCopy | None:
+    """The plan copy after records retired a plan, or None when the event changes nothing.
+
+    Retiring a plan that is no longer the active one (a newer plan replaced it) changes nothing.
+    A retirement seen before any activation still makes the patient known, with no active plan,
+    and keeps an older activation that arrives late from taking effect.
+    """
+    if stored is None:
+        return PlanCopy(patient_id, None, None, occurred_at)
+    if occurred_at < stored.changed_at or stored.plan_id != plan_id:
+        return None
+    return PlanCopy(patient_id, None, None, occurred_at)
+
+
+def require_known_patient(kind: str, plan: PlanCopy | None, patient_id: str) -> None:
+    """Scheduling has no patient registry: a patient is known through the plan copies.
+
+    An infusion needs an active plan (it sets the length and, at check-in, the drugs allowed). A
+    follow-up visit needs a patient who has or had a plan: someone records has treated, not a typo.
+    """
+    if kind == INFUSION and (plan is None or not plan.is_active):
+        raise RuleViolation("the patient has no active treatment plan; an infusion cannot be booked without one",
+                            {"patient_id": ["no active treatment plan for this patient"]})
+    if plan is None:
+        raise RuleViolation("scheduling knows no patient with this id (no treatment plan was ever activated for them)",
+                            {"patient_id": ["unknown patient"]})
+
+
+def appointment_length(kind: str, plan: PlanCopy | None, rules: SchedulingRules) -> timedelta:
+    if kind == INFUSION:
+        minutes = plan.infusion_minutes if plan and plan.infusion_minutes else MINIMUM_INFUSION_MINUTES
+        return timedelta(minutes=max(minutes, MINIMUM_INFUSION_MINUTES))
+    return rules.follow_up_length
+
+
+def room_held_for(kind: str, rules: SchedulingRules) -> timedelta:
+    """How long after the end the room stays held: the turnover gap after an infusion only."""
+    return rules.turnover if kind == INFUSION else timedelta(0)
+
+
+@dataclass(frozen=True)
+class Span:
+    """The times an appointment occupies: [starts_at, ends_at) for the patient, [starts_at, room_blocked_until) for the room."""
+
+    starts_at: datetime
+    ends_at: datetime
+    room_blocked_until: datetime
+
+    @property
+    def patient_busy_until(self) -> datetime:
+        return self.ends_at
+
+
+def span_for(kind: str, starts_at: datetime, plan: PlanCopy | None, rules: SchedulingRules) -> Span:
+    ends_at = starts_at + appointment_length(kind, plan, rules)
+    return Span(starts_at, ends_at, ends_at + room_held_for(kind, rules))
+
+
+def check_start(starts_at: datetime, now: datetime) -> None:
+    """A start must be in the future, on a whole minute, and within the booking horizon."""
+    if starts_at.tzinfo is None:
+        raise RuleViolation("times need a UTC offset", {"starts_at": ["a timezone-aware time is required"]})
+    if starts_at.second or starts_at.microsecond:
+        raise RuleViolation("appointments start on a whole minute", {"starts_at": ["seconds must be zero"]})
+    if starts_at < now:
+        raise RuleViolation("the start is in the past", {"starts_at": ["must not be in the past"]})
+    if starts_at > now + timedelta(days=BOOKING_HORIZON_DAYS):
+        raise RuleViolation(f"the start is more than {BOOKING_HORIZON_DAYS} days ahead",
+                            {"starts_at": [f"must be within {BOOKING_HORIZON_DAYS} days"]})
+
+
+def check_room(room: dict | None, kind: str, room_id: str) -> None:
+    """The room named in a request must exist, be in use, and be of the kind the appointment needs."""
+    if room is None:
+        raise RuleViolation("no room with this id", {"room_id": ["unknown room"]})
+    if not room["active"]:
+        raise RuleViolation(f"room {room['name']} is not in use", {"room_id": ["room is inactive"]})
+    needed = ROOM_KIND_FOR[kind]
+    if room["kind"] != needed:
+        raise RuleViolation(f"a {kind.replace('_', '-')} appointment needs an {needed} room; {room['name']} is an {room['kind']} room",
+                            {"room_id": [f"not an {needed} room"]})
+
+
+def ensure_allowed(action: str, appointment: dict) -> None:
+    status = appointment["status"]
+    if status not in ALLOWED_FROM[action]:
+        allowed = " or ".join(ALLOWED_FROM[action])
+        raise Conflict(f"cannot {action.replace('_', ' ')} an appointment that is {status.replace('_', ' ')} (only when {allowed})",
+                       {"appointment_id": appointment["id"], "status": status})
+
+
+def check_check_in_time(appointment: dict, now: datetime, tz: ZoneInfo) -> None:
+    """Check-in is for the day of the appointment, up to its scheduled end."""
+    if now.astimezone(tz).date() != appointment["starts_at"].astimezone(tz).date():
+        raise RuleViolation("a patient can be checked in only on the day of the appointment",
+                            {"starts_at": appointment["starts_at"].isoformat()})
+    if now >= appointment["ends_at"]:
+        raise RuleViolation("the appointment's time is over; mark a no-show or reschedule",
+                            {"ends_at": appointment["ends_at"].isoformat()})
+
+
+def check_no_show_time(appointment: dict, now: datetime, rules: SchedulingRules) -> None:
+    """A no-show is recorded only once the grace period after the start has passed: patients run late."""
+    allowed_from = appointment["starts_at"] + rules.no_show_grace
+    if now < allowed_from:
+        raise RuleViolation(f"a no-show can be recorded only from {allowed_from.astimezone(rules.timezone):%H:%M} "
+                            f"({int(rules.no_show_grace.total_seconds() // 60)} minutes after the start)",
+                            {"no_show_allowed_from": allowed_from.isoformat()})
+
+
+def released_after_session(appointment: dict, ended_at: datetime, rules: SchedulingRules) -> tuple[datetime, datetime]:
+    """(room_blocked_until, patient_busy_until) once the session has ended at `ended_at`.
+
+    The room is free from the actual end (plus the turnover gap after an infusion, as between any
+    two infusions). The hold only ever shrinks: a session that overran has already lived through
+    its overrun, and stretching the hold now could collide with the next booking in that room.
+    Never before the start, so a session begun early leaves an empty hold, not an inverted one.
+    """
+    start = appointment["starts_at"]
+    room_until = min(appointment["room_blocked_until"], max(start, ended_at + room_held_for(appointment["kind"], rules)))
+    patient_until = min(appointment["patient_busy_until"], max(start, ended_at))
+    return room_until, patient_until
+
+
+def follow_up_search_start(ended_at: datetime, now: datetime, rules: SchedulingRules) -> datetime:
+    """Local midnight of the day `follow_up_after_days` after the infusion ended, or now if that is later."""
+    day = ended_at.astimezone(rules.timezone).date() + timedelta(days=rules.follow_up_after_days)
+    midnight = datetime(day.year, day.month, day.day, tzinfo=rules.timezone)
+    return max(midnight.astimezone(now.tzinfo), now)
+
+
+# --- event payloads (checked against the shared schemas by clinic.outbox.add_event) ------------
+
+
+def booked_payload(appointment: dict, room: dict) -> dict:
+    return {
+        "appointment_id": appointment["id"],
+        "patient_id": appointment["patient_id"],
+        "kind": appointment["kind"],
+        "room_id": room["id"],
+        "room_name": room["name"],
+        "starts_at": appointment["starts_at"],
+        "ends_at": appointment["ends_at"],
+    }
+
+
+def rescheduled_payload(appointment: dict, room: dict, previous: dict) -> dict:
+    return {**booked_payload(appointment, room), "previous_starts_at": previous["starts_at"], "previous_room_id": previous["room_id"]}
+
+
+def cancelled_payload(appointment: dict, reason: str) -> dict:
+    return {
+        "appointment_id": appointment["id"],
+        "patient_id": appointment["patient_id"],
+        "kind": appointment["kind"],
+        "starts_at": appointment["starts_at"],
+        "reason": reason,
+    }
+
+
+def checked_in_payload(appointment: dict, room: dict, plan_id: str | None, checked_in_at: datetime) -> dict:
+    return {
+        **booked_payload(appointment, room),
+        "plan_id": plan_id,
+        "checked_in_at": checked_in_at,
+    }
+
+
+def no_show_payload(appointment: dict) -> dict:
+    return {"appointment_id": appointment["id"], "patient_id": appointment["patient_id"], "starts_at": appointment["starts_at"]}

@@ -1,3 +1,58 @@
-"""What scheduling does with the events it consumes: one function per event type."""
+"""What scheduling does with the events it consumes: one function per event type.
 
-HANDLERS = {}
+    records.treatment_plan.activated / retired   keep each patient's active plan (who may be booked, for how long)
+    sessions.session.completed                   the appointment is completed; the return office visit is booked
+    sessions.session.aborted                     the appointment is completed; no return visit is booked
+
+Each runs inside the inbox's transaction (clinic.inbox.apply_once), so a redelivered event has no
+second effect; the session handlers are idempotent on their own as well.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+
+from sqlalchemy.engine import Connection
+
+from clinic.db import utcnow
+from clinic.events import Event
+from clinic.inbox import Handler
+from scheduling import db, domain, services
+from scheduling.domain import SchedulingRules
+
+
+def keep_active_plan(connection: Connection, event: Event) -> None:
+    data = event.data
+    patient_id = str(data["patient_id"])
+    updated = domain.plan_after_activation(db.get_plan_copy(connection, patient_id), patient_id, str(data["plan_id"]),
+                                           data["infusion_minutes"], event.occurred_at)
+    if updated is not None:
+        db.save_plan_copy(connection, updated)
+
+
+def forget_retired_plan(connection: Connection, event: Event) -> None:
+    data = event.data
+    patient_id = str(data["patient_id"])
+    updated = domain.plan_after_retirement(db.get_plan_copy(connection, patient_id), patient_id, str(data["plan_id"]), event.occurred_at)
+    if updated is not None:
+        db.save_plan_copy(connection, updated)
+
+
+def make_handlers(rules: SchedulingRules, clock: Callable[[], datetime] = utcnow) -> dict[str, Handler]:
+    """The handlers, bound to the clinic's scheduling rules (the session handlers book follow-ups)."""
+
+    def complete_appointment(connection: Connection, event: Event) -> None:
+        services.record_session_end(connection, rules, clock(), str(event.data["appointment_id"]), event.data["ended_at"],
+                                    domain.SESSION_COMPLETED)
+
+    def end_aborted_appointment(connection: Connection, event: Event) -> None:
+        services.record_session_end(connection, rules, clock(), str(event.data["appointment_id"]), event.data["ended_at"],
+                                    domain.SESSION_ABORTED)
+
+    return {
+        "records.treatment_plan.activated": keep_active_plan,
+        "records.treatment_plan.retired": forget_retired_plan,
+        "sessions.session.completed": complete_appointment,
+        "sessions.session.aborted": end_aborted_appointment,
+    }

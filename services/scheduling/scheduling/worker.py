@@ -1,13 +1,15 @@
-"""Scheduling' worker: its consumer and its outbox relay. `scheduling-worker`."""
+"""Scheduling's worker: its consumer and its outbox relay. `scheduling-worker`."""
 
 from clinic.config import load_settings
 from clinic.worker import run_worker
 from scheduling import SERVICE, db
-from scheduling.handlers import HANDLERS
+from scheduling.config import load_rules
+from scheduling.handlers import make_handlers
 
 
 def main():
-    run_worker(load_settings(SERVICE), db.outbox, db.inbox, HANDLERS)
+    settings = load_settings(SERVICE)
+    run_worker(settings, db.outbox, db.inbox, make_handlers(load_rules(settings)))
 
 
 if __name__ == "__main__":

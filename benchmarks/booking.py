@@ -1,0 +1,513 @@
+"""Booking throughput and latency of the scheduling service, beside the web stack's own ceiling.
+
+Both servers run under the same gunicorn command line on the same PostgreSQL, one after the other:
+  baseline   benchmarks/booking_baseline.py: a plain Flask endpoint that inserts one row
+  booking    the scheduling service, POST /appointments (infusions, explicit rooms)
+
+  peak       closed loop: N clients send requests back to back for a while. Bookings go across many
+             rooms and days; every fifth request instead targets the "hot" slot of the moment (the
+             hot slot changes every half second), so those collide with each other and get 409s.
+  latency    open loop: requests offered at a fixed rate (100/s) for 30 s whatever the answers;
+             a latency runs from the moment a request was due, so a slow server cannot hide its queue.
+
+Afterwards the database is checked: no room and no patient held twice at once, and exactly one
+appointment per 201 answer. Targets (issue 5): peak bookings/s >= 40 % of the baseline's requests/s;
+p99 <= 50 ms at 100 bookings/s; zero double bookings.
+
+The load generator runs on the same machine as gunicorn and PostgreSQL and competes with them for
+the cores; the figures are what this one machine does with all three.
+
+PostgreSQL: CLINIC_BENCH_POSTGRES_URL when set, else one started from the local packages in a
+temporary directory (stopped at the end). Each run uses fresh databases, dropped at the end.
+
+    .venv/bin/python benchmarks/booking.py [--peak-seconds 15] [--latency-seconds 30] [--clients 8] ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import multiprocessing
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+from zoneinfo import ZoneInfo
+
+ROOT = Path(__file__).resolve().parents[1]
+try:
+    import clinic  # noqa: F401 - installed in the project's virtualenv
+except ImportError:  # run with another interpreter: use the library from the source tree
+    sys.path.insert(0, str(ROOT / "shared"))
+    sys.path.insert(0, str(ROOT / "services" / "scheduling"))
+sys.path.insert(0, str(ROOT))
+
+import psycopg  # noqa: E402
+
+from clinic.auth import issue_token  # noqa: E402
+from clinic.config import load_settings  # noqa: E402
+from clinic.db import create_engine, migrate  # noqa: E402
+from clinic.localservers import LocalPostgres, free_port, wait_for_port  # noqa: E402
+
+TIMEZONE = "America/New_York"
+NY = ZoneInfo(TIMEZONE)
+INFUSION_MINUTES = 120
+# Starts that leave each 2 h infusion its 15 min turnover before the next, inside 07:00-21:00.
+DAY_STARTS = ("07:00", "09:15", "11:30", "13:45", "16:00", "18:15")
+HOT_EVERY = 5            # every fifth request goes for the hot slot
+HOT_SLOT_SECONDS = 0.5   # how long one slot stays hot
+BIN = Path(sys.executable).parent
+
+
+@dataclass
+class Results:
+    """Answers of one load phase: (status, latency in ms) per request, plus the phase's duration."""
+
+    answers: list[tuple[int, float]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def count(self, status: int | None = None) -> int:
+        return sum(1 for answer_status, _ in self.answers if status is None or answer_status == status)
+
+    def per_second(self, status: int | None = None) -> float:
+        return self.count(status) / self.seconds if self.seconds else 0.0
+
+    def percentile(self, share: float) -> float:
+        latencies = sorted(latency for _, latency in self.answers)
+        if not latencies:
+            return float("nan")
+        return latencies[min(len(latencies) - 1, int(share * len(latencies)))]
+
+    def statuses(self) -> str:
+        counted: dict[int, int] = {}
+        for status, _ in self.answers:
+            counted[status] = counted.get(status, 0) + 1
+        return ", ".join(f"{status if status else 'error'}: {n}" for status, n in sorted(counted.items()))
+
+
+# --- the work: what each request sends ------------------------------------------------------
+
+
+@dataclass
+class Plan:
+    """What the clients send: a body for each request, none booking the same room, time or patient twice
+    except the hot slots, which are meant to collide."""
+
+    rooms: list[str]
+    hot_rooms: list[str]
+    patients: list[str]
+    first_day: date
+    days: int
+
+    def ordinary_slots(self):
+        """(room, local start) pairs that never overlap, spread across rooms first, then times, then days."""
+        for offset in range(self.days):
+            day = self.first_day + timedelta(days=offset)
+            for start in DAY_STARTS:
+                for room in self.rooms:
+                    yield room, datetime.combine(day, datetime.strptime(start, "%H:%M").time(), tzinfo=NY)
+
+    def hot_slot(self, index: int) -> tuple[str, datetime]:
+        room = self.hot_rooms[index % len(self.hot_rooms)]
+        slot = index // len(self.hot_rooms)
+        day = self.first_day + timedelta(days=slot // len(DAY_STARTS))
+        return room, datetime.combine(day, datetime.strptime(DAY_STARTS[slot % len(DAY_STARTS)], "%H:%M").time(), tzinfo=NY)
+
+
+def body_for(patient: str, room: str, starts_at: datetime) -> bytes:
+    return json.dumps({"patient_id": patient, "kind": "infusion", "starts_at": starts_at.isoformat(), "room_id": room}).encode()
+
+
+# --- the load generator ---------------------------------------------------------------------
+
+
+class Client:
+    """One keep-alive HTTP connection, reopened when the server closes it."""
+
+    def __init__(self, port: int, path: str, headers: dict):
+        self.port, self.path, self.headers = port, path, headers
+        self.connection: http.client.HTTPConnection | None = None
+
+    def post(self, body: bytes) -> int:
+        for attempt in range(2):
+            try:
+                if self.connection is None:
+                    self.connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+                self.connection.request("POST", self.path, body, self.headers)
+                response = self.connection.getresponse()
+                response.read()
+                if response.getheader("Connection", "").lower() == "close":
+                    self.close()
+                return response.status
+            except (http.client.HTTPException, OSError):
+                self.close()
+                if attempt:
+                    return 0
+        return 0
+
+    def close(self) -> None:
+        if self.connection is not None:
+            self.connection.close()
+            self.connection = None
+
+
+def _closed_loop_process(port, path, headers, jobs, seconds, start_at, threads, out):
+    """One generator process: `threads` clients sending their own bodies back to back until the time is up."""
+    per_thread = [jobs[index::threads] for index in range(threads)]
+    answers: list[list[tuple[int, float]]] = [[] for _ in range(threads)]
+
+    def run(index: int) -> None:
+        client = Client(port, path, headers)
+        bodies = iter(per_thread[index])
+        while time.time() < start_at:
+            time.sleep(0.001)
+        deadline = start_at + seconds
+        while True:
+            now = time.time()
+            if now >= deadline:
+                break
+            body = next(bodies, None)
+            if body is None:
+                break
+            if callable(body):
+                body = body(now - start_at)
+            sent = time.perf_counter()
+            status = client.post(body)
+            answers[index].append((status, (time.perf_counter() - sent) * 1000))
+        client.close()
+
+    pool = [threading.Thread(target=run, args=(index,)) for index in range(threads)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join()
+    out.put([answer for per_client in answers for answer in per_client])
+
+
+def closed_loop(port: int, path: str, headers: dict, jobs: list, seconds: float, clients: int, processes: int) -> Results:
+    """`clients` clients over `processes` processes, each client sending its next job as soon as the last is answered."""
+    context = multiprocessing.get_context("fork")
+    out = context.Queue()
+    start_at = time.time() + 0.5
+    per_process = [jobs[index::processes] for index in range(processes)]
+    workers = [context.Process(target=_closed_loop_process,
+                               args=(port, path, headers, per_process[index], seconds, start_at, clients // processes, out))
+               for index in range(processes)]
+    for worker in workers:
+        worker.start()
+    answers = [answer for _ in workers for answer in out.get(timeout=seconds + 120)]
+    for worker in workers:
+        worker.join(timeout=30)
+    return Results(answers, seconds)
+
+
+def open_loop(port: int, path: str, headers: dict, jobs: list, rate: float, seconds: float, threads: int = 32) -> Results:
+    """Requests offered at `rate`/s for `seconds`, whatever the answers; latency from when each was due."""
+    total = int(rate * seconds)
+    if len(jobs) < total:
+        raise SystemExit(f"not enough prepared requests for the open loop ({len(jobs)} < {total})")
+    answers: list[tuple[int, float] | None] = [None] * total
+    next_index = iter(range(total))
+    lock = threading.Lock()
+    start_at = time.perf_counter() + 0.5
+
+    def run() -> None:
+        client = Client(port, path, headers)
+        while True:
+            with lock:
+                index = next(next_index, None)
+            if index is None:
+                break
+            due = start_at + index / rate
+            pause = due - time.perf_counter()
+            if pause > 0:
+                time.sleep(pause)
+            body = jobs[index]
+            if callable(body):
+                body = body(due - start_at)
+            status = client.post(body)
+            answers[index] = (status, (time.perf_counter() - due) * 1000)
+        client.close()
+
+    pool = [threading.Thread(target=run) for _ in range(threads)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join()
+    return Results([answer for answer in answers if answer is not None], seconds)
+
+
+# --- servers and data -----------------------------------------------------------------------
+
+
+def with_database(url: str, name: str) -> str:
+    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
+
+
+def fresh_database(stack: ExitStack, server_url: str, prefix: str) -> str:
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(server_url, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+
+    def drop():
+        with psycopg.connect(server_url, autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    stack.callback(drop)
+    return with_database(server_url, name)
+
+
+def start_postgres(stack: ExitStack) -> tuple[str, str]:
+    url = os.environ.get("CLINIC_BENCH_POSTGRES_URL")
+    if url:
+        url = url.replace("postgresql+psycopg://", "postgresql://", 1)
+        return url, f"PostgreSQL from CLINIC_BENCH_POSTGRES_URL ({urlsplit(url).hostname}:{urlsplit(url).port})"
+    tmp = Path(tempfile.mkdtemp(prefix="clinic-bench-booking-"))
+    stack.callback(shutil.rmtree, tmp, ignore_errors=True)
+    postgres = LocalPostgres(tmp / "postgres")
+    stack.callback(postgres.stop)
+    return postgres.start(), f"PostgreSQL started from local packages (127.0.0.1:{postgres.port}, {tmp})"
+
+
+def seed_scheduling(url: str, rooms: int, hot_rooms: int, patients: int, first_day: date, days: int) -> Plan:
+    """Rooms, office hours every day 07:00-21:00 New York time, and a 120-minute plan for each patient."""
+    import scheduling.db
+
+    migrate(create_engine(url), scheduling.db.MIGRATIONS)
+    now = datetime.now(timezone.utc)
+    room_ids = [str(uuid.uuid4()) for _ in range(rooms + hot_rooms)]
+    patient_ids = [str(uuid.uuid4()) for _ in range(patients)]
+    with psycopg.connect(url) as connection, connection.cursor() as cursor:
+        with cursor.copy("COPY rooms (id, name, kind, active, created_at, updated_at) FROM STDIN") as copy:
+            for number, room_id in enumerate(room_ids):
+                copy.write_row((room_id, f"Infusion {number:03d}", "infusion", True, now, now))
+        cursor.executemany("INSERT INTO office_hours (weekday, opens, closes) VALUES (%s, '07:00', '21:00')", [(d,) for d in range(7)])
+        with cursor.copy("COPY plan_copies (patient_id, plan_id, infusion_minutes, changed_at) FROM STDIN") as copy:
+            for patient_id in patient_ids:
+                copy.write_row((patient_id, str(uuid.uuid4()), INFUSION_MINUTES, now))
+    return Plan(room_ids[:rooms], room_ids[rooms:], patient_ids, first_day, days)
+
+
+def seed_baseline(url: str) -> None:
+    from benchmarks.booking_baseline import metadata
+
+    engine = create_engine(url)
+    metadata.create_all(engine)
+    engine.dispose()
+
+
+def start_gunicorn(stack: ExitStack, app: str, env: dict, args, log: Path) -> int:
+    port = free_port()
+    command = [str(BIN / "gunicorn"), "--bind", f"127.0.0.1:{port}", "--workers", str(args.workers), "--threads", str(args.threads),
+               "--worker-class", "gthread", "--keep-alive", "30", "--backlog", "2048", app]
+    output = open(log, "wb")
+    process = subprocess.Popen(command, env={**os.environ, **env, "PYTHONPATH": str(ROOT)}, cwd=ROOT, stdout=output,
+                               stderr=subprocess.STDOUT, start_new_session=True)
+
+    def stop():
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+        output.close()
+
+    stack.callback(stop)
+    wait_for_port(port, 30, process, f"gunicorn {app} (log: {log})")
+    return port
+
+
+def double_bookings(url: str) -> tuple[int, int]:
+    """(rooms held twice at once, patients held twice at once) among the appointments that hold anything."""
+    holding = "status IN ('booked', 'checked_in', 'completed')"
+    with psycopg.connect(url) as connection:
+        rooms = connection.execute(
+            f"SELECT count(*) FROM appointments a JOIN appointments b ON a.room_id = b.room_id AND a.id < b.id "
+            f"WHERE a.{holding} AND b.{holding} AND a.starts_at < b.room_blocked_until AND b.starts_at < a.room_blocked_until"
+        ).fetchone()[0]
+        patients = connection.execute(
+            f"SELECT count(*) FROM appointments a JOIN appointments b ON a.patient_id = b.patient_id AND a.id < b.id "
+            f"WHERE a.{holding} AND b.{holding} AND a.starts_at < b.patient_busy_until AND b.starts_at < a.patient_busy_until"
+        ).fetchone()[0]
+    return rooms, patients
+
+
+def count_rows(url: str, table: str) -> int:
+    with psycopg.connect(url) as connection:
+        return connection.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+
+
+# --- the run --------------------------------------------------------------------------------
+
+
+class Jobs:
+    """Hands out request bodies: unique bookings, and hot-slot bookings that pick the slot of the moment."""
+
+    def __init__(self, plan: Plan):
+        self.plan = plan
+        self.slots = plan.ordinary_slots()
+        self.patients = iter(plan.patients)
+        self.hot_phase = 0
+
+    def take(self, count: int, hot_every: int = HOT_EVERY, phase_offset: float = 0.0) -> list:
+        """`count` bodies; every `hot_every`-th is a callable of the elapsed time, for the hot slot then."""
+        jobs = []
+        base = self.hot_phase
+        for index in range(count):
+            patient = next(self.patients)
+            if hot_every and index % hot_every == hot_every - 1:
+                jobs.append(_HotBooking(self.plan, patient, base))
+            else:
+                room, starts_at = next(self.slots)
+                jobs.append(body_for(patient, room, starts_at))
+        # Later phases use hot slots of their own, never ones earlier phases already filled
+        # (a phase moves to a new hot slot every half second: 400 last well over a minute).
+        self.hot_phase += 400
+        return jobs
+
+
+class _HotBooking:
+    """A booking for whichever hot slot is hot when it is sent (picklable, for the generator processes)."""
+
+    def __init__(self, plan: Plan, patient: str, base: int):
+        self.plan, self.patient, self.base = plan, patient, base
+
+    def __call__(self, elapsed: float) -> bytes:
+        room, starts_at = self.plan.hot_slot(self.base + int(elapsed / HOT_SLOT_SECONDS))
+        return body_for(self.patient, room, starts_at)
+
+
+def baseline_jobs(count: int) -> list[bytes]:
+    starts_at = datetime(2030, 1, 7, 14, 0, tzinfo=timezone.utc).isoformat()
+    return [json.dumps({"patient_id": str(uuid.uuid4()), "kind": "infusion", "starts_at": starts_at}).encode() for _ in range(count)]
+
+
+def measure(args, stack: ExitStack) -> None:
+    server_url, source = start_postgres(stack)
+    work = Path(tempfile.mkdtemp(prefix="clinic-bench-logs-"))
+    stack.callback(shutil.rmtree, work, ignore_errors=True)
+    scheduling_url = fresh_database(stack, server_url, "bench_scheduling")
+    baseline_url = fresh_database(stack, server_url, "bench_baseline")
+    with psycopg.connect(scheduling_url) as connection:
+        version = connection.execute("SHOW server_version").fetchone()[0]
+        durability = ", ".join(f"{name}={connection.execute(f'SHOW {name}').fetchone()[0]}" for name in ("fsync", "synchronous_commit"))
+    print(f"servers: {source}")
+    print(f"PostgreSQL {version} ({durability}); {os.cpu_count()} cores, Python {platform.python_version()}")
+    print(f"gunicorn: {args.workers} workers x {args.threads} threads (gthread), keep-alive; "
+          f"load: {args.clients} closed-loop clients in {args.processes} processes; open loop {args.rate:g}/s")
+    print("note: the load generator runs on this machine too and takes CPU from gunicorn and PostgreSQL")
+    sys.stdout.flush()
+
+    peak_requests = int(args.peak_seconds * 3000) + 5000
+    needed = 2 * peak_requests + int(args.rate * args.latency_seconds) + 1000
+    first_day = datetime.now(NY).date() + timedelta(days=2)
+    days = min(380, needed // (len(DAY_STARTS) * args.rooms) + 2)
+    plan = seed_scheduling(scheduling_url, args.rooms, args.hot_rooms, needed, first_day, days)
+    seed_baseline(baseline_url)
+    settings = load_settings("scheduling", env={})
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {issue_token(settings, 'bench', ['front_desk'])}"}
+    env = {"CLINIC_TIMEZONE": TIMEZONE, "CLINIC_ENV": "development", "RABBITMQ_URL": "amqp://guest:guest@127.0.0.1:1/%2F"}
+
+    # Baseline first, then the product, each with a short warm-up that is not counted.
+    with ExitStack() as server:
+        port = start_gunicorn(server, "benchmarks.booking_baseline:create_app()", {**env, "DATABASE_URL": baseline_url}, args,
+                              work / "baseline.log")
+        baseline_headers = {"Content-Type": "application/json"}
+        closed_loop(port, "/rows", baseline_headers, baseline_jobs(peak_requests // 4), args.warmup_seconds, args.clients, args.processes)
+        base_peak = closed_loop(port, "/rows", baseline_headers, baseline_jobs(peak_requests), args.peak_seconds, args.clients,
+                                args.processes)
+        base_latency = open_loop(port, "/rows", baseline_headers, baseline_jobs(int(args.rate * args.latency_seconds)), args.rate,
+                                 args.latency_seconds)
+    print(f"baseline done: {base_peak.per_second():,.0f} requests/s peak")
+    sys.stdout.flush()
+
+    jobs = Jobs(plan)
+    with ExitStack() as server:
+        port = start_gunicorn(server, "scheduling.app:create_app()", {**env, "DATABASE_URL": scheduling_url}, args, work / "scheduling.log")
+        path = "/appointments"
+        warmup = closed_loop(port, path, headers, jobs.take(peak_requests // 4), args.warmup_seconds, args.clients, args.processes)
+        peak = closed_loop(port, path, headers, jobs.take(peak_requests), args.peak_seconds, args.clients, args.processes)
+        latency = open_loop(port, path, headers, jobs.take(int(args.rate * args.latency_seconds)), args.rate, args.latency_seconds)
+        failures = [line for line in (work / "scheduling.log").read_text(errors="replace").splitlines() if "ERROR" in line][:5]
+
+    created = sum(result.count(201) for result in (warmup, peak, latency))
+    stored = count_rows(scheduling_url, "appointments")
+    rooms_twice, patients_twice = double_bookings(scheduling_url)
+    report(args, base_peak, base_latency, peak, latency, created, stored, rooms_twice, patients_twice, failures)
+
+
+def report(args, base_peak, base_latency, peak, latency, created, stored, rooms_twice, patients_twice, failures) -> None:
+    share = peak.per_second(201) / base_peak.per_second() if base_peak.per_second() else 0.0
+    request_share = peak.per_second() / base_peak.per_second() if base_peak.per_second() else 0.0
+    p99 = latency.percentile(0.99)
+    clean = rooms_twice == 0 and patients_twice == 0 and created == stored
+
+    def met(ok: bool) -> str:
+        return "met" if ok else "NOT met"
+
+    rows = [
+        ("peak, requests/s (closed loop)", f"{base_peak.per_second():,.0f}", f"{peak.per_second():,.0f}",
+         f"{request_share:.0%} of baseline", ""),
+        ("peak, bookings made/s (201)", "", f"{peak.per_second(201):,.0f}", f"{share:.0%} of baseline", f">= 40%: {met(share >= 0.40)}"),
+        (f"latency p50 at {args.rate:g}/s (open loop)", f"{base_latency.percentile(0.50):.1f} ms",
+         f"{latency.percentile(0.50):.1f} ms", "", ""),
+        (f"latency p99 at {args.rate:g}/s (open loop)", f"{base_latency.percentile(0.99):.1f} ms", f"{p99:.1f} ms", "",
+         f"<= 50 ms: {met(p99 <= 50)}"),
+        (f"latency max at {args.rate:g}/s", f"{base_latency.percentile(1.0):.1f} ms", f"{latency.percentile(1.0):.1f} ms", "", ""),
+        ("double bookings in the database", "", f"rooms {rooms_twice}, patients {patients_twice}",
+         f"{stored} appointments for {created} x 201", f"zero: {met(clean)}"),
+    ]
+    header = ("", "baseline (1-row insert)", "booking", "ratio / check", "target")
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    print()
+    for row in [header, tuple("-" * width for width in widths), *rows]:
+        print("  ".join(f"{str(cell):<{widths[i]}}" for i, cell in enumerate(row)).rstrip())
+    print()
+    print(f"peak answers:    baseline {base_peak.statuses()}; booking {peak.statuses()} "
+          f"(1 in {HOT_EVERY} aimed at a hot slot, so 409s are expected)")
+    print(f"latency answers: baseline {base_latency.statuses()}; booking {latency.statuses()}; "
+          f"booking latency mean {statistics.fmean(lat for _, lat in latency.answers):.1f} ms")
+    if failures:
+        print("errors logged by the scheduling service (first lines):")
+        for line in failures:
+            print(f"  {line[:200]}")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--peak-seconds", type=float, default=15, help="closed-loop measurement per server (default 15)")
+    parser.add_argument("--warmup-seconds", type=float, default=3, help="uncounted closed loop before each peak (default 3)")
+    parser.add_argument("--latency-seconds", type=float, default=30, help="open-loop duration per server (default 30)")
+    parser.add_argument("--rate", type=float, default=100, help="open-loop offered requests/s (default 100)")
+    parser.add_argument("--clients", type=int, default=8, help="closed-loop clients (default 8)")
+    parser.add_argument("--processes", type=int, default=2, help="generator processes for the closed loop (default 2)")
+    parser.add_argument("--workers", type=int, default=4, help="gunicorn workers for both servers (default 4)")
+    parser.add_argument("--threads", type=int, default=1, help="gunicorn threads per worker for both servers (default 1)")
+    parser.add_argument("--rooms", type=int, default=40, help="infusion rooms booked across (default 40)")
+    parser.add_argument("--hot-rooms", type=int, default=4, help="rooms whose slots are the colliding ones (default 4)")
+    args = parser.parse_args(argv)
+    if min(args.clients, args.processes, args.workers, args.threads, args.rooms, args.hot_rooms) < 1 or args.clients % args.processes:
+        parser.error("counts must be at least 1, and --clients a multiple of --processes")
+    started = time.perf_counter()
+    with ExitStack() as stack:  # stops what was started and drops what was made, whatever happens
+        measure(args, stack)
+    print(f"\ntotal run time {time.perf_counter() - started:.1f}s (including starting and stopping the servers)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

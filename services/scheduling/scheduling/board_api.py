@@ -1,0 +1,59 @@
+"""The day board: for each room, the day's appointments in order, for the staff apps."""
+
+from __future__ import annotations
+
+from flask.views import MethodView
+from flask_smorest import Blueprint
+from marshmallow import Schema, fields
+
+from clinic.auth import FRONT_DESK, NEUROLOGIST, NURSE, requires_roles
+from clinic.web import engine
+from scheduling import db, office_hours
+from scheduling.api import AppointmentOut, now, rules, shown
+
+blp = Blueprint("board", __name__, url_prefix="/board", description="The day at a glance, room by room.")
+
+# A day in one clinic holds a few dozen appointments; this bounds a pathological one.
+MOST_ON_A_DAY = 2000
+
+
+class BoardQuery(Schema):
+    date = fields.Date(load_default=None, metadata={"description": "A local date of the clinic; today when left out"})
+
+
+class BoardRoom(Schema):
+    room_id = fields.String()
+    name = fields.String()
+    kind = fields.String()
+    active = fields.Boolean()
+    appointments = fields.List(fields.Nested(AppointmentOut))
+
+
+class BoardOut(Schema):
+    date = fields.Date()
+    timezone = fields.String()
+    rooms = fields.List(fields.Nested(BoardRoom))
+
+
+@blp.route("")
+class Board(MethodView):
+    @requires_roles(FRONT_DESK, NURSE, NEUROLOGIST)
+    @blp.arguments(BoardQuery, location="query")
+    @blp.response(200, BoardOut)
+    def get(self, query):
+        """Each room in use (and any room out of use that still has appointments that day), by name, with the
+        day's appointments in start order and their status: booked, checked_in, completed, cancelled, no_show.
+        """
+        tz = rules().timezone
+        day = query["date"] or now().astimezone(tz).date()
+        starts_from, starts_before = office_hours.local_day_bounds(day, tz)
+        with engine().connect() as connection:
+            all_rooms = db.list_rooms(connection)
+            appointments = db.find_appointments(connection, starts_from=starts_from, starts_before=starts_before, limit=MOST_ON_A_DAY)
+        by_room: dict[str, list[dict]] = {}
+        for appointment in appointments:
+            by_room.setdefault(appointment["room_id"], []).append(shown(appointment))
+        board = [{"room_id": room["id"], "name": room["name"], "kind": room["kind"], "active": room["active"],
+                  "appointments": by_room.get(room["id"], [])}
+                 for room in all_rooms if room["active"] or room["id"] in by_room]
+        return {"date": day, "timezone": tz.key, "rooms": board}

@@ -1,0 +1,55 @@
+"""Scheduling's payloads held against the shared schemas, and its handlers against the events it consumes."""
+
+import uuid
+from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from clinic import events
+from scheduling import domain
+from scheduling.domain import SchedulingRules
+from scheduling.handlers import make_handlers
+
+STARTS = datetime(2030, 1, 7, 14, 0, tzinfo=timezone.utc)
+ROOM = {"id": str(uuid.uuid4()), "name": "Infusion 1", "kind": "infusion", "active": True}
+APPOINTMENT = {"id": str(uuid.uuid4()), "patient_id": str(uuid.uuid4()), "kind": "infusion", "room_id": ROOM["id"],
+               "starts_at": STARTS, "ends_at": STARTS + timedelta(minutes=150), "status": "booked",
+               "room_blocked_until": STARTS + timedelta(minutes=165), "patient_busy_until": STARTS + timedelta(minutes=150),
+               "plan_id": str(uuid.uuid4()), "cancel_reason": None}
+PREVIOUS = {**APPOINTMENT, "starts_at": STARTS - timedelta(days=1), "room_id": str(uuid.uuid4())}
+
+PAYLOADS = {
+    "scheduling.appointment.booked": (domain.booked_payload(APPOINTMENT, ROOM),
+                                      {"appointment_id", "patient_id", "kind", "room_id", "room_name", "starts_at", "ends_at"}),
+    "scheduling.appointment.rescheduled": (domain.rescheduled_payload(APPOINTMENT, ROOM, PREVIOUS),
+                                           {"appointment_id", "patient_id", "kind", "room_id", "room_name", "starts_at", "ends_at",
+                                            "previous_starts_at", "previous_room_id"}),
+    "scheduling.appointment.cancelled": (domain.cancelled_payload(APPOINTMENT, "patient unwell"),
+                                         {"appointment_id", "patient_id", "kind", "starts_at", "reason"}),
+    "scheduling.appointment.checked_in": (domain.checked_in_payload(APPOINTMENT, ROOM, APPOINTMENT["plan_id"], STARTS),
+                                          {"appointment_id", "patient_id", "kind", "room_id", "room_name", "plan_id", "starts_at",
+                                           "ends_at", "checked_in_at"}),
+    "scheduling.appointment.no_show": (domain.no_show_payload(APPOINTMENT), {"appointment_id", "patient_id", "starts_at"}),
+}
+
+
+@pytest.mark.parametrize("event_type", sorted(PAYLOADS))
+def test_each_scheduling_payload_matches_its_schema_and_carries_ids_and_times_only(event_type):
+    payload, expected_fields = PAYLOADS[event_type]
+    serialised = events.serialise_payload(event_type, payload)
+    assert set(serialised) == expected_fields
+    loaded = events.schema_for(event_type, 1).load(serialised)
+    assert str(loaded["appointment_id"]) == APPOINTMENT["id"]
+
+
+def test_a_follow_up_check_in_carries_no_plan():
+    payload = domain.checked_in_payload({**APPOINTMENT, "kind": "follow_up"}, ROOM, None, STARTS)
+    assert events.serialise_payload("scheduling.appointment.checked_in", payload)["plan_id"] is None
+
+
+def test_scheduling_handles_exactly_the_events_the_design_gives_it():
+    handlers = make_handlers(SchedulingRules(timezone=ZoneInfo("America/New_York")))
+    assert set(handlers) == {"records.treatment_plan.activated", "records.treatment_plan.retired",
+                             "sessions.session.completed", "sessions.session.aborted"}
+    assert all((event_type, 1) in events.SCHEMAS for event_type in handlers)

@@ -1,0 +1,213 @@
+"""The scheduling worker on the real RabbitMQ (and PostgreSQL, and SQLite as `make run` uses):
+the plan copy from records' events, and what happens after an infusion session ends."""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from datetime import datetime, timedelta
+
+import pika
+import pytest
+import sqlalchemy as sa
+
+from clinic import bus, events
+from clinic.testing import eventually
+from clinic.worker import Worker
+from scheduling import db
+from scheduling.domain import SchedulingRules
+from scheduling.handlers import make_handlers
+from tests.integration import test_scheduling_http as scheduling_fixtures
+from tests.integration.test_scheduling_http import MONDAY, NY, assert_error, local
+
+# The shared fixtures, under the names tests ask for.
+clinic = scheduling_fixtures.clinic
+scheduling_database = scheduling_fixtures.scheduling_database
+
+TWO_WEEKS_LATER = MONDAY + timedelta(days=14)
+
+
+@pytest.fixture
+def worker(clinic):
+    """The scheduling worker (consumer and outbox relay) on the clinic's database, the test's bus namespace and clock."""
+    running = Worker(clinic.settings, db.outbox, db.inbox, make_handlers(SchedulingRules(timezone=NY), clinic.clock), engine=clinic.engine)
+    thread = threading.Thread(target=running.run, name="scheduling-worker", daemon=True)
+    thread.start()
+    assert running.consumer.ready.wait(15), "the worker did not connect to the broker"
+    yield running
+    running.stop()
+    thread.join(timeout=15)
+
+
+@pytest.fixture
+def publish(clinic):
+    """publish(event) onto the test's exchange, as another service's relay would."""
+    publisher = bus.Publisher(clinic.settings)
+
+    def send(event: events.Event) -> events.Event:
+        publisher.publish(event.type, event.id, event.to_json())
+        return event
+
+    yield send
+    publisher.close()
+
+
+@pytest.fixture
+def appointment_events(clinic):
+    """What scheduling publishes, as another service would see it: received() -> [event body, ...]."""
+    connection = pika.BlockingConnection(pika.URLParameters(clinic.settings.rabbitmq_url))
+    channel = connection.channel()
+    bus.declare_exchanges(channel, clinic.settings)
+    queue = channel.queue_declare("", exclusive=True).method.queue
+    channel.queue_bind(queue, clinic.settings.exchange, routing_key="scheduling.appointment.*")
+    seen: list[dict] = []
+
+    def received() -> list[dict]:
+        while True:
+            method, _properties, body = channel.basic_get(queue, auto_ack=True)
+            if method is None:
+                return seen
+            seen.append(json.loads(body))
+
+    yield received
+    connection.close()
+
+
+def plan_activated(patient_id: str, minutes: int = 150, plan_id: str | None = None) -> events.Event:
+    data = {"plan_id": plan_id or str(uuid.uuid4()), "patient_id": patient_id, "infusion_minutes": minutes,
+            "drugs": [{"name": "ketorolac", "dose": "30", "unit": "mg", "route": "IV", "purpose": "pain"}]}
+    return events.Event(type="records.treatment_plan.activated", producer="records",
+                        data=events.serialise_payload("records.treatment_plan.activated", data))
+
+
+def session_ended(appointment: dict, ended_at: datetime, completed: bool = True) -> events.Event:
+    data = {"session_id": str(uuid.uuid4()), "appointment_id": appointment["id"], "patient_id": appointment["patient_id"],
+            "room_id": appointment["room_id"], "ended_at": ended_at}
+    if completed:
+        event_type = "sessions.session.completed"
+        data.update(room_name=appointment["room_name"], started_at=ended_at - timedelta(hours=2), drugs_given=[], pain_before=7,
+                    pain_after=2, highest_news2=1, alerts=[])
+    else:
+        event_type = "sessions.session.aborted"
+        data.update(reason="vasovagal episode")
+    return events.Event(type=event_type, producer="sessions", data=events.serialise_payload(event_type, data))
+
+
+def plan_copy(clinic, patient_id: str):
+    with clinic.engine.connect() as connection:
+        return db.get_plan_copy(connection, patient_id)
+
+
+def applied(clinic, event: events.Event) -> bool:
+    with clinic.engine.connect() as connection:
+        return connection.execute(sa.select(db.inbox.c.event_id).where(db.inbox.c.event_id == event.id)).first() is not None
+
+
+def follow_ups_of(clinic, appointment_id: str) -> list[dict]:
+    with clinic.engine.connect() as connection:
+        rows = connection.execute(sa.select(db.appointments).where(db.appointments.c.follow_up_of == appointment_id)).mappings().all()
+    return [dict(row) for row in rows]
+
+
+def test_the_plan_copy_follows_records_and_decides_who_may_have_an_infusion(clinic, worker, publish):
+    clinic.room("Infusion 1")
+    patient = str(uuid.uuid4())
+    assert_error(clinic.book(patient, local(MONDAY, "09:00")), 422)
+
+    activated = publish(plan_activated(patient, minutes=165))
+    eventually(lambda: plan_copy(clinic, patient), message="the plan copy")
+    booked = clinic.booked(patient, local(MONDAY, "09:00"))
+    assert booked["ends_at_local"] == "2030-01-07T11:45:00-05:00"
+    assert booked["plan_id"] == activated.data["plan_id"]
+
+    # A newer plan replaces it: the next booking lasts the new plan's time.
+    newer = publish(plan_activated(patient, minutes=200))
+    eventually(lambda: plan_copy(clinic, patient).plan_id == newer.data["plan_id"], message="the newer plan")
+    # Retiring the replaced plan, late, changes nothing; retiring the active one stops infusions.
+    stale = publish(events.Event(type="records.treatment_plan.retired", producer="records",
+                                 data={"plan_id": activated.data["plan_id"], "patient_id": patient}))
+    eventually(lambda: applied(clinic, stale), message="the late retirement handled")
+    assert clinic.booked(patient, local(MONDAY + timedelta(days=1), "09:00"))["ends_at_local"] == "2030-01-08T12:20:00-05:00"
+    retired = publish(events.Event(type="records.treatment_plan.retired", producer="records",
+                                   data={"plan_id": newer.data["plan_id"], "patient_id": patient}))
+    eventually(lambda: applied(clinic, retired), message="the retirement applied")
+    error = assert_error(clinic.book(patient, local(MONDAY + timedelta(days=2), "09:00")), 422)
+    assert "active treatment plan" in error["message"]
+    assert clinic.book(patient, local(MONDAY + timedelta(days=2), "09:00"), kind="follow_up", room_id=clinic.room(
+        "Exam A", kind="exam")["id"]).status_code == 201
+
+
+def test_a_completed_infusion_frees_the_room_from_its_end_and_books_one_follow_up_however_often_it_is_told(
+        clinic, worker, publish, appointment_events):
+    room = clinic.room("Infusion 1")
+    clinic.room("Exam B", kind="exam")
+    exam_a = clinic.room("Exam A", kind="exam")
+    patient = clinic.plan(minutes=150)
+    infusion = clinic.booked(patient, local(MONDAY, "09:00"), room_id=room["id"])          # until 11:30, room held until 11:45
+    assert_error(clinic.book(clinic.plan(minutes=120), local(MONDAY, "11:35"), room_id=room["id"]), 409)
+    # Exam A is taken at 08:00 on the day the follow-up is due: the follow-up gets the first free slot.
+    taken = clinic.booked(clinic.plan(), local(TWO_WEEKS_LATER, "08:00"), kind="follow_up", room_id=exam_a["id"])
+    clinic.clock.set(local(MONDAY, "08:55"))
+    assert clinic.call("POST", f"/appointments/{infusion['id']}/check-in").status_code == 200
+
+    ended_at = local(MONDAY, "11:20")
+    completed = session_ended(infusion, ended_at)
+    publish(completed)
+    publish(completed)                                         # the same event, redelivered
+    again = publish(session_ended(infusion, ended_at))        # the same news under another event id
+    eventually(lambda: applied(clinic, again), message="all three deliveries handled")
+
+    [follow_up] = follow_ups_of(clinic, infusion["id"])
+    assert (follow_up["kind"], follow_up["status"], follow_up["patient_id"]) == ("follow_up", "booked", patient)
+    assert follow_up["starts_at"] == local(TWO_WEEKS_LATER, "08:00") and follow_up["room_id"] != taken["room_id"]
+    shown = clinic.call("GET", f"/appointments/{infusion['id']}").get_json()
+    assert (shown["status"], shown["session_outcome"], shown["follow_up_id"]) == ("completed", "completed", follow_up["id"])
+    assert datetime.fromisoformat(shown["room_free_at"]) == local(MONDAY, "11:35")
+    # The room is free from the actual end (plus the turnover gap), not from the planned one.
+    assert clinic.book(clinic.plan(minutes=120), local(MONDAY, "11:35"), room_id=room["id"]).status_code == 201
+
+    def follow_up_published():
+        booked = [e for e in appointment_events() if e["type"] == "scheduling.appointment.booked" and e["data"]["kind"] == "follow_up"
+                  and e["data"]["patient_id"] == patient]
+        assert booked, "no follow-up booked event yet"
+        return booked
+
+    [published] = eventually(follow_up_published, message="the follow-up's booked event on the bus")
+    assert published["data"]["appointment_id"] == follow_up["id"] and published["data"]["room_name"] == "Exam B"
+    assert published["data"]["starts_at"].startswith(f"{TWO_WEEKS_LATER.isoformat()}T13:00:00")
+
+
+def test_an_aborted_session_completes_the_appointment_without_a_follow_up(clinic, worker, publish):
+    clinic.room("Infusion 1")
+    clinic.room("Exam A", kind="exam")
+    infusion = clinic.booked(clinic.plan(minutes=180), local(MONDAY, "09:00"))
+    clinic.clock.set(local(MONDAY, "09:00"))
+    clinic.call("POST", f"/appointments/{infusion['id']}/check-in")
+    aborted = publish(session_ended(infusion, local(MONDAY, "09:40"), completed=False))
+    eventually(lambda: applied(clinic, aborted), message="the aborted session handled")
+    shown = clinic.call("GET", f"/appointments/{infusion['id']}").get_json()
+    assert (shown["status"], shown["session_outcome"], shown["follow_up_id"]) == ("completed", "aborted", None)
+    assert follow_ups_of(clinic, infusion["id"]) == []
+    assert clinic.call("GET", "/appointments?needs_follow_up=true").get_json() == []
+
+
+def test_a_follow_up_that_finds_no_free_slot_is_listed_for_the_front_desk(clinic, worker, publish):
+    clinic.room("Infusion 1")
+    infusion = clinic.booked(clinic.plan(minutes=120), local(MONDAY, "09:00"))    # the clinic has no exam room
+    done = publish(session_ended(infusion, local(MONDAY, "11:00")))
+    eventually(lambda: applied(clinic, done), message="the completed session handled")
+    assert clinic.call("GET", f"/appointments/{infusion['id']}").get_json()["status"] == "completed"
+    assert [a["id"] for a in clinic.call("GET", "/appointments?needs_follow_up=true").get_json()] == [infusion["id"]]
+
+
+def test_an_event_for_an_appointment_scheduling_never_made_is_dead_lettered(clinic, worker, publish):
+    stranger = {"id": str(uuid.uuid4()), "patient_id": str(uuid.uuid4()), "room_id": str(uuid.uuid4()), "room_name": "?"}
+    publish(session_ended(stranger, local(MONDAY, "11:00")))
+    connection = pika.BlockingConnection(pika.URLParameters(clinic.settings.rabbitmq_url))
+    try:
+        eventually(lambda: connection.channel().queue_declare(clinic.settings.dead_letter_queue, passive=True).method.message_count == 1,
+                   timeout=20, message="the event in scheduling's dead-letter queue")
+    finally:
+        connection.close()
+    assert clinic.count() == 0
