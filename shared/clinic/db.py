@@ -118,11 +118,42 @@ def is_postgresql(connection_or_engine) -> bool:
     return connection_or_engine.dialect.name == "postgresql"
 
 
+# SQLSTATEs that mean the server or the connection went away (class 08, the server shutting down,
+# or no connection slot free), as opposed to a statement the server refused.
+_SERVER_GONE = ("57P01", "57P02", "57P03", "53300")
+# SQLSTATEs where the server chose this transaction as the victim of a conflict (serialization
+# failure, deadlock): the whole transaction may simply be run again.
+_RUN_AGAIN = ("40001", "40P01")
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    return getattr(getattr(exc, "orig", None), "sqlstate", None)
+
+
 def is_unavailable(exc: BaseException) -> bool:
-    """True when the error says the database is away (retry later), not that the statement is wrong."""
-    if isinstance(exc, OperationalError):
+    """True when the error says the database is away or out of connections (try later), not that
+    the statement is wrong."""
+    if isinstance(exc, sa.exc.TimeoutError):
+        return True  # the connection pool stayed exhausted past its timeout
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
         return True
-    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+    if isinstance(exc, OperationalError):
+        sqlstate = _sqlstate(exc)
+        # No SQLSTATE: the connection could not be made at all (or SQLite stayed locked).
+        return sqlstate is None or sqlstate.startswith("08") or sqlstate in _SERVER_GONE
+    return False
+
+
+def is_conflict_victim(exc: BaseException) -> bool:
+    """True when the database aborted the transaction to resolve a conflict with another one."""
+    return isinstance(exc, DBAPIError) and _sqlstate(exc) in _RUN_AGAIN
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Running the same transaction again later may well succeed."""
+    return is_unavailable(exc) or is_conflict_victim(exc)
 
 
 def ping(engine: Engine) -> None:

@@ -245,23 +245,32 @@ EVENT_TYPES = sorted({event_type for event_type, _ in SCHEMAS})
 def register(event_type: str, version: int, schema: type[Schema]) -> None:
     """Add a schema (a new type, or a new version of one)."""
     SCHEMAS[(event_type, version)] = schema
+    _instances.pop((event_type, version), None)
+
+
+_instances: dict[tuple[str, int], Schema] = {}
 
 
 def schema_for(event_type: str, version: int) -> Schema:
-    try:
-        return SCHEMAS[(event_type, version)]()
-    except KeyError:
-        raise InvalidEvent(f"no schema for {event_type} version {version}") from None
+    """The schema instance for a type and version. Instances are kept: building one is costly, and
+    a schema holds no per-call state, so threads can share it."""
+    key = (event_type, version)
+    schema = _instances.get(key)
+    if schema is None:
+        try:
+            schema = _instances[key] = SCHEMAS[key]()
+        except KeyError:
+            raise InvalidEvent(f"no schema for {event_type} version {version}") from None
+    return schema
 
 
 def serialise_payload(event_type: str, data: dict, version: int = 1) -> dict:
     """The payload as JSON-ready primitives, checked against its schema; raises InvalidEvent."""
-    schema = schema_for(event_type, version)
-    try:
-        loaded = schema.load(_jsonable(data))
-    except ValidationError as exc:
-        raise InvalidEvent(f"{event_type} v{version} payload invalid: {exc.messages}") from exc
-    return json.loads(json.dumps(schema.dump(loaded)))
+    payload = _jsonable(data)
+    errors = schema_for(event_type, version).validate(payload)
+    if errors:
+        raise InvalidEvent(f"{event_type} v{version} payload invalid: {errors}")
+    return payload
 
 
 def parse(body: bytes | str) -> Event:

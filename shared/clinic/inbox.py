@@ -22,7 +22,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from clinic import bus, events
 from clinic.config import Settings
 from clinic.correlation import reset_correlation_id, set_correlation_id
-from clinic.db import is_unavailable, utcnow
+from clinic.db import is_transient, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +47,8 @@ def apply_once(engine: Engine, inbox: sa.Table, event: events.Event, handler: Ha
                 return DUPLICATE
             handler(connection, event)
         return APPLIED
-    except DBAPIError as exc:
-        if is_unavailable(exc):
+    except (DBAPIError, sa.exc.TimeoutError) as exc:
+        if is_transient(exc):
             raise
         log.exception("event %s (%s): handler failed", event.id, event.type)
         return FAILED
@@ -133,9 +133,11 @@ class Consumer:
         while not self._stopping.is_set():
             try:
                 return apply_once(self.engine, self.inbox, event, handler)
-            except DBAPIError:
+            except (DBAPIError, sa.exc.TimeoutError):
+                # Only transient errors reach here (apply_once decides): the database is away, or it
+                # picked this transaction as a deadlock victim. Neither is the message's fault.
                 delay = backoff.next()
-                log.warning("consumer: database unavailable; retrying event %s in %.1fs", event.id, delay)
+                log.warning("consumer: database unavailable or busy; retrying event %s in %.1fs", event.id, delay)
                 # sleep() keeps answering the broker's heartbeats while we wait.
                 self._connection.sleep(delay)
         return None

@@ -21,7 +21,7 @@ from clinic import bus
 from clinic.auth import Principal
 from clinic.config import Settings
 from clinic.correlation import new_correlation_id, reset_correlation_id, set_correlation_id
-from clinic.db import create_engine, is_unavailable, ping
+from clinic.db import create_engine, is_conflict_victim, is_unavailable, ping
 from clinic.errors import ClinicError
 from clinic.logs import configure_logging
 
@@ -180,14 +180,18 @@ def _install_error_handlers(app: Flask) -> None:
         return error_response(exc.http_status, exc.code, exc.message, exc.details)
 
     @app.errorhandler(sa.exc.DBAPIError)
+    @app.errorhandler(sa.exc.TimeoutError)
     def _database_error(exc):
         if is_unavailable(exc):
-            log.warning("database unavailable: %s", type(exc.orig).__name__ if exc.orig else type(exc).__name__)
+            log.warning("database unavailable: %s", type(getattr(exc, "orig", None) or exc).__name__)
             response = error_response(503, "database_unavailable", "the database is not reachable; try again shortly")
-            response.headers["Retry-After"] = "2"
-            return response
-        log.exception("database error")
-        return error_response(500, "internal_error", "an unexpected error occurred; it has been logged")
+        elif is_conflict_victim(exc):
+            response = error_response(503, "try_again", "the change collided with another one at the same moment; try again")
+        else:
+            log.exception("database error")
+            return error_response(500, "internal_error", "an unexpected error occurred; it has been logged")
+        response.headers["Retry-After"] = "2"
+        return response
 
     @app.errorhandler(Exception)
     def _unexpected(exc):
