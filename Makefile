@@ -14,6 +14,7 @@ test:
 bench:
 	@scripts/bootstrap.sh bench
 	@$(PYTHON) benchmarks/ceilings.py
+	@$(PYTHON) benchmarks/booking.py
 
 lint:
 	@scripts/bootstrap.sh run
