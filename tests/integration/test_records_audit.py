@@ -9,9 +9,10 @@ import pytest
 import sqlalchemy as sa
 
 from clinic.db import new_id
+from clinic.testing import assert_error
 from records import db
 from tests.integration import test_records_support as support
-from tests.integration.test_records_support import assert_error, audit_rows, draft_plan, outbox_events, register
+from tests.integration.test_records_support import audit_rows, draft_plan, outbox_events, register
 
 records_database, records_engine, client = support.records_database, support.records_engine, support.client
 

@@ -9,9 +9,10 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from clinic.db import new_id, utcnow
+from clinic.testing import assert_error
 from records import db
 from tests.integration import test_records_support as support
-from tests.integration.test_records_support import assert_error, outbox_events, register
+from tests.integration.test_records_support import outbox_events, register
 
 records_database, records_engine, client = support.records_database, support.records_engine, support.client
 

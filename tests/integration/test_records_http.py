@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from clinic import events
 from clinic.auth import issue_token
 from clinic.db import create_engine, migrate
-from clinic.testing import eventually
+from clinic.testing import assert_error, eventually
 from records import db
 from records.app import create_app
 
@@ -41,17 +41,8 @@ def client(records_database, settings_for):
     app.extensions["clinic.engine"].dispose()
 
 
-def assert_error_shape(response, status, code=None):
-    assert response.status_code == status, response.get_data(as_text=True)
-    body = response.get_json()
-    assert set(body) == {"error"} and set(body["error"]) == {"code", "message", "details"}
-    if code:
-        assert body["error"]["code"] == code
-    return body["error"]
-
-
 def test_a_malformed_body_is_a_400(client):
-    error = assert_error_shape(client.post("/patients", data="{not json", content_type="application/json",
+    error = assert_error(client.post("/patients", data="{not json", content_type="application/json",
                                            headers=client.as_role("front_desk")), 400)
     assert "JSON" in error["message"]
 
@@ -59,7 +50,7 @@ def test_a_malformed_body_is_a_400(client):
 @pytest.mark.parametrize("field, value", [("given_name", 42), ("birth_date", "09/03/1984"), ("sex", "robot"),
                                           ("email", "not-an-email"), ("birth_date", "2999-01-01"), ("email_opt_out", "maybe")])
 def test_a_wrong_value_is_a_422_naming_the_field(client, field, value):
-    error = assert_error_shape(client.post("/patients", json={**PATIENT, field: value}, headers=client.as_role("front_desk")),
+    error = assert_error(client.post("/patients", json={**PATIENT, field: value}, headers=client.as_role("front_desk")),
                                422, "validation_failed")
     assert list(error["details"]) == [field]
 
@@ -67,12 +58,12 @@ def test_a_wrong_value_is_a_422_naming_the_field(client, field, value):
 @pytest.mark.parametrize("missing", ["given_name", "family_name", "birth_date", "sex"])
 def test_a_missing_field_is_a_422_naming_it(client, missing):
     body = {key: value for key, value in PATIENT.items() if key != missing}
-    error = assert_error_shape(client.post("/patients", json=body, headers=client.as_role("front_desk")), 422)
+    error = assert_error(client.post("/patients", json=body, headers=client.as_role("front_desk")), 422)
     assert missing in error["details"]
 
 
 def test_an_unknown_field_is_refused(client):
-    error = assert_error_shape(client.post("/patients", json={**PATIENT, "ssn": "123"}, headers=client.as_role("front_desk")), 422)
+    error = assert_error(client.post("/patients", json={**PATIENT, "ssn": "123"}, headers=client.as_role("front_desk")), 422)
     assert "ssn" in error["details"]
 
 
@@ -89,11 +80,11 @@ def test_a_missing_or_bad_token_is_a_401(client, header):
         forged = jwt.encode({"sub": "x", "roles": ["admin"], "iss": "clinic", "exp": 4102444800},
                             "another-key-entirely-32-chars-long", algorithm="HS256")
         headers["Authorization"] = header.format(forged=forged, expired=expired_token(client.settings))
-    assert_error_shape(client.post("/patients", json=PATIENT, headers=headers), 401, "unauthorized")
+    assert_error(client.post("/patients", json=PATIENT, headers=headers), 401, "unauthorized")
 
 
 def test_a_wrong_role_is_a_403(client):
-    error = assert_error_shape(client.post("/patients", json=PATIENT, headers=client.as_role("nurse")), 403, "forbidden")
+    error = assert_error(client.post("/patients", json=PATIENT, headers=client.as_role("nurse")), 403, "forbidden")
     assert "front_desk" in error["details"]["required_roles"]
 
 
@@ -111,12 +102,12 @@ def test_registering_writes_the_patient_and_both_events_in_one_transaction(clien
     assert {event.correlation_id for event in mine} == {"desk-request-17"}
 
     again = client.post("/patients", json={**PATIENT, "given_name": "ANA "}, headers=client.as_role("front_desk"))
-    error = assert_error_shape(again, 409, "conflict")
+    error = assert_error(again, 409, "conflict")
     assert error["details"]["patient_id"] == patient["id"]
 
 
 def test_an_unknown_patient_is_a_404(client):
-    assert_error_shape(client.get("/patients/7b0f0d3e-6a56-4a4b-9a8e-1d2f3c4b5a69", headers=client.as_role("nurse")), 404, "not_found")
+    assert_error(client.get("/patients/7b0f0d3e-6a56-4a4b-9a8e-1d2f3c4b5a69", headers=client.as_role("nurse")), 404, "not_found")
 
 
 def test_a_stopped_database_is_a_503_and_recovers_without_a_restart(client, postgres):
@@ -127,11 +118,11 @@ def test_a_stopped_database_is_a_503_and_recovers_without_a_restart(client, post
         started = time.monotonic()
         ready = client.get("/readyz")
         assert time.monotonic() - started < 1.0, "readiness must answer within a second"
-        error = assert_error_shape(ready, 503)
+        error = assert_error(ready, 503)
         assert error["details"]["checks"] == {"database": False, "broker": True}
 
         write = client.post("/patients", json={**PATIENT, "email": "outage@example.org"}, headers=headers)
-        assert_error_shape(write, 503, "database_unavailable")
+        assert_error(write, 503, "database_unavailable")
     finally:
         postgres.start_server()
 

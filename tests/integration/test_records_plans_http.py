@@ -9,9 +9,10 @@ import pytest
 import sqlalchemy as sa
 
 from clinic.db import new_id, utcnow
+from clinic.testing import assert_error
 from records import db
 from tests.integration import test_records_support as support
-from tests.integration.test_records_support import KETOROLAC, ONDANSETRON, assert_error, draft_plan, outbox_events, register
+from tests.integration.test_records_support import KETOROLAC, ONDANSETRON, draft_plan, outbox_events, register
 
 # The shared fixtures, used by name below.
 records_database, records_engine, client = support.records_database, support.records_engine, support.client

@@ -50,16 +50,6 @@ def client(records_database, settings_for):
     app.extensions["clinic.engine"].dispose()
 
 
-def assert_error(response, status: int, code: str | None = None) -> dict:
-    """The shared error shape with this status (and code); returns the error body."""
-    assert response.status_code == status, response.get_data(as_text=True)
-    body = response.get_json()
-    assert set(body) == {"error"} and set(body["error"]) == {"code", "message", "details"}
-    if code:
-        assert body["error"]["code"] == code, body
-    return body["error"]
-
-
 def register(client, **changes) -> dict:
     """A newly registered patient (front desk), with an email no other test uses."""
     patient = {"given_name": "Lena", "family_name": "Park", "birth_date": "1979-06-14", "sex": "female",

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from clinic.auth import issue_token
 from clinic.db import create_engine, migrate
 from clinic.events import Event
+from clinic.testing import assert_error
 from scheduling import db
 from scheduling.app import create_app
 from scheduling.domain import SchedulingRules
@@ -152,15 +153,6 @@ def clinic(scheduling_database, settings_for):
     assert response.status_code == 200, response.get_data(as_text=True)
     yield clinic
     clinic.engine.dispose()
-
-
-def assert_error(response, status: int, code: str | None = None) -> dict:
-    assert response.status_code == status, response.get_data(as_text=True)
-    body = response.get_json()
-    assert set(body) == {"error"} and set(body["error"]) == {"code", "message", "details"}
-    if code:
-        assert body["error"]["code"] == code
-    return body["error"]
 
 
 # --- rooms ----------------------------------------------------------------------------------

@@ -8,8 +8,9 @@ from datetime import date, datetime, timedelta, timezone
 
 import pytest
 
+from clinic.testing import assert_error
 from tests.integration import test_scheduling_http as scheduling_fixtures
-from tests.integration.test_scheduling_http import MONDAY, assert_error, local
+from tests.integration.test_scheduling_http import MONDAY, local
 
 # The shared fixtures, under the names tests ask for.
 clinic = scheduling_fixtures.clinic

@@ -13,13 +13,13 @@ import pytest
 import sqlalchemy as sa
 
 from clinic import bus, events
-from clinic.testing import eventually
+from clinic.testing import assert_error, eventually
 from clinic.worker import Worker
 from scheduling import db
 from scheduling.domain import SchedulingRules
 from scheduling.handlers import make_handlers
 from tests.integration import test_scheduling_http as scheduling_fixtures
-from tests.integration.test_scheduling_http import MONDAY, NY, assert_error, local
+from tests.integration.test_scheduling_http import MONDAY, NY, local
 
 # The shared fixtures, under the names tests ask for.
 clinic = scheduling_fixtures.clinic

@@ -3,6 +3,7 @@
 Enable the fixtures in a conftest.py with `pytest_plugins = ["clinic.testing.fixtures"]`.
 """
 
+from clinic.testing.http import assert_error
 from clinic.testing.wait import eventually
 
-__all__ = ["eventually"]
+__all__ = ["assert_error", "eventually"]
