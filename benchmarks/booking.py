@@ -44,7 +44,6 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 from zoneinfo import ZoneInfo
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,10 +56,11 @@ sys.path.insert(0, str(ROOT))
 
 import psycopg  # noqa: E402
 
+from benchmarks.servers import fresh_database, scratch_directory, start_postgres  # noqa: E402
 from clinic.auth import issue_token  # noqa: E402
 from clinic.config import load_settings  # noqa: E402
 from clinic.db import create_engine, migrate  # noqa: E402
-from clinic.localservers import LocalPostgres, free_port, wait_for_port  # noqa: E402
+from clinic.localservers import free_port, wait_for_port  # noqa: E402
 
 TIMEZONE = "America/New_York"
 NY = ZoneInfo(TIMEZONE)
@@ -253,35 +253,6 @@ def open_loop(port: int, path: str, headers: dict, jobs: list, rate: float, seco
 # --- servers and data -----------------------------------------------------------------------
 
 
-def with_database(url: str, name: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
-
-
-def fresh_database(stack: ExitStack, server_url: str, prefix: str) -> str:
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(server_url, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-
-    def drop():
-        with psycopg.connect(server_url, autocommit=True) as connection:
-            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-    stack.callback(drop)
-    return with_database(server_url, name)
-
-
-def start_postgres(stack: ExitStack) -> tuple[str, str]:
-    url = os.environ.get("CLINIC_BENCH_POSTGRES_URL")
-    if url:
-        url = url.replace("postgresql+psycopg://", "postgresql://", 1)
-        return url, f"PostgreSQL from CLINIC_BENCH_POSTGRES_URL ({urlsplit(url).hostname}:{urlsplit(url).port})"
-    tmp = Path(tempfile.mkdtemp(prefix="clinic-bench-booking-"))
-    stack.callback(shutil.rmtree, tmp, ignore_errors=True)
-    postgres = LocalPostgres(tmp / "postgres")
-    stack.callback(postgres.stop)
-    return postgres.start(), f"PostgreSQL started from local packages (127.0.0.1:{postgres.port}, {tmp})"
-
-
 def seed_scheduling(url: str, rooms: int, hot_rooms: int, patients: int, first_day: date, days: int) -> Plan:
     """Rooms, office hours every day 07:00-21:00 New York time, and a 120-minute plan for each patient."""
     import scheduling.db
@@ -397,7 +368,7 @@ def baseline_jobs(count: int) -> list[bytes]:
 
 
 def measure(args, stack: ExitStack) -> None:
-    server_url, source = start_postgres(stack)
+    server_url, source = start_postgres(stack, scratch_directory(stack, "clinic-bench-booking-"))
     work = Path(tempfile.mkdtemp(prefix="clinic-bench-logs-"))
     stack.callback(shutil.rmtree, work, ignore_errors=True)
     scheduling_url = fresh_database(stack, server_url, "bench_scheduling")

@@ -19,30 +19,29 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import sys
-import tempfile
 import time
 import uuid
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
+ROOT = Path(__file__).resolve().parents[1]
 try:
     import clinic  # noqa: F401 - installed in the project's virtualenv
 except ImportError:  # run with another interpreter: use the library from the source tree
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "shared"))
+    sys.path.insert(0, str(ROOT / "shared"))
+sys.path.insert(0, str(ROOT))
 
 import pika
 import psycopg
 import sqlalchemy as sa
 
+from benchmarks.servers import fresh_database, scratch_directory, start_postgres, start_rabbitmq
 from clinic import bus
 from clinic.config import load_settings
 from clinic.db import create_engine, messaging_tables
-from clinic.localservers import LocalPostgres, LocalRabbitMQ
 from clinic.outbox import Relay, pending_count
 
 QUORUM = {"x-queue-type": "quorum"}
@@ -97,16 +96,6 @@ def make_body(size: int) -> bytes:
     """A JSON document of exactly `size` bytes (at least a few), standing in for an event envelope."""
     empty = json.dumps({"pad": ""}, separators=(",", ":"))
     return json.dumps({"pad": "x" * max(0, size - len(empty))}, separators=(",", ":")).encode()
-
-
-def without_credentials(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.hostname}:{parts.port}{parts.path if parts.scheme.startswith('postgres') else ''}"
-
-
-def with_database(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path=f"/{name}"))
 
 
 # --- RabbitMQ -------------------------------------------------------------------------------
@@ -279,42 +268,10 @@ def relay_throughput(settings, engine, outbox, count: int, body: str) -> Figure:
 
 def start_servers(stack: ExitStack) -> tuple[str, str, str]:
     """Returns (RabbitMQ URL, PostgreSQL URL, how they were had); anything started is stopped by the stack."""
-    rabbit_url = os.environ.get("CLINIC_BENCH_RABBITMQ_URL")
-    postgres_url = os.environ.get("CLINIC_BENCH_POSTGRES_URL")
-    sources = []
-    tmp = None
-    if not (rabbit_url and postgres_url):
-        tmp = Path(tempfile.mkdtemp(prefix="clinic-bench-"))
-        stack.callback(shutil.rmtree, tmp, ignore_errors=True)
-    if rabbit_url:
-        sources.append(f"RabbitMQ from CLINIC_BENCH_RABBITMQ_URL ({without_credentials(rabbit_url)})")
-    else:
-        rabbit = LocalRabbitMQ(tmp / "rabbitmq")
-        stack.callback(rabbit.stop)
-        rabbit_url = rabbit.start()
-        sources.append(f"RabbitMQ started from local packages (127.0.0.1:{rabbit.port}, {tmp})")
-    if postgres_url:
-        postgres_url = postgres_url.replace("postgresql+psycopg://", "postgresql://", 1)
-        sources.append(f"PostgreSQL from CLINIC_BENCH_POSTGRES_URL ({without_credentials(postgres_url)})")
-    else:
-        postgres = LocalPostgres(tmp / "postgres")
-        stack.callback(postgres.stop)
-        postgres_url = postgres.start()
-        sources.append(f"PostgreSQL started from local packages (127.0.0.1:{postgres.port}, {tmp})")
-    return rabbit_url, postgres_url, "; ".join(sources)
-
-
-def fresh_database(stack: ExitStack, server_url: str) -> str:
-    name = f"bench_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(server_url, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-
-    def drop():
-        with psycopg.connect(server_url, autocommit=True) as connection:
-            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-    stack.callback(drop)
-    return with_database(server_url, name)
+    directory = scratch_directory(stack, "clinic-bench-")
+    rabbit_url, rabbit_source = start_rabbitmq(stack, directory)
+    postgres_url, postgres_source = start_postgres(stack, directory)
+    return rabbit_url, postgres_url, f"{rabbit_source}; {postgres_source}"
 
 
 def measure(args, stack: ExitStack) -> list[Figure]:
