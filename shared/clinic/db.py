@@ -156,6 +156,18 @@ def is_transient(exc: BaseException) -> bool:
     return is_unavailable(exc) or is_conflict_victim(exc)
 
 
+def one_at_a_time(connection, key: str) -> None:
+    """Until this transaction ends, other transactions calling this with the same key wait.
+
+    For read-decide-write work on a row that may not exist yet (a copy kept from events, which
+    worker replicas apply side by side): a row lock cannot cover a row nobody has inserted.
+    PostgreSQL: a transaction-scoped advisory lock on the key's hash. SQLite: nothing to do, every
+    write transaction already runs alone (BEGIN IMMEDIATE).
+    """
+    if is_postgresql(connection):
+        connection.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtextextended(key, 0))))
+
+
 def ping(engine: Engine) -> None:
     with engine.connect() as connection:
         connection.execute(sa.text("SELECT 1"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from datetime import datetime, timedelta, timezone
 
 from clinic import bus, events
 from clinic.db import create_engine, migrate
@@ -48,5 +49,45 @@ def test_the_notifications_worker_resumes_after_the_database_comes_back(postgres
     finally:
         worker.stop()
         thread.join(timeout=15)
+        engine.dispose()
+        postgres.drop_database(url)
+
+
+def test_two_notifications_workers_keep_the_newest_contact_details(postgres, settings_for):
+    """Worker replicas share the queue: a change and the correction right behind it are applied side by side."""
+    url = postgres.create_database("notifications")
+    engine = create_engine(url)
+    migrate(engine, db.MIGRATIONS)
+    settings = settings_for("notifications", url)
+    workers = [Worker(settings, db.outbox, db.inbox, HANDLERS, engine=engine) for _ in range(2)]
+    threads = [threading.Thread(target=worker.run, daemon=True) for worker in workers]
+    for thread in threads:
+        thread.start()
+    try:
+        for worker in workers:
+            assert worker.consumer.ready.wait(15)
+        publisher = bus.Publisher(settings)
+        patients = [str(uuid.uuid4()) for _ in range(150)]
+        first = datetime.now(timezone.utc)
+        for patient_id in patients:
+            for email, occurred_at in (("old@example.org", first), ("new@example.org", first + timedelta(seconds=1))):
+                contact = {"patient_id": patient_id, "given_name": "Ida", "family_name": "Berg", "email": email,
+                           "phone": None, "preferred_contact": "email", "email_opt_out": False}
+                event = events.Event(type="records.patient.contact_changed", producer="records", occurred_at=occurred_at,
+                                     data=events.serialise_payload("records.patient.contact_changed", contact))
+                publisher.publish(event.type, event.id, event.to_json())
+        publisher.close()
+
+        def emails():
+            with engine.connect() as connection:
+                return [(db.get_contact(connection, patient_id) or {}).get("email") for patient_id in patients]
+
+        eventually(lambda: None not in emails(), timeout=30, message="a contact copy for every patient")
+        assert set(emails()) == {"new@example.org"}
+    finally:
+        for worker in workers:
+            worker.stop()
+        for thread in threads:
+            thread.join(timeout=15)
         engine.dispose()
         postgres.drop_database(url)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy.engine import Connection
 
+from clinic.db import one_at_a_time
 from clinic.events import Event
 from notifications import db, domain
 
@@ -11,6 +12,8 @@ from notifications import db, domain
 def keep_contact_copy(connection: Connection, event: Event) -> None:
     data = event.data
     patient_id = str(data["patient_id"])
+    # Two quick contact changes may be applied by two worker replicas at once: the newer must win.
+    one_at_a_time(connection, f"contact:{patient_id}")
     stored = db.get_contact(connection, patient_id)
     if stored and not domain.is_newer(event.occurred_at, stored["changed_at"]):
         return

@@ -15,7 +15,7 @@ from datetime import datetime
 
 from sqlalchemy.engine import Connection
 
-from clinic.db import utcnow
+from clinic.db import one_at_a_time, utcnow
 from clinic.events import Event
 from clinic.inbox import Handler
 from scheduling import db, domain, services
@@ -25,6 +25,8 @@ from scheduling.domain import SchedulingRules
 def keep_active_plan(connection: Connection, event: Event) -> None:
     data = event.data
     patient_id = str(data["patient_id"])
+    # A retirement and the activation that follows it may be applied by two worker replicas at once.
+    one_at_a_time(connection, f"plan-copy:{patient_id}")
     updated = domain.plan_after_activation(db.get_plan_copy(connection, patient_id), patient_id, str(data["plan_id"]),
                                            data["infusion_minutes"], event.occurred_at)
     if updated is not None:
@@ -34,6 +36,7 @@ def keep_active_plan(connection: Connection, event: Event) -> None:
 def forget_retired_plan(connection: Connection, event: Event) -> None:
     data = event.data
     patient_id = str(data["patient_id"])
+    one_at_a_time(connection, f"plan-copy:{patient_id}")
     updated = domain.plan_after_retirement(db.get_plan_copy(connection, patient_id), patient_id, str(data["plan_id"]), event.occurred_at)
     if updated is not None:
         db.save_plan_copy(connection, updated)
