@@ -59,19 +59,19 @@ class Relay:
                 published = self.publish_pending()
                 backoff.reset()
                 if published == 0:
-                    self._stopping.wait(self.settings.relay_idle_seconds)
+                    self._idle()
             except bus.BROKER_ERRORS as exc:
                 self._drop_publisher()
                 delay = backoff.next()
                 log.warning("relay: broker unavailable (%s); retrying in %.1fs", type(exc).__name__, delay)
                 self._stopping.wait(delay)
-            except sa.exc.DBAPIError as exc:
+            except Exception as exc:  # noqa: BLE001 - the relay is a thread nobody watches: it must not die
                 delay = backoff.next()
                 if is_unavailable(exc):
                     log.warning("relay: database unavailable; retrying in %.1fs", delay)
                 else:
-                    # e.g. a schema not yet migrated: keep trying rather than die silently beside a live consumer.
-                    log.exception("relay: database error; retrying in %.1fs", delay)
+                    # e.g. a schema not yet migrated: keep trying, loudly, rather than stop beside a live consumer.
+                    log.exception("relay: unexpected error; retrying in %.1fs", delay)
                 self._stopping.wait(delay)
         self._drop_publisher()
 
@@ -136,6 +136,14 @@ class Relay:
                 .where(self.outbox.c.position == rows[len(confirmed)].position)
                 .values(attempts=self.outbox.c.attempts + 1, last_error=type(failure).__name__)
             )
+
+    def _idle(self) -> None:
+        """Wait a little for new rows, answering the broker's heartbeats meanwhile so a quiet
+        period does not cost the connection."""
+        if self._publisher is not None:
+            self._publisher.connection.process_data_events(time_limit=self.settings.relay_idle_seconds)
+        else:
+            self._stopping.wait(self.settings.relay_idle_seconds)
 
     def _get_publisher(self) -> bus.Publisher:
         if self._publisher is None:
