@@ -128,6 +128,17 @@ def test_check_in_is_refused_after_the_plan_was_retired_or_the_time_is_over(clin
     assert "active treatment plan" in error["message"]
 
 
+def test_check_in_is_refused_when_a_longer_plan_was_activated_since_the_booking(clinic):
+    room = clinic.room("Infusion 1")
+    patient = clinic.plan(minutes=120)
+    booked = clinic.booked(patient, local(MONDAY, "09:00"), room_id=room["id"])
+    clinic.plan(patient, minutes=240)  # the room may well be booked from 11:15 by someone else
+    clinic.clock.set(local(MONDAY, "08:55"))
+    error = assert_error(clinic.call("POST", f"/appointments/{booked['id']}/check-in"), 422)
+    assert "240 minutes" in error["message"] and "reschedule" in error["message"]
+    assert clinic.events("scheduling.appointment.checked_in") == []
+
+
 def test_a_no_show_waits_for_the_grace_period_and_frees_the_room(clinic):
     room = clinic.room("Infusion 1")
     patient = clinic.plan()
@@ -190,8 +201,8 @@ def test_a_room_out_of_use_is_on_the_board_only_on_days_it_has_appointments(clin
     room = clinic.room("Infusion 1")
     booked = clinic.booked(clinic.plan(minutes=120), local(MONDAY, "09:00"), room_id=room["id"])
     clinic.clock.set(local(MONDAY, "12:00"))
-    clinic.call("POST", f"/appointments/{booked['id']}/check-in")   # too late: stays booked
-    clinic.call("POST", f"/appointments/{booked['id']}/no-show")
+    assert_error(clinic.call("POST", f"/appointments/{booked['id']}/check-in"), 422)   # too late: stays booked
+    assert clinic.call("POST", f"/appointments/{booked['id']}/no-show").get_json()["status"] == "no_show"
     assert clinic.call("PATCH", f"/rooms/{room['id']}", role="admin", json={"active": False}).status_code == 200
     assert [r["name"] for r in clinic.call("GET", "/board?date=2030-01-07").get_json()["rooms"]] == ["Infusion 1"]
     assert clinic.call("GET", "/board?date=2030-01-08").get_json()["rooms"] == []

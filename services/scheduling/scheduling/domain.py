@@ -122,6 +122,20 @@ def appointment_length(kind: str, plan: PlanCopy | None, rules: SchedulingRules)
     return rules.follow_up_length
 
 
+def check_plan_fits_booking(appointment: dict, plan: PlanCopy, rules: SchedulingRules) -> None:
+    """An infusion starts only if the active plan's length fits the time the room was booked for:
+    a plan activated since the booking may be longer, and the room may be booked right after."""
+    needed = appointment_length(INFUSION, plan, rules)
+    booked = appointment["ends_at"] - appointment["starts_at"]
+    if needed > booked:
+        minutes = int(needed.total_seconds() // 60)
+        raise RuleViolation(
+            f"the active treatment plan now needs {minutes} minutes but this appointment is booked for "
+            f"{int(booked.total_seconds() // 60)}; reschedule it before checking in",
+            {"plan_id": plan.plan_id, "needed_minutes": minutes},
+        )
+
+
 def room_held_for(kind: str, rules: SchedulingRules) -> timedelta:
     """How long after the end the room stays held: the turnover gap after an infusion only."""
     return rules.turnover if kind == INFUSION else timedelta(0)

@@ -164,6 +164,7 @@ def check_in(engine: Engine, rules: SchedulingRules, now: datetime, appointment_
             if plan is None or not plan.is_active:
                 raise RuleViolation("the patient has no active treatment plan; an infusion cannot start without one",
                                     {"patient_id": appointment["patient_id"]})
+            domain.check_plan_fits_booking(appointment, plan, rules)
             plan_id = plan.plan_id
         room = db.get_room(connection, appointment["room_id"])
         _update(connection, appointment_id, status=domain.CHECKED_IN, checked_in_at=now, plan_id=plan_id or appointment["plan_id"],
