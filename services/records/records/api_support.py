@@ -2,34 +2,16 @@
 
 from __future__ import annotations
 
-import re
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
-from marshmallow import ValidationError, validate
+from marshmallow import ValidationError
 
 from clinic.auth import ADMIN, FRONT_DESK, NEUROLOGIST, NURSE
 from clinic.errors import NotFound
+from clinic.validation import FIRST_PLAUSIBLE_DAY, plain_text  # noqa: F401 - records' modules import plain_text from here
 from clinic.web import settings
 from records import db
-
-# C0 controls other than tab and newline (and DEL) have no place in clinical text; PostgreSQL also
-# refuses NUL outright, which would turn a stray byte into a 500 instead of a 422.
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
-_CONTROL_OR_NEWLINE = re.compile(r"[\x00-\x1f\x7f]")
-
-
-def plain_text(max_length: int, min_length: int = 1, multiline: bool = False) -> list:
-    """Validators for a free-text field: a length and no control characters."""
-    pattern = _CONTROL if multiline else _CONTROL_OR_NEWLINE
-
-    def no_control_characters(value: str) -> None:
-        if pattern.search(value):
-            raise ValidationError("contains control characters")
-        if min_length and not value.strip():
-            raise ValidationError("cannot be blank")
-
-    return [validate.Length(min=min_length, max=max_length), no_control_characters]
 
 
 def clinic_today() -> date:
@@ -46,7 +28,7 @@ def not_in_future(what: str):
     def check(value: date) -> None:
         if value > clinic_today():
             raise ValidationError(f"{what} cannot be in the future")
-        if value.year < 1900:
+        if value < FIRST_PLAUSIBLE_DAY:
             raise ValidationError(f"{what} before 1900 is not plausible")
 
     return check

@@ -6,7 +6,7 @@ first, which can then be corrected with PUT: a day's entry is never silently ove
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import timedelta
 
 import sqlalchemy as sa
 from flask.views import MethodView
@@ -15,6 +15,7 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate, valida
 
 from clinic.db import new_id, utcnow
 from clinic.errors import Conflict, NotFound, RuleViolation
+from clinic.validation import PLAUSIBLE_DAY
 from clinic.web import engine
 from records import audit, db, diary
 from records.api_support import CLINICAL_READERS, DIARY_WRITERS, clinic_today, existing_patient, local_date, not_in_future
@@ -61,7 +62,7 @@ class DiaryEntryOut(Schema):
 
 
 # Days a diary can be about; outside them date arithmetic would overflow rather than find nothing.
-PLAUSIBLE_DAYS = validate.Range(min=date(1900, 1, 1), max=date(2999, 12, 31))
+PLAUSIBLE_DAYS = PLAUSIBLE_DAY
 
 
 class DiaryRange(Schema):

@@ -16,6 +16,7 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 
 from clinic.auth import FRONT_DESK, NEUROLOGIST, NURSE, requires_roles
 from clinic.errors import NotFound
+from clinic.validation import PLAUSIBLE_DAY, PLAUSIBLE_MOMENT, plain_text
 from clinic.web import engine
 from scheduling import db, domain, office_hours, services
 from scheduling.domain import SchedulingRules
@@ -42,13 +43,14 @@ def local_iso(moment: datetime | None) -> str | None:
 class AppointmentIn(Schema):
     patient_id = fields.UUID(required=True)
     kind = fields.String(required=True, validate=validate.OneOf(domain.APPOINTMENT_KINDS))
-    starts_at = fields.AwareDateTime(required=True, metadata={"description": "ISO 8601 with a UTC offset, on a whole minute"})
+    starts_at = fields.AwareDateTime(required=True, validate=PLAUSIBLE_MOMENT,
+                                     metadata={"description": "ISO 8601 with a UTC offset, on a whole minute"})
     room_id = fields.UUID(load_default=None, allow_none=True,
                           metadata={"description": "Leave out for the first free room of the right kind"})
 
 
 class RescheduleIn(Schema):
-    starts_at = fields.AwareDateTime(load_default=None, allow_none=True)
+    starts_at = fields.AwareDateTime(load_default=None, allow_none=True, validate=PLAUSIBLE_MOMENT)
     room_id = fields.UUID(load_default=None, allow_none=True,
                           metadata={"description": "Leave out to stay in the same room if it is free, else the first free one"})
 
@@ -59,11 +61,11 @@ class RescheduleIn(Schema):
 
 
 class CancelIn(Schema):
-    reason = fields.String(required=True, validate=validate.Length(min=1, max=500))
+    reason = fields.String(required=True, validate=plain_text(500))
 
 
 class AppointmentQuery(Schema):
-    date = fields.Date(load_default=None, metadata={"description": "A local date of the clinic"})
+    date = fields.Date(load_default=None, validate=PLAUSIBLE_DAY, metadata={"description": "A local date of the clinic"})
     room_id = fields.UUID(load_default=None)
     patient_id = fields.UUID(load_default=None)
     status = fields.String(load_default=None, validate=validate.OneOf(domain.STATUSES))
@@ -101,8 +103,8 @@ class AppointmentOut(Schema):
 class SlotQuery(Schema):
     patient_id = fields.UUID(required=True)
     kind = fields.String(required=True, validate=validate.OneOf(domain.APPOINTMENT_KINDS))
-    from_ = fields.AwareDateTime(required=True, data_key="from")
-    to = fields.AwareDateTime(required=True)
+    from_ = fields.AwareDateTime(required=True, data_key="from", validate=PLAUSIBLE_MOMENT)
+    to = fields.AwareDateTime(required=True, validate=PLAUSIBLE_MOMENT)
     room_id = fields.UUID(load_default=None)
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=500))
 

@@ -7,6 +7,7 @@ from flask_smorest import Blueprint
 from marshmallow import Schema, fields
 
 from clinic.auth import FRONT_DESK, NEUROLOGIST, NURSE, requires_roles
+from clinic.validation import PLAUSIBLE_DAY
 from clinic.web import engine
 from scheduling import db, office_hours
 from scheduling.api import AppointmentOut, now, rules, shown
@@ -18,7 +19,8 @@ MOST_ON_A_DAY = 2000
 
 
 class BoardQuery(Schema):
-    date = fields.Date(load_default=None, metadata={"description": "A local date of the clinic; today when left out"})
+    date = fields.Date(load_default=None, validate=PLAUSIBLE_DAY,
+                       metadata={"description": "A local date of the clinic; today when left out"})
 
 
 class BoardRoom(Schema):

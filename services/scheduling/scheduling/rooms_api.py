@@ -19,6 +19,7 @@ from marshmallow import Schema, ValidationError, fields, validate
 from clinic.auth import ADMIN, FRONT_DESK, NEUROLOGIST, NURSE, requires_roles
 from clinic.db import new_id
 from clinic.errors import Conflict, NotFound, RuleViolation
+from clinic.validation import PLAUSIBLE_DAY, plain_text
 from clinic.web import engine
 from scheduling import db, domain, office_hours
 from scheduling.api import now, rules
@@ -37,13 +38,13 @@ LISTED_IN_CONFLICTS = 50
 
 
 class RoomIn(Schema):
-    name = fields.String(required=True, validate=validate.Length(min=1, max=100))
+    name = fields.String(required=True, validate=plain_text(100))
     kind = fields.String(required=True, validate=validate.OneOf(domain.ROOM_KINDS))
     active = fields.Boolean(load_default=True)
 
 
 class RoomPatch(Schema):
-    name = fields.String(validate=validate.Length(min=1, max=100))
+    name = fields.String(validate=plain_text(100))
     kind = fields.String(validate=validate.OneOf(domain.ROOM_KINDS))
     active = fields.Boolean()
 
@@ -232,13 +233,13 @@ def _fits(appointment: dict, template: list[OpenInterval]) -> bool:
 
 
 class ClosureIn(Schema):
-    date = fields.Date(required=True, metadata={"description": "A local date of the clinic"})
-    reason = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    date = fields.Date(required=True, validate=PLAUSIBLE_DAY, metadata={"description": "A local date of the clinic"})
+    reason = fields.String(required=True, validate=plain_text(200))
 
 
 class ClosureQuery(Schema):
-    from_ = fields.Date(load_default=None, data_key="from")
-    to = fields.Date(load_default=None)
+    from_ = fields.Date(load_default=None, data_key="from", validate=PLAUSIBLE_DAY)
+    to = fields.Date(load_default=None, validate=PLAUSIBLE_DAY)
 
 
 class ClosureOut(Schema):
