@@ -77,27 +77,43 @@ def bearer_token(authorization_header: str | None) -> str:
     return token.strip()
 
 
+def known_roles(roles) -> tuple[str, ...]:
+    """The roles, refused at import time when one is misspelt."""
+    unknown = set(roles) - set(STAFF_ROLES)
+    if unknown:
+        raise ValueError(f"unknown role(s): {', '.join(sorted(unknown))}")
+    return tuple(roles)
+
+
+def authenticate() -> Principal:
+    """The caller of the current request, from its bearer token; raises Unauthorized. Also kept in flask.g."""
+    from flask import g, request
+
+    from clinic.web import settings as current_settings
+
+    principal = verify_token(current_settings(), bearer_token(request.headers.get("Authorization")))
+    g.principal = principal
+    return principal
+
+
+def refuse_unless(principal: Principal, roles) -> None:
+    """Raise Forbidden naming the roles when the principal has none of them."""
+    if not principal.has_any(roles):
+        raise Forbidden(f"this needs one of the roles: {', '.join(roles)}", {"required_roles": list(roles)})
+
+
 def requires_roles(*roles: str):
     """Decorate a view: the caller must present a valid staff token carrying one of these roles.
 
     Place it above @blp.arguments so identity is checked before the body is read.
     The principal is available to the view as clinic.web.current_principal().
     """
-    unknown = set(roles) - set(STAFF_ROLES)
-    if unknown:
-        raise ValueError(f"unknown role(s): {', '.join(sorted(unknown))}")
+    known_roles(roles)
 
     def decorate(view):
         @functools.wraps(view)
         def wrapper(*args, **kwargs):
-            from flask import g, request
-
-            from clinic.web import settings as current_settings
-
-            principal = verify_token(current_settings(), bearer_token(request.headers.get("Authorization")))
-            g.principal = principal
-            if not principal.has_any(roles):
-                raise Forbidden(f"this needs one of the roles: {', '.join(roles)}", {"required_roles": list(roles)})
+            refuse_unless(authenticate(), roles)
             return view(*args, **kwargs)
 
         wrapper._clinic_roles = roles

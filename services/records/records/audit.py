@@ -24,14 +24,14 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from flask import g, request
+from flask import g
 from werkzeug.exceptions import HTTPException
 
-from clinic.auth import STAFF_ROLES, Principal, bearer_token, verify_token
+from clinic.auth import Principal, authenticate, known_roles, refuse_unless
 from clinic.correlation import current_correlation_id
 from clinic.db import utcnow
-from clinic.errors import ClinicError, Forbidden
-from clinic.web import engine, settings
+from clinic.errors import ClinicError
+from clinic.web import engine
 from records import db
 
 READ, SEARCH, CREATE, UPDATE, ACTIVATE, RETIRE = "read", "search", "create", "update", "activate", "retire"
@@ -80,15 +80,12 @@ def audited(action: str, resource: str, roles: tuple[str, ...], *, write: bool =
     `patient_of` finds the patient from the path arguments (by default the `patient_id` in it).
     Place it above @blp.arguments, as requires_roles, so identity is checked before the body is read.
     """
-    unknown = set(roles) - set(STAFF_ROLES)
-    if unknown:
-        raise ValueError(f"unknown role(s): {', '.join(sorted(unknown))}")
+    known_roles(roles)
 
     def decorate(view):
         @functools.wraps(view)
         def wrapper(*args, **kwargs):
-            principal = verify_token(settings(), bearer_token(request.headers.get("Authorization")))
-            g.principal = principal
+            principal = authenticate()
             patient_id = patient_of(kwargs)
             access = Access(principal, action, resource,
                             resource_id=str(kwargs[resource_arg]) if resource_arg and kwargs.get(resource_arg) else None,
@@ -96,7 +93,7 @@ def audited(action: str, resource: str, roles: tuple[str, ...], *, write: bool =
             g.records_access = access
             if not principal.has_any(roles):
                 _record_alone(access, DENIED, "forbidden")
-                raise Forbidden(f"this needs one of the roles: {', '.join(roles)}", {"required_roles": list(roles)})
+                refuse_unless(principal, roles)
             try:
                 result = view(*args, **kwargs)
             except ClinicError as exc:

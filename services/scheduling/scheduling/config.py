@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from datetime import timedelta
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from clinic.config import ConfigurationError, Settings, read_int
 from scheduling.domain import SchedulingRules
@@ -29,13 +29,6 @@ def _bounded(env, name: str, default: int, low: int, high: int) -> int:
     return value
 
 
-def clinic_zone(name: str) -> ZoneInfo:
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ConfigurationError(f"CLINIC_TIMEZONE {name!r} is not an IANA time zone (e.g. America/New_York)") from None
-
-
 def load_rules(settings: Settings, env=None) -> SchedulingRules:
     """The scheduling rules from the environment (os.environ unless given); malformed values are refused."""
     env = os.environ if env is None else env
@@ -44,7 +37,7 @@ def load_rules(settings: Settings, env=None) -> SchedulingRules:
         # A grid that does not divide the hour would drift off the clock face from one hour to the next.
         raise ConfigurationError(f"SCHEDULING_GRID_MINUTES must divide 60, got {grid}")
     return SchedulingRules(
-        timezone=clinic_zone(settings.clinic_timezone),
+        timezone=ZoneInfo(settings.clinic_timezone),  # checked when the settings were read
         turnover=timedelta(minutes=_bounded(env, "SCHEDULING_TURNOVER_MINUTES", 15, 0, 240)),
         follow_up_length=timedelta(minutes=_bounded(env, "SCHEDULING_FOLLOW_UP_MINUTES", 30, 5, 240)),
         grid=timedelta(minutes=grid),
