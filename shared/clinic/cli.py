@@ -3,6 +3,7 @@
   clinic token --role front_desk [--subject NAME]       a staff token for the running stack
   clinic dead-letters list SERVICE                      what sits in clinic.<service>.dead
   clinic dead-letters replay SERVICE [--limit N]        send it back to the service's queue
+  clinic unrouted list|replay [--limit N]               events no queue was bound to: see them, publish them again
   clinic migrate SERVICE                                bring the service's database up to date
 
 Settings come from the same environment variables as the services (README).
@@ -36,6 +37,10 @@ def main(argv=None) -> int:
     dead.add_argument("service", choices=SERVICES)
     dead.add_argument("--limit", type=int, default=None, help="replay at most this many")
 
+    unrouted = commands.add_parser("unrouted", help="list events no queue was bound to, or publish them again")
+    unrouted.add_argument("action", choices=("list", "replay"))
+    unrouted.add_argument("--limit", type=int, default=None, help="replay at most this many")
+
     mig = commands.add_parser("migrate", help="apply a service's database migrations")
     mig.add_argument("service", choices=SERVICES)
 
@@ -51,6 +56,12 @@ def main(argv=None) -> int:
                 list_dead_letters(settings)
             else:
                 print(f"replayed {replay_dead_letters(settings, args.limit)} message(s) to {settings.queue}")
+        elif args.command == "unrouted":
+            settings = load_settings("cli")
+            if args.action == "list":
+                list_unrouted(settings)
+            else:
+                print(f"published {replay_unrouted(settings, args.limit)} event(s) to {settings.exchange} again")
         elif args.command == "migrate":
             settings = load_settings(args.service)
             db_module = importlib.import_module(f"{args.service}.db")
@@ -82,47 +93,68 @@ def _summary(body: bytes, properties) -> dict:
     }
 
 
-def list_dead_letters(settings) -> list[dict]:
+def list_messages(settings, queue: str, what: str) -> list[dict]:
+    """Print and return a summary of every message in a queue, leaving them all in place."""
     connection = bus.connect(settings)
     try:
         channel = connection.channel()
-        channel.queue_declare(settings.dead_letter_queue, durable=True, arguments={"x-queue-type": "quorum"})
+        channel.queue_declare(queue, durable=True, arguments={"x-queue-type": "quorum"})
         rows = []
         while True:
-            method, properties, body = channel.basic_get(settings.dead_letter_queue, auto_ack=False)
+            method, properties, body = channel.basic_get(queue, auto_ack=False)
             if method is None:
                 break
             rows.append(_summary(body, properties))
-        # Not acked: closing the channel returns every message to the dead-letter queue.
+        # Not acked: closing the channel returns every message to the queue.
     finally:
         connection.close()
-    print(f"{len(rows)} dead letter(s) in {settings.dead_letter_queue}")
+    print(f"{len(rows)} {what} in {queue}")
     for row in rows:
         print("  " + "  ".join(f"{key}={value}" for key, value in row.items()))
     return rows
 
 
-def replay_dead_letters(settings, limit: int | None = None) -> int:
-    """Move dead letters back to the service's own queue (only that service sees them again).
+def list_dead_letters(settings) -> list[dict]:
+    return list_messages(settings, settings.dead_letter_queue, "dead letter(s)")
 
-    Only the letters there when the replay starts: one that dies again is not replayed in a loop.
+
+def list_unrouted(settings) -> list[dict]:
+    return list_messages(settings, settings.unrouted_queue, "unrouted event(s)")
+
+
+def _move(settings, source: str, exchange: str, routing_key_of, limit: int | None) -> int:
+    """Publish a queue's messages again (confirmed), then take each off the queue.
+
+    Only the messages there when the move starts: one that comes back (dies again, or is still
+    unrouted) is not moved again in a loop.
     """
     publisher = bus.Publisher(settings)
     channel = publisher.connection.channel()
-    waiting = channel.queue_declare(settings.dead_letter_queue, passive=True).method.message_count
+    waiting = channel.queue_declare(source, passive=True).method.message_count
     limit = waiting if limit is None else min(limit, waiting)
-    replayed = 0
+    moved = 0
     try:
-        while replayed < limit:
-            method, properties, body = channel.basic_get(settings.dead_letter_queue, auto_ack=False)
+        while moved < limit:
+            method, properties, body = channel.basic_get(source, auto_ack=False)
             if method is None:
                 break
-            publisher.publish(settings.queue, properties.message_id, body, exchange="", message_type=properties.type)
+            publisher.publish(routing_key_of(properties), properties.message_id, body, exchange=exchange, message_type=properties.type)
             channel.basic_ack(method.delivery_tag)
-            replayed += 1
+            moved += 1
     finally:
         publisher.close()
-    return replayed
+    return moved
+
+
+def replay_dead_letters(settings, limit: int | None = None) -> int:
+    """Move dead letters back to the service's own queue (only that service sees them again)."""
+    return _move(settings, settings.dead_letter_queue, "", lambda _properties: settings.queue, limit)
+
+
+def replay_unrouted(settings, limit: int | None = None) -> int:
+    """Publish unrouted events to the exchange again, for the queues bound since (a consumer that
+    started after its first events were published)."""
+    return _move(settings, settings.unrouted_queue, settings.exchange, lambda properties: properties.type, limit)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import signal
 import sqlalchemy as sa
 
 from clinic import bus, events, inbox
-from clinic.cli import list_dead_letters, replay_dead_letters
+from clinic.cli import list_dead_letters, list_unrouted, replay_dead_letters, replay_unrouted
 from clinic.db import create_engine
 from clinic.outbox import pending_count
 from clinic.testing import eventually
@@ -176,3 +176,19 @@ def test_two_consumers_receiving_the_same_events_at_once_apply_each_once(probe_d
         inbox_rows = connection.execute(sa.select(sa.func.count()).select_from(probe.inbox)).scalar_one()
     assert probe.applied_counts(consumer) == (200, 200)
     assert inbox_rows == 200
+
+
+def test_events_published_before_their_consumer_existed_can_be_replayed_to_it(probe_databases, start_consumer, start_relay,
+                                                                              settings_for, broker_channel):
+    producer, consumer, (producer_url, consumer_url) = probe_databases
+    settings = settings_for("probe", consumer_url)
+    probe.write_events(producer, 20)
+    start_relay(producer, producer_url)
+    eventually(lambda: pending_count(producer, probe.outbox) == 0, message="the events published")
+    eventually(lambda: queue_depth(broker_channel, settings.unrouted_queue) == 20, message="all 20 kept as unrouted")
+
+    start_consumer(consumer, consumer_url)  # declares its queue and bindings only now
+    assert [row["type"] for row in list_unrouted(settings)] == [probe.THING] * 20
+    assert replay_unrouted(settings) == 20
+    eventually(lambda: probe.applied_counts(consumer) == (20, 20), message="the replayed events applied")
+    assert queue_depth(broker_channel, settings.unrouted_queue) == 0
