@@ -151,7 +151,7 @@ class AppointmentCancelled(_Strict):
     patient_id = fields.UUID(required=True)
     kind = fields.String(required=True, validate=validate.OneOf(APPOINTMENT_KINDS))
     starts_at = fields.AwareDateTime(required=True)
-    reason = fields.String(required=True)
+    # No reason: it is free text staff type ("patient unwell"), which no consumer needs; it stays in scheduling.
 
 
 class AppointmentCheckedIn(_Strict):

@@ -251,13 +251,12 @@ def rescheduled_payload(appointment: dict, room: dict, previous: dict) -> dict:
     return {**booked_payload(appointment, room), "previous_starts_at": previous["starts_at"], "previous_room_id": previous["room_id"]}
 
 
-def cancelled_payload(appointment: dict, reason: str) -> dict:
+def cancelled_payload(appointment: dict) -> dict:
     return {
         "appointment_id": appointment["id"],
         "patient_id": appointment["patient_id"],
         "kind": appointment["kind"],
         "starts_at": appointment["starts_at"],
-        "reason": reason,
     }
 
 

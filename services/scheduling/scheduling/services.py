@@ -148,7 +148,7 @@ def cancel(engine: Engine, now: datetime, appointment_id: str, reason: str) -> d
         appointment = existing_appointment(connection, appointment_id, for_update=True)
         domain.ensure_allowed("cancel", appointment)
         _update(connection, appointment_id, status=domain.CANCELLED, cancelled_at=now, cancel_reason=reason, updated_at=now)
-        add_event(connection, db.outbox, SERVICE, "scheduling.appointment.cancelled", domain.cancelled_payload(appointment, reason))
+        add_event(connection, db.outbox, SERVICE, "scheduling.appointment.cancelled", domain.cancelled_payload(appointment))
         return db.appointment_view(connection, appointment_id)
 
 
