@@ -168,6 +168,14 @@ def one_at_a_time(connection, key: str) -> None:
         connection.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtextextended(key, 0))))
 
 
+def save_by_key(connection, table: sa.Table, key_column: str, row: dict) -> None:
+    """Update the row with this key, or insert it when there is none. Call it under one_at_a_time
+    (or a row lock) when others may save the same key at once."""
+    key = table.c[key_column] == row[key_column]
+    if connection.execute(table.update().where(key).values(**row)).rowcount == 0:
+        connection.execute(table.insert().values(**row))
+
+
 def ping(engine: Engine) -> None:
     with engine.connect() as connection:
         connection.execute(sa.text("SELECT 1"))

@@ -7,7 +7,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from clinic.db import UtcDateTime, messaging_tables
+from clinic.db import UtcDateTime, messaging_tables, save_by_key
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -35,6 +35,4 @@ def get_contact(connection: Connection, patient_id: str) -> dict | None:
 
 
 def save_contact(connection: Connection, contact: dict) -> None:
-    updated = connection.execute(contacts.update().where(contacts.c.patient_id == contact["patient_id"]).values(**contact))
-    if updated.rowcount == 0:
-        connection.execute(contacts.insert().values(**contact))
+    save_by_key(connection, contacts, "patient_id", contact)

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from clinic.db import UtcDateTime, is_postgresql, messaging_tables
+from clinic.db import UtcDateTime, is_postgresql, messaging_tables, save_by_key
 from scheduling.domain import HOLDING_STATUSES, PlanCopy
 from scheduling.office_hours import OpenInterval
 
@@ -234,10 +234,8 @@ def get_plan_copy(connection: Connection, patient_id: str, for_update: bool = Fa
 
 
 def save_plan_copy(connection: Connection, copy: PlanCopy) -> None:
-    values = {"plan_id": copy.plan_id, "infusion_minutes": copy.infusion_minutes, "changed_at": copy.changed_at}
-    updated = connection.execute(plan_copies.update().where(plan_copies.c.patient_id == copy.patient_id).values(**values))
-    if updated.rowcount == 0:
-        connection.execute(plan_copies.insert().values(patient_id=copy.patient_id, **values))
+    save_by_key(connection, plan_copies, "patient_id", {"patient_id": copy.patient_id, "plan_id": copy.plan_id,
+                                                       "infusion_minutes": copy.infusion_minutes, "changed_at": copy.changed_at})
 
 
 # --- what a booking reads, in as few round trips as the rules allow ---------------------------

@@ -18,36 +18,29 @@ import pytest
 from clinic.config import load_settings
 from clinic.testing.servers import Broker, Database
 
-_started: dict[str, object] = {}
-
-
-def _announce(config, line: str) -> None:
-    reporter = config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        reporter.write_line(line)
+# What the integration tests ran against, shown at the end of the run.
+_started: dict[str, str] = {}
 
 
 @pytest.fixture(scope="session")
-def broker(pytestconfig):
+def broker():
     try:
         server = Broker().start()
     except Exception as exc:  # noqa: BLE001 - the reason is shown in the failure
         pytest.fail(f"no RabbitMQ for the integration tests: {exc}", pytrace=False)
-    _started["RabbitMQ"] = server
-    _announce(pytestconfig, f"\n[clinic] RabbitMQ from {server.source}: {server.url.split('@')[-1]}")
+    _started["RabbitMQ"] = f"real server from {server.source} ({server.url.split('@')[-1]})"
     yield server
     server.close()
 
 
 @pytest.fixture(scope="session")
-def postgres(pytestconfig):
+def postgres():
     try:
         server = Database().start()
         version = server.version()
     except Exception as exc:  # noqa: BLE001
         pytest.fail(f"no PostgreSQL for the integration tests: {exc}", pytrace=False)
-    _started["PostgreSQL"] = server
-    _announce(pytestconfig, f"\n[clinic] PostgreSQL {version} from {server.source}: {server.url.split('@')[-1]}")
+    _started["PostgreSQL"] = f"{version}, real server from {server.source} ({server.url.split('@')[-1]})"
     yield server
     server.close()
 
@@ -85,5 +78,5 @@ def settings_for(broker, bus_namespace):
 def pytest_terminal_summary(terminalreporter):
     if _started:
         terminalreporter.section("clinic test servers")
-        for name, server in _started.items():
-            terminalreporter.write_line(f"{name}: real server from {server.source}")
+        for name, description in _started.items():
+            terminalreporter.write_line(f"{name}: {description}")
