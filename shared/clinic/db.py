@@ -217,7 +217,11 @@ def _configure_and_run(context, connection, metadata) -> None:
 
 
 def create_messaging_tables(op) -> None:
-    """For a service's first migration: the outbox and inbox, written once for all services."""
+    """For a service's first migration: the outbox and inbox, written once for all services.
+
+    It spells the columns out rather than reusing messaging_tables(): a migration must keep creating
+    what it created on the day it was written, whatever the current table definitions become.
+    """
     op.create_table(
         "outbox",
         sa.Column("position", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
