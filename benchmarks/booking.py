@@ -280,6 +280,14 @@ def seed_baseline(url: str) -> None:
     engine.dispose()
 
 
+def settle(url: str) -> None:
+    """Vacuum, analyse and checkpoint after seeding, so that autovacuum does not wake up to do it during a
+    measurement (and take CPU from whichever server is being measured then)."""
+    with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute("VACUUM ANALYZE")
+        connection.execute("CHECKPOINT")
+
+
 def start_gunicorn(stack: ExitStack, app: str, env: dict, args, log: Path) -> int:
     port = free_port()
     command = [str(BIN / "gunicorn"), "--bind", f"127.0.0.1:{port}", "--workers", str(args.workers), "--threads", str(args.threads),
@@ -389,6 +397,8 @@ def measure(args, stack: ExitStack) -> None:
     days = min(380, needed // (len(DAY_STARTS) * args.rooms) + 2)
     plan = seed_scheduling(scheduling_url, args.rooms, args.hot_rooms, needed, first_day, days)
     seed_baseline(baseline_url)
+    settle(scheduling_url)
+    settle(baseline_url)
     settings = load_settings("scheduling", env={})
     headers = {"Content-Type": "application/json", "Authorization": f"Bearer {issue_token(settings, 'bench', ['front_desk'])}"}
     env = {"CLINIC_TIMEZONE": TIMEZONE, "CLINIC_ENV": "development", "RABBITMQ_URL": "amqp://guest:guest@127.0.0.1:1/%2F"}

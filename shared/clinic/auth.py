@@ -12,6 +12,7 @@ import functools
 import hashlib
 import hmac
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -49,7 +50,27 @@ def issue_token(settings: Settings, subject: str, roles, ttl_minutes: int | None
     return jwt.encode(claims, settings.jwt_signing_key, algorithm="HS256")
 
 
+# Tokens already verified, with their expiry: a desk sends the same token with every request, and
+# checking its signature again costs more than the rest of a small request's work. A token valid
+# once stays valid until it expires (nothing in it can become invalid sooner), so an entry is used
+# only before that moment. Bounded: emptied when full.
+_VERIFIED_MAX = 1024
+_verified: dict[tuple[str, str, str], tuple[Principal, float]] = {}
+
+
 def verify_token(settings: Settings, token: str) -> Principal:
+    key = (settings.jwt_signing_key, settings.jwt_issuer, token)
+    known = _verified.get(key)
+    if known is not None and time.time() < known[1]:
+        return known[0]
+    principal, expires = _verify_signature(settings, token)
+    if len(_verified) >= _VERIFIED_MAX:
+        _verified.clear()
+    _verified[key] = (principal, expires)
+    return principal
+
+
+def _verify_signature(settings: Settings, token: str) -> tuple[Principal, float]:
     try:
         claims = jwt.decode(
             token,
@@ -65,7 +86,8 @@ def verify_token(settings: Settings, token: str) -> Principal:
     roles = claims.get("roles")
     if not isinstance(roles, list) or not all(isinstance(role, str) for role in roles):
         raise Unauthorized("the token carries no roles")
-    return Principal(subject=str(claims["sub"]), roles=tuple(role for role in roles if role in STAFF_ROLES))
+    principal = Principal(subject=str(claims["sub"]), roles=tuple(role for role in roles if role in STAFF_ROLES))
+    return principal, float(claims["exp"])
 
 
 def bearer_token(authorization_header: str | None) -> str:

@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.types import TypeDecorator
+
+from clinic.errors import ClinicError
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +88,7 @@ def create_engine(url: str, timeout_seconds: int = 2) -> Engine:
         engine = sa.create_engine(url, hide_parameters=True, connect_args={"timeout": 15, "check_same_thread": False})
         _sqlite_pragmas(engine)
         return engine
-    return sa.create_engine(
+    engine = sa.create_engine(
         url,
         # Statement parameters are patient data: keep them out of error messages and logs.
         hide_parameters=True,
@@ -94,6 +98,42 @@ def create_engine(url: str, timeout_seconds: int = 2) -> Engine:
         pool_timeout=timeout_seconds,
         connect_args={"connect_timeout": timeout_seconds},
     )
+    event.listen(engine, "after_cursor_execute", _note_writes)
+    return engine
+
+
+# --- transactions that may be refused -------------------------------------------------------
+
+_WROTE = "clinic.wrote"
+
+
+def _note_writes(connection, cursor, statement, _parameters, _context, _executemany) -> None:
+    # Any statement but a SELECT (which at most locks) counts as a write, unless it changed no row:
+    # an INSERT ... SELECT ... WHERE NOT EXISTS that found the slot taken wrote nothing.
+    if statement.lstrip()[:6].upper() != "SELECT" and cursor.rowcount != 0:
+        connection.info[_WROTE] = True
+
+
+@contextmanager
+def transaction(engine: Engine, refusals: tuple[type[BaseException], ...] = (ClinicError,)) -> Iterator[Connection]:
+    """Like engine.begin(), except when one of `refusals` ends a PostgreSQL transaction that has
+    only read and locked so far: then it ends with COMMIT instead of ROLLBACK, and the refusal goes on.
+
+    Both leave the database as it was and release the locks. The difference is in psycopg, which
+    forgets every prepared statement of the connection on ROLLBACK (in case it undid the DDL they
+    depend on). Where refusals are routine, a 409 for a slot just taken, rolling back would make
+    PostgreSQL plan every statement afresh on every request. Anything written (any statement but a
+    SELECT that changed a row, or whose count is unknown) and any other error still roll back.
+    """
+    with engine.connect() as connection:
+        with connection.begin() as work:
+            connection.info[_WROTE] = False
+            try:
+                yield connection
+            except refusals:
+                if is_postgresql(connection) and not connection.info[_WROTE]:
+                    work.commit()
+                raise
 
 
 def _sqlite_pragmas(engine: Engine) -> None:

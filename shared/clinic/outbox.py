@@ -28,14 +28,17 @@ log = logging.getLogger(__name__)
 _RELAY_LOCK_KEY = 0x6F7574626F78  # "outbox"
 
 
-def add_event(connection: Connection, outbox: sa.Table, producer: str, event_type: str, data: dict, version: int = 1) -> events.Event:
+def add_event(connection: Connection, outbox: sa.Table, producer: str, event_type: str, data: dict, version: int = 1) -> None:
     """Write an event in the caller's transaction. The payload is checked against the shared schema first."""
+    connection.execute(outbox.insert(), outbox_row(producer, event_type, data, version))
+
+
+def outbox_row(producer: str, event_type: str, data: dict, version: int = 1) -> dict:
+    """The outbox row that carries an event, its payload checked against the shared schema: for a
+    statement that writes the event together with the change itself (add_event is the usual way)."""
     payload = events.serialise_payload(event_type, data, version)
     event = events.Event(type=event_type, version=version, data=payload, producer=producer, correlation_id=current_correlation_id())
-    # Parameters apart from the statement, so the compiled INSERT is cached and reused on the hot path.
-    row = {"event_id": event.id, "event_type": event.type, "body": event.to_json(), "created_at": event.occurred_at, "attempts": 0}
-    connection.execute(outbox.insert(), row)
-    return event
+    return {"event_id": event.id, "event_type": event.type, "body": event.to_json(), "created_at": event.occurred_at, "attempts": 0}
 
 
 class Relay:

@@ -1,3 +1,6 @@
+import time
+
+import jwt
 import pytest
 
 from clinic import auth
@@ -20,6 +23,24 @@ def test_a_token_signed_with_another_key_is_refused(settings):
     other = settings.with_changes(jwt_signing_key="x" * 40)
     with pytest.raises(Unauthorized):
         auth.verify_token(settings, auth.issue_token(other, "someone", ["admin"]))
+
+
+def test_a_token_verified_before_is_still_refused_once_it_expires(settings):
+    expires = int(time.time()) + 1
+    token = jwt.encode({"sub": "desk-3", "roles": ["front_desk"], "iss": settings.jwt_issuer, "exp": expires},
+                       settings.jwt_signing_key, algorithm="HS256")
+    assert auth.verify_token(settings, token).subject == "desk-3"
+    assert auth.verify_token(settings, token).subject == "desk-3"  # the second time from what was verified
+    time.sleep(max(0.0, expires - time.time()) + 0.05)
+    with pytest.raises(Unauthorized, match="expired"):
+        auth.verify_token(settings, token)
+
+
+def test_a_token_verified_under_one_key_is_refused_under_another(settings):
+    token = auth.issue_token(settings, "desk-3", ["front_desk"])
+    auth.verify_token(settings, token)
+    with pytest.raises(Unauthorized):
+        auth.verify_token(settings.with_changes(jwt_signing_key="y" * 40), token)
 
 
 def test_unknown_roles_cannot_be_issued(settings):

@@ -83,7 +83,7 @@ class PatientOut(Schema):
 @blp.route("")
 class Patients(MethodView):
     @audited(SEARCH, "patient", DEMOGRAPHICS_READERS)
-    @blp.arguments(PatientSearch, location="query", unknown=RAISE)
+    @blp.arguments(PatientSearch(), location="query", unknown=RAISE)
     @blp.response(200, PatientOut(many=True))
     def get(self, query):
         """Find patients by name and/or birth date.
@@ -99,7 +99,7 @@ class Patients(MethodView):
         return found
 
     @audited(CREATE, "patient", REGISTRARS, write=True)
-    @blp.arguments(PatientIn)
+    @blp.arguments(PatientIn())
     @blp.response(201, PatientOut)
     @blp.alt_response(409, description="The same name, birth date and email are already registered.")
     def post(self, data):
@@ -135,7 +135,7 @@ class PatientById(MethodView):
             return existing_patient(connection, patient_id)
 
     @audited(UPDATE, "patient", REGISTRARS, write=True)
-    @blp.arguments(PatientPatch)
+    @blp.arguments(PatientPatch())
     @blp.response(200, PatientOut)
     @blp.alt_response(409, description="The change would make this patient a duplicate of another.")
     def patch(self, changes, patient_id):

@@ -90,7 +90,7 @@ def _end(value):
 @blp.route("")
 class AuditTrail(MethodView):
     @audited(READ, "audit_log", AUDITORS)
-    @blp.arguments(AuditQuery, location="query", unknown=RAISE)
+    @blp.arguments(AuditQuery(), location="query", unknown=RAISE)
     @blp.response(200, AuditPageOut)
     def get(self, query):
         """Audit entries, oldest first, for one patient and/or a period; paged with `limit` and `offset`.

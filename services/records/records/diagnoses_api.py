@@ -61,7 +61,7 @@ class Diagnoses(MethodView):
             return db.list_diagnoses(connection, str(patient_id))
 
     @audited(CREATE, "diagnosis", CLINICIANS, write=True)
-    @blp.arguments(DiagnosisIn)
+    @blp.arguments(DiagnosisIn())
     @blp.response(201, DiagnosisOut)
     @blp.alt_response(409, description="The same code is already an active diagnosis of this patient.")
     def post(self, data, patient_id):
@@ -86,7 +86,7 @@ class Diagnoses(MethodView):
 @blp.route("/<uuid:patient_id>/diagnoses/<uuid:diagnosis_id>")
 class DiagnosisById(MethodView):
     @audited(UPDATE, "diagnosis", CLINICIANS, write=True, resource_arg="diagnosis_id")
-    @blp.arguments(DiagnosisPatch)
+    @blp.arguments(DiagnosisPatch())
     @blp.response(200, DiagnosisOut)
     def patch(self, changes, patient_id, diagnosis_id):
         """Correct a diagnosis's description, or mark it resolved (or active again)."""

@@ -124,7 +124,7 @@ def _diary_days(rows: list[dict]) -> list[diary.DiaryDay]:
 @blp.route("/<uuid:patient_id>/diary")
 class Diary(MethodView):
     @audited(READ, "diary", CLINICAL_READERS)
-    @blp.arguments(DiaryRange, location="query", unknown=RAISE)
+    @blp.arguments(DiaryRange(), location="query", unknown=RAISE)
     @blp.response(200, DiaryEntryOut(many=True))
     def get(self, query, patient_id):
         """A patient's diary entries between two days (both included), oldest first; the last 90 days by default."""
@@ -137,7 +137,7 @@ class Diary(MethodView):
             return db.diary_between(connection, str(patient_id), first, last)
 
     @audited(CREATE, "diary", DIARY_WRITERS, write=True)
-    @blp.arguments(DiaryEntryIn)
+    @blp.arguments(DiaryEntryIn())
     @blp.response(201, DiaryEntryOut)
     @blp.alt_response(409, description="The day already has an entry; correct it with PUT.")
     def post(self, data, patient_id):
@@ -167,7 +167,7 @@ class Diary(MethodView):
 @blp.route("/<uuid:patient_id>/diary/<uuid:entry_id>")
 class DiaryEntryById(MethodView):
     @audited(UPDATE, "diary", DIARY_WRITERS, write=True, resource_arg="entry_id")
-    @blp.arguments(DiaryDayIn)
+    @blp.arguments(DiaryDayIn())
     @blp.response(200, DiaryEntryOut)
     def put(self, data, patient_id, entry_id):
         """Correct a day's entry (its date stays); the whole entry is replaced."""
@@ -185,7 +185,7 @@ class DiaryEntryById(MethodView):
 @blp.route("/<uuid:patient_id>/diary/summary")
 class DiarySummary(MethodView):
     @audited(READ, "diary_summary", CLINICAL_READERS)
-    @blp.arguments(SummaryQuery, location="query", unknown=RAISE)
+    @blp.arguments(SummaryQuery(), location="query", unknown=RAISE)
     @blp.response(200, SummaryOut)
     def get(self, query, patient_id):
         """How the patient is doing over the last `days` days, and around each infusion.

@@ -120,7 +120,7 @@ class PatientPlans(MethodView):
             return db.list_plans(connection, str(patient_id))
 
     @audited(CREATE, "treatment_plan", CLINICIANS, write=True)
-    @blp.arguments(PlanIn)
+    @blp.arguments(PlanIn())
     @blp.response(201, PlanOut)
     def post(self, data, patient_id):
         """Write a draft plan: infusion length (at least 120 minutes), drugs with dose, unit, route and purpose, notes.
@@ -148,7 +148,7 @@ class PlanById(MethodView):
             return _existing_plan(connection, plan_id)
 
     @audited(UPDATE, "treatment_plan", CLINICIANS, write=True, resource_arg="plan_id", patient_of=_plan_owner)
-    @blp.arguments(PlanPatch)
+    @blp.arguments(PlanPatch())
     @blp.response(200, PlanOut)
     @blp.alt_response(409, description="The plan is no longer a draft.")
     def patch(self, changes, plan_id):

@@ -134,7 +134,7 @@ def _id(value) -> str | None:
 @blp.route("")
 class Appointments(MethodView):
     @requires_roles(FRONT_DESK)
-    @blp.arguments(AppointmentIn)
+    @blp.arguments(AppointmentIn())
     @blp.response(201, AppointmentOut)
     @blp.alt_response(409, description="The room or the patient is taken then; details.appointment_id names the appointment in the way.")
     @blp.alt_response(422, description="A clinic rule refuses it: past start, outside office hours, a closure, wrong room, no active plan.")
@@ -151,7 +151,7 @@ class Appointments(MethodView):
         return shown(services.book(engine(), rules(), now(), request))
 
     @requires_roles(*READERS)
-    @blp.arguments(AppointmentQuery, location="query")
+    @blp.arguments(AppointmentQuery(), location="query")
     @blp.response(200, AppointmentOut(many=True))
     def get(self, query):
         """Appointments, earliest first, filtered by local date, room, patient, status."""
@@ -180,7 +180,7 @@ class AppointmentById(MethodView):
 @blp.route("/<uuid:appointment_id>/reschedule")
 class Reschedule(MethodView):
     @requires_roles(FRONT_DESK)
-    @blp.arguments(RescheduleIn)
+    @blp.arguments(RescheduleIn())
     @blp.response(200, AppointmentOut)
     @blp.alt_response(409, description="Not booked any more, or the new time collides (details name the appointment).")
     def post(self, data, appointment_id):
@@ -191,7 +191,7 @@ class Reschedule(MethodView):
 @blp.route("/<uuid:appointment_id>/cancel")
 class Cancel(MethodView):
     @requires_roles(FRONT_DESK)
-    @blp.arguments(CancelIn)
+    @blp.arguments(CancelIn())
     @blp.response(200, AppointmentOut)
     @blp.alt_response(409, description="Already cancelled, completed or a no-show.")
     def post(self, data, appointment_id):
@@ -223,7 +223,7 @@ class NoShow(MethodView):
 @availability.route("")
 class Availability(MethodView):
     @requires_roles(*READERS)
-    @availability.arguments(SlotQuery, location="query")
+    @availability.arguments(SlotQuery(), location="query")
     @availability.response(200, SlotOut(many=True))
     def get(self, query):
         """Free slots for a patient: (room, start, end) of the right length and room kind, inside office hours,

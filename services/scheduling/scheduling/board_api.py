@@ -40,7 +40,7 @@ class BoardOut(Schema):
 @blp.route("")
 class Board(MethodView):
     @requires_roles(FRONT_DESK, NURSE, NEUROLOGIST)
-    @blp.arguments(BoardQuery, location="query")
+    @blp.arguments(BoardQuery(), location="query")
     @blp.response(200, BoardOut)
     def get(self, query):
         """Each room in use (and any room out of use that still has appointments that day), by name, with the

@@ -100,7 +100,9 @@ appointments = sa.Table(
     sa.Column("follow_up_of", sa.String(36), nullable=True, unique=True),
 )
 
-_holding = appointments.c.status.in_(HOLDING_STATUSES)
+# The statuses are written into the SQL rather than bound: constants, and a statement that needs
+# no expanding at each execution.
+_holding = appointments.c.status.in_([sa.literal_column(f"'{status}'") for status in HOLDING_STATUSES])
 
 
 # --- the calendar lock and version ----------------------------------------------------------
@@ -319,17 +321,27 @@ def read_calendar(connection: Connection) -> Calendar:
     return Calendar(version, sorted(template), closed)
 
 
-def insert_appointment(connection: Connection, appointment: dict) -> int | None:
-    """Insert a new appointment. On PostgreSQL, returns the calendar version as of now (see the lock above)."""
+def book_if_free(connection: Connection, appointment: dict, event: dict) -> tuple[bool, int | None]:
+    """Insert a new appointment and its outbox event (clinic.outbox.outbox_row), unless the room or the
+    patient is held then: (booked, calendar version).
+
+    The condition sits in the INSERT itself, so no window is left between a look and the write: on
+    SQLite (one writer at a time) it is the rule; on PostgreSQL the exclusion constraints are the
+    rule and this spares a booking that finds its slot taken the error and the retry. On PostgreSQL
+    both rows go in one statement, and the version is the calendar's as of that statement (see the
+    calendar lock above).
+    """
     if is_postgresql(connection):
-        return connection.execute(_insert_returning_version, appointment).scalar_one()
-    connection.execute(appointments.insert(), appointment)
-    return None
+        row = connection.execute(_book_if_free_with_event, {**appointment, **event}).first()
+        return (True, row[0]) if row else (False, None)
+    if connection.execute(_insert_if_free, appointment).rowcount != 1:
+        return False, None
+    connection.execute(outbox.insert(), event)
+    return True, None
 
 
 # --- appointments ---------------------------------------------------------------------------
 
-_insert_returning_version = appointments.insert().returning(_current_version)
 _follow_up = appointments.alias("follow_up")
 _with_room_and_follow_up = (
     sa.select(appointments, rooms.c.name.label("room_name"), _follow_up.c.id.label("follow_up_id"))
@@ -372,17 +384,44 @@ def find_appointments(connection: Connection, *, starts_from: datetime | None = 
     return [dict(row) for row in connection.execute(query.limit(limit).offset(offset)).mappings()]
 
 
+def _holding_patient(patient_id, starts_at, until) -> tuple:
+    return (appointments.c.patient_id == patient_id, _holding,
+            appointments.c.starts_at < until, appointments.c.patient_busy_until > starts_at)
+
+
+def _holding_room(room_is, starts_at, until) -> tuple:
+    return (room_is, _holding, appointments.c.starts_at < until, appointments.c.room_blocked_until > starts_at)
+
+
 _patient_in_the_way = (
     sa.select(sa.literal("patient").label("held"), appointments.c.patient_id.label("holder"), appointments.c.id, appointments.c.starts_at)
-    .where(appointments.c.patient_id == sa.bindparam("patient_id"), _holding, appointments.c.id != sa.bindparam("ignore_id"),
-           appointments.c.starts_at < sa.bindparam("patient_until"), appointments.c.patient_busy_until > sa.bindparam("starts_at"))
+    .where(*_holding_patient(sa.bindparam("patient_id"), sa.bindparam("starts_at"), sa.bindparam("patient_until")),
+           appointments.c.id != sa.bindparam("ignore_id"))
 )
 _rooms_in_the_way = (
     sa.select(sa.literal("room"), appointments.c.room_id, appointments.c.id, appointments.c.starts_at)
-    .where(appointments.c.room_id.in_(sa.bindparam("room_ids", expanding=True)), _holding, appointments.c.id != sa.bindparam("ignore_id"),
-           appointments.c.starts_at < sa.bindparam("room_until"), appointments.c.room_blocked_until > sa.bindparam("starts_at"))
+    .where(*_holding_room(appointments.c.room_id.in_(sa.bindparam("room_ids", expanding=True)), sa.bindparam("starts_at"),
+                          sa.bindparam("room_until")),
+           appointments.c.id != sa.bindparam("ignore_id"))
 )
 _in_the_way = sa.union_all(_patient_in_the_way, _rooms_in_the_way)
+
+
+_NEW_APPOINTMENT = ("id", "patient_id", "kind", "status", "room_id", "plan_id", "starts_at", "ends_at", "room_blocked_until",
+                    "patient_busy_until", "booked_at", "updated_at")
+_new = {name: sa.bindparam(name, type_=appointments.c[name].type) for name in _NEW_APPOINTMENT}
+_insert_if_free = appointments.insert().from_select(
+    _NEW_APPOINTMENT,
+    sa.select(*_new.values()).where(
+        ~sa.exists().where(*_holding_patient(_new["patient_id"], _new["starts_at"], _new["patient_busy_until"])),
+        ~sa.exists().where(*_holding_room(appointments.c.room_id == _new["room_id"], _new["starts_at"], _new["room_blocked_until"])),
+    ),
+)
+_booked = _insert_if_free.returning(appointments.c.id).cte("booked")
+_event = {name: sa.bindparam(name, type_=outbox.c[name].type) for name in ("event_id", "event_type", "body", "created_at", "attempts")}
+_book_if_free_with_event = (
+    outbox.insert().from_select(list(_event), sa.select(*_event.values()).select_from(_booked)).returning(_current_version)
+)
 
 
 def in_the_way(connection: Connection, room_ids: list[str], patient_id: str, starts_at: datetime, room_until: datetime,

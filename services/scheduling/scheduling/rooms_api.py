@@ -66,7 +66,7 @@ class RoomOut(Schema):
 @rooms.route("")
 class Rooms(MethodView):
     @requires_roles(ADMIN)
-    @rooms.arguments(RoomIn)
+    @rooms.arguments(RoomIn())
     @rooms.response(201, RoomOut)
     @rooms.alt_response(409, description="A room with this name exists; details.room_id names it.")
     def post(self, data):
@@ -82,7 +82,7 @@ class Rooms(MethodView):
         return room
 
     @requires_roles(*STAFF)
-    @rooms.arguments(RoomQuery, location="query")
+    @rooms.arguments(RoomQuery(), location="query")
     @rooms.response(200, RoomOut(many=True))
     def get(self, query):
         """The rooms, by name; filter by kind and whether in use."""
@@ -100,7 +100,7 @@ class RoomById(MethodView):
             return _existing_room(connection, str(room_id))
 
     @requires_roles(ADMIN)
-    @rooms.arguments(RoomPatch)
+    @rooms.arguments(RoomPatch())
     @rooms.response(200, RoomOut)
     @rooms.alt_response(409, description="The name is taken, or appointments are booked in a room leaving use or changing kind.")
     def patch(self, changes, room_id):
@@ -201,7 +201,7 @@ class OfficeHours(MethodView):
             return _week(db.get_template(connection))
 
     @requires_roles(ADMIN)
-    @hours.arguments(WeekIn)
+    @hours.arguments(WeekIn())
     @hours.response(200, WeekOut)
     @hours.alt_response(409, description="Booked appointments would fall outside the new hours; details list them.")
     def put(self, data):
@@ -251,7 +251,7 @@ class ClosureOut(Schema):
 @closures_blp.route("")
 class Closures(MethodView):
     @requires_roles(*STAFF)
-    @closures_blp.arguments(ClosureQuery, location="query")
+    @closures_blp.arguments(ClosureQuery(), location="query")
     @closures_blp.response(200, ClosureOut(many=True))
     def get(self, query):
         """Closed dates, in order, optionally between two local dates (inclusive)."""
@@ -259,7 +259,7 @@ class Closures(MethodView):
             return db.list_closures(connection, query["from_"], query["to"])
 
     @requires_roles(ADMIN)
-    @closures_blp.arguments(ClosureIn)
+    @closures_blp.arguments(ClosureIn())
     @closures_blp.response(201, ClosureOut)
     @closures_blp.alt_response(409, description="The date is closed already, or appointments are booked on it (listed).")
     def post(self, data):

@@ -2,14 +2,19 @@
 writes its event to the outbox, so the event exists exactly when the change does.
 
 No double booking is the database's job, not a check that two requests can both pass:
-  - PostgreSQL: two exclusion constraints refuse a second hold on a room or on a patient. Bookings
-    also lock the patient's plan copy and the room's row first (scheduling.db.booking_context), so
-    bookings that could collide queue behind each other instead of deadlocking inside the constraint
-    check. A booking the constraints refuse anyway (a reschedule or follow-up got in first) is
-    retried from the start, and the retry's look names the winner in a 409.
-  - SQLite: every transaction is BEGIN IMMEDIATE (clinic.db), so the look before the insert runs
-    alone and is the rule.
-The look before the insert (choose_room) is what names the colliding appointment in a 409.
+  - A new appointment is inserted only if nothing holds its room or its patient then: the
+    condition is part of the INSERT (scheduling.db.book_if_free).
+  - PostgreSQL: two exclusion constraints refuse a second hold on a room or on a patient, whatever
+    writes it. Bookings also lock the patient's plan copy and the room's row first
+    (scheduling.db.booking_context), so bookings that could collide queue behind each other instead
+    of deadlocking inside the constraint check. A change the constraints refuse anyway (a
+    reschedule or follow-up got in first) is retried from the start, and the retry names the winner.
+  - SQLite: every transaction is BEGIN IMMEDIATE (clinic.db), so each runs alone.
+A look at what holds the room and the patient (choose_room) picks a free room and names the
+colliding appointment in a 409.
+
+A refusal ends its transaction before anything is written (clinic.db.transaction keeps the
+connection's prepared statements then; refused bookings are routine at a busy desk).
 """
 
 from __future__ import annotations
@@ -25,9 +30,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
-from clinic.db import new_id
+from clinic.db import new_id, transaction
 from clinic.errors import Conflict, NotFound, RuleViolation
-from clinic.outbox import add_event
+from clinic.outbox import add_event, outbox_row
 from scheduling import SERVICE, db, domain, office_hours
 from scheduling.domain import SchedulingRules
 
@@ -65,10 +70,10 @@ def reschedule(engine: Engine, rules: SchedulingRules, now: datetime, appointmen
 def _retrying_lost_races(engine: Engine, work: Callable[[Connection], dict]) -> dict:
     for _ in range(MAX_ATTEMPTS):
         try:
-            with engine.begin() as connection:
+            with transaction(engine) as connection:
                 return work(connection)
-        except CalendarChanged:
-            continue  # read just before an admin's change to the calendar committed: read again
+        except TryAgain:
+            continue  # e.g. read just before an admin's change to the calendar committed: read again
         except sa.exc.DBAPIError as exc:
             if not db.lost_a_race(exc):
                 raise
@@ -85,13 +90,11 @@ def _book(connection: Connection, rules: SchedulingRules, now: datetime, request
     calendar = calendar_as_of(connection, context.calendar_version)
     office_hours.check_open(span.starts_at, span.ends_at, calendar.template, calendar.closures, rules.timezone)
     if request.room_id is not None:
-        domain.check_room(context.room, request.kind, request.room_id)
-        rooms = [context.room]
+        domain.check_room(context.room, request.kind, request.room_id)   # locked with the context
+        room = context.room
     else:
-        rooms = candidate_rooms(connection, request.kind, None)
-    room = choose_room(connection, request.kind, rooms, request.patient_id, span)
-    if request.room_id is None:
-        db.lock_room(connection, room["id"])   # the room asked for was locked with the context
+        room = choose_room(connection, request.kind, candidate_rooms(connection, request.kind, None), request.patient_id, span)
+        db.lock_room(connection, room["id"])
     appointment = {
         "id": new_id(),
         "patient_id": request.patient_id,
@@ -106,9 +109,14 @@ def _book(connection: Connection, rules: SchedulingRules, now: datetime, request
         "booked_at": now,
         "updated_at": now,
     }
-    if db.insert_appointment(connection, appointment) not in (None, context.calendar_version):
+    event = outbox_row(SERVICE, "scheduling.appointment.booked", domain.booked_payload(appointment, room))
+    booked, version = db.book_if_free(connection, appointment, event)
+    if not booked:
+        if request.room_id is not None:
+            choose_room(connection, request.kind, [room], request.patient_id, span)  # raises the 409 naming what is in the way
+        raise TryAgain()  # what was in the way has just gone, or another free room may be had: look again
+    if version not in (None, context.calendar_version):
         raise CalendarChanged()
-    add_event(connection, db.outbox, SERVICE, "scheduling.appointment.booked", domain.booked_payload(appointment, room))
     return {**_UNSET, **appointment, "room_name": room["name"], "follow_up_id": None}
 
 
@@ -313,8 +321,12 @@ def check_open(connection: Connection, rules: SchedulingRules, starts_at: dateti
     office_hours.check_open(starts_at, ends_at, calendar.template, calendar.closures, rules.timezone)
 
 
-class CalendarChanged(Exception):
-    """A booking read the calendar just before an admin's change to it committed; it is retried."""
+class TryAgain(Exception):
+    """What this attempt read changed before it could write; the attempt is run again."""
+
+
+class CalendarChanged(TryAgain):
+    """A booking read the calendar just before an admin's change to it committed."""
 
 
 # Each process keeps the calendar it last read, per database, and reads it again when its version moves.

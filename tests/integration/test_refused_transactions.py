@@ -1,0 +1,76 @@
+"""clinic.db.transaction on the real PostgreSQL: a refusal never keeps a half-written change, and a
+refusal that wrote nothing leaves the connection's prepared statements in place."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+
+from clinic.db import create_engine, transaction
+from clinic.errors import Conflict
+
+metadata = sa.MetaData()
+desks = sa.Table("desks", metadata, sa.Column("id", sa.Integer(), primary_key=True), sa.Column("note", sa.String(50)))
+
+
+@pytest.fixture
+def engine(postgres):
+    url = postgres.create_database("refusals")
+    engine = create_engine(url)
+    metadata.create_all(engine)
+    with engine.begin() as connection:
+        connection.execute(desks.insert(), [{"id": 1, "note": "front"}])
+    yield engine
+    engine.dispose()
+    postgres.drop_database(url)
+
+
+def notes(engine) -> list[str]:
+    with engine.connect() as connection:
+        return list(connection.execute(sa.select(desks.c.note).order_by(desks.c.id)).scalars())
+
+
+def prepared_statements(connection) -> int:
+    return connection.execute(sa.text("SELECT count(*) FROM pg_prepared_statements")).scalar_one()
+
+
+def test_a_refusal_after_a_write_undoes_the_write(engine):
+    with pytest.raises(Conflict):
+        with transaction(engine) as connection:
+            connection.execute(desks.update().values(note="changed"))
+            connection.execute(desks.insert().values(id=2, note="added"))
+            raise Conflict("refused after writing")
+    assert notes(engine) == ["front"]
+
+
+def test_any_other_error_undoes_the_work(engine):
+    with pytest.raises(ZeroDivisionError):
+        with transaction(engine) as connection:
+            connection.execute(desks.insert().values(id=2, note="added"))
+            1 / 0
+    assert notes(engine) == ["front"]
+
+
+def test_work_that_ends_normally_is_committed(engine):
+    with transaction(engine) as connection:
+        connection.execute(desks.insert().values(id=2, note="added"))
+    assert notes(engine) == ["front", "added"]
+
+
+def test_a_refusal_that_only_read_and_locked_keeps_the_prepared_statements(engine):
+    look = sa.select(desks.c.note).where(desks.c.id == sa.bindparam("id")).with_for_update()
+    for _ in range(8):  # psycopg prepares a statement from its fifth run on
+        with engine.begin() as connection:
+            connection.execute(look, {"id": 1})
+    with pytest.raises(Conflict):
+        with transaction(engine) as connection:
+            assert prepared_statements(connection) >= 1
+            connection.execute(look, {"id": 1})
+            raise Conflict("the slot is taken")
+    with engine.connect() as connection:
+        assert prepared_statements(connection) >= 1
+        # and the lock went with the transaction: another transaction takes it at once
+        connection.execute(sa.text("SET lock_timeout = '1s'"))
+        connection.execute(look, {"id": 1})
+        connection.rollback()
+    assert notes(engine) == ["front"]
