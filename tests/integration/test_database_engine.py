@@ -1,5 +1,6 @@
-"""clinic.db.transaction on the real PostgreSQL: a refusal never keeps a half-written change, and a
-refusal that wrote nothing leaves the connection's prepared statements in place."""
+"""clinic.db's engine on the real PostgreSQL: a pooled connection the server closed is replaced before
+use; clinic.db.transaction never keeps a half-written change, and a refusal that wrote nothing leaves
+the connection's prepared statements in place."""
 
 from __future__ import annotations
 
@@ -23,6 +24,25 @@ def engine(postgres):
     yield engine
     engine.dispose()
     postgres.drop_database(url)
+
+
+def backend(connection) -> int:
+    return connection.execute(sa.select(sa.func.pg_backend_pid())).scalar_one()
+
+
+def test_a_pooled_connection_the_server_closed_is_replaced_before_use(engine):
+    with engine.connect() as connection:
+        closed = backend(connection)
+    with engine.connect() as connection:
+        assert backend(connection) == closed  # the pool hands the same connection back
+    # Another session ends that backend, as a restart, a failover or an idle timeout would.
+    admin = create_engine(engine.url.render_as_string(hide_password=False))
+    with admin.connect() as connection:
+        assert connection.execute(sa.select(sa.func.pg_terminate_backend(closed, 5000))).scalar_one()
+    admin.dispose()
+    with engine.connect() as connection:
+        assert backend(connection) != closed
+        assert connection.execute(sa.text("SELECT 1")).scalar_one() == 1
 
 
 def notes(engine) -> list[str]:
