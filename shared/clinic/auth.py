@@ -87,7 +87,7 @@ def _verify_signature(settings: Settings, token: str) -> tuple[Principal, float]
     if not isinstance(roles, list) or not all(isinstance(role, str) for role in roles):
         raise Unauthorized("the token carries no roles")
     principal = Principal(subject=str(claims["sub"]), roles=tuple(role for role in roles if role in STAFF_ROLES))
-    return principal, float(claims["exp"])
+    return principal, int(claims["exp"])  # as PyJWT compares it
 
 
 def bearer_token(authorization_header: str | None) -> str:

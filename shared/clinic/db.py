@@ -96,7 +96,10 @@ def create_engine(url: str, timeout_seconds: int = 2) -> Engine:
         pool_size=5,
         max_overflow=10,
         pool_timeout=timeout_seconds,
-        connect_args={"connect_timeout": timeout_seconds},
+        # Keepalives make the kernel notice a server that vanished without a word (a host crash, a
+        # firewall forgetting the connection): the socket then reports an error at the next checkout.
+        connect_args={"connect_timeout": timeout_seconds, "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
+                      "keepalives_count": 3},
     )
     event.listen(engine, "checkout", _refuse_if_hung_up)
     event.listen(engine, "after_cursor_execute", _note_writes)
@@ -104,12 +107,14 @@ def create_engine(url: str, timeout_seconds: int = 2) -> Engine:
 
 
 def _refuse_if_hung_up(dbapi_connection, _record, _proxy) -> None:
-    """A pooled connection the server has closed (restart, failover, an idle timeout) is replaced
+    """A pooled connection the server has closed (a restart, a server-side idle timeout) is replaced
     before use, so the request after a database restart does not fail.
 
     The check costs no round trip, unlike a ping: an idle connection has nothing to read unless the
     server has hung up (it sends a last message, then end of file), so a readable socket means
-    gone. At worst an unexpected message costs a needless reconnect.
+    gone. A peer that vanished without a word is seen once TCP keepalives have given up on it (about
+    a minute); a request in that minute gets a 503. The services never LISTEN, so no notification
+    can make a live connection look gone; at worst another unexpected message costs a reconnect.
     """
     try:
         poller = select.poll()
@@ -127,8 +132,8 @@ _WROTE = "clinic.wrote"
 
 
 def _note_writes(connection, cursor, statement, _parameters, _context, _executemany) -> None:
-    # Any statement but a SELECT (which at most locks) counts as a write, unless it changed no row:
-    # an INSERT ... SELECT ... WHERE NOT EXISTS that found the slot taken wrote nothing.
+    # Any statement but a SELECT counts as a write, unless it changed no row: an INSERT ... SELECT
+    # ... WHERE NOT EXISTS that found the slot taken wrote nothing.
     if statement.lstrip()[:6].upper() != "SELECT" and cursor.rowcount != 0:
         connection.info[_WROTE] = True
 
@@ -143,7 +148,13 @@ def transaction(engine: Engine, refusals: tuple[type[BaseException], ...] = (Cli
     depend on). Where refusals are routine, a 409 for a slot just taken, rolling back would make
     PostgreSQL plan every statement afresh on every request. Anything written (any statement but a
     SELECT that changed a row, or whose count is unknown) and any other error still roll back.
+
+    It relies on SELECTs having no lasting effect beyond their locks: one calling set_config(...,
+    false), nextval() or pg_notify() before a refusal would keep that effect. The services' SELECTs
+    read and lock only.
     """
+    if not event.contains(engine, "after_cursor_execute", _note_writes):
+        event.listen(engine, "after_cursor_execute", _note_writes)  # an engine not made by create_engine
     with engine.connect() as connection:
         with connection.begin() as work:
             connection.info[_WROTE] = False

@@ -79,7 +79,7 @@ def test_work_that_ends_normally_is_committed(engine):
 
 def test_a_refusal_that_only_read_and_locked_keeps_the_prepared_statements(engine):
     look = sa.select(desks.c.note).where(desks.c.id == sa.bindparam("id")).with_for_update()
-    for _ in range(8):  # psycopg prepares a statement from its fifth run on
+    for _ in range(8):  # psycopg prepares a statement on its sixth run
         with engine.begin() as connection:
             connection.execute(look, {"id": 1})
     with pytest.raises(Conflict):

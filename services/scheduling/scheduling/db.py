@@ -3,7 +3,8 @@
 The migrations (migrations/versions) are the schema of record; these Table objects describe the
 same tables for queries. On PostgreSQL two exclusion constraints (migration 0002) refuse a room
 or a patient held twice at once; on SQLite every transaction is BEGIN IMMEDIATE (clinic.db), so
-the check in scheduling.services runs alone and is the rule.
+the conditions written into a change (book_if_free) or checked just before it (a reschedule's
+look) run alone and are the rule.
 """
 
 from __future__ import annotations
@@ -328,7 +329,7 @@ def book_if_free(connection: Connection, appointment: dict, event: dict) -> tupl
 
     The condition sits in the INSERT itself, so no window is left between a look and the write: on
     SQLite (one writer at a time) it is the rule; on PostgreSQL the exclusion constraints are the
-    rule and this spares a booking that finds its slot taken the error and the retry. On PostgreSQL
+    rule and this turns a slot found taken into an answer rather than an aborted transaction. On PostgreSQL
     both rows go in one statement, and the version is the calendar's as of that statement (see the
     calendar lock above).
     """
@@ -400,8 +401,9 @@ class overlaps(sa.sql.functions.GenericFunction):
 
 @compiles(overlaps)
 def _overlaps_compared(element, compiler, **kw):
+    # As the ranges below: an empty hold (starts == until, a session ended as it began) overlaps nothing.
     starts, until, start, end = element.clauses
-    return f"({compiler.process(sa.and_(starts < end, until > start), **kw)})"
+    return f"({compiler.process(sa.and_(starts < until, start < end, starts < end, until > start), **kw)})"
 
 
 @compiles(overlaps, "postgresql")
@@ -421,15 +423,15 @@ def _holding_room(room_is, starts_at, until) -> tuple:
     return (room_is, _holding, overlaps(appointments.c.starts_at, appointments.c.room_blocked_until, starts_at, until))
 
 
+_starts_at, _patient_until, _room_until = (sa.bindparam(name, type_=UtcDateTime()) for name in ("starts_at", "patient_until", "room_until"))
 _patient_in_the_way = (
     sa.select(sa.literal("patient").label("held"), appointments.c.patient_id.label("holder"), appointments.c.id, appointments.c.starts_at)
-    .where(*_holding_patient(sa.bindparam("patient_id"), sa.bindparam("starts_at"), sa.bindparam("patient_until")),
+    .where(*_holding_patient(sa.bindparam("patient_id"), _starts_at, _patient_until),
            appointments.c.id != sa.bindparam("ignore_id"))
 )
 _rooms_in_the_way = (
     sa.select(sa.literal("room"), appointments.c.room_id, appointments.c.id, appointments.c.starts_at)
-    .where(*_holding_room(appointments.c.room_id.in_(sa.bindparam("room_ids", expanding=True)), sa.bindparam("starts_at"),
-                          sa.bindparam("room_until")),
+    .where(*_holding_room(appointments.c.room_id.in_(sa.bindparam("room_ids", expanding=True)), _starts_at, _room_until),
            appointments.c.id != sa.bindparam("ignore_id"))
 )
 _in_the_way = sa.union_all(_patient_in_the_way, _rooms_in_the_way)

@@ -31,7 +31,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from clinic.db import new_id, transaction
-from clinic.errors import Conflict, NotFound, RuleViolation
+from clinic.errors import ClinicError, Conflict, NotFound, RuleViolation
 from clinic.outbox import add_event, outbox_row
 from scheduling import SERVICE, db, domain, office_hours
 from scheduling.domain import SchedulingRules
@@ -70,7 +70,7 @@ def reschedule(engine: Engine, rules: SchedulingRules, now: datetime, appointmen
 def _retrying_lost_races(engine: Engine, work: Callable[[Connection], dict]) -> dict:
     for _ in range(MAX_ATTEMPTS):
         try:
-            with transaction(engine) as connection:
+            with transaction(engine, refusals=(ClinicError, TryAgain)) as connection:
                 return work(connection)
         except TryAgain:
             continue  # e.g. read just before an admin's change to the calendar committed: read again
@@ -365,9 +365,10 @@ def choose_room(connection: Connection, kind: str, rooms: list[dict], patient_id
                 ignore_id: str | None = None) -> dict:
     """The first of `rooms` free for the span; 409 naming the appointment in the way otherwise.
 
-    This look is what names the appointment in the way. It is also the rule on SQLite (the transaction
-    runs alone); on PostgreSQL the exclusion constraints are the rule, and a booking they refuse
-    because another committed after this look is retried (see _retrying_lost_races).
+    This look is what names the appointment in the way. For a reschedule it is also the rule on
+    SQLite (the transaction runs alone); on PostgreSQL the exclusion constraints are the rule, and a
+    change they refuse because another committed after this look is retried (_retrying_lost_races).
+    A new booking's own rule is the condition in its INSERT (db.book_if_free).
     """
     busy_with, taken = db.in_the_way(connection, [room["id"] for room in rooms], patient_id, span.starts_at,
                                      span.room_blocked_until, span.patient_busy_until, ignore_id)
