@@ -12,6 +12,9 @@ Both servers run under the same gunicorn command line on the same PostgreSQL:
   latency    open loop: requests offered at a fixed rate (100/s) for 30 s whatever the answers;
              a latency runs from the moment a request was due, so a slow server cannot hide its queue.
 
+The scheduling database starts with 60 days of completed infusions (--history-days), as a clinic's
+database would; an empty, freshly analysed table makes the planner choose plans that do not last.
+
 Afterwards the database is checked: no room and no patient held twice at once, and exactly one
 appointment per 201 answer. Targets: peak bookings/s >= 40 % of the baseline's requests/s;
 p99 <= 50 ms at 100 bookings/s; zero double bookings.
@@ -113,6 +116,7 @@ class Plan:
     patients: list[str]
     first_day: date
     days: int
+    history: int = 0   # past appointments seeded before the run
 
     def ordinary_slots(self):
         """(room, local start) pairs that never overlap, spread across rooms first, then times, then days."""
@@ -255,14 +259,19 @@ def open_loop(port: int, path: str, headers: dict, jobs: list, rate: float, seco
 # --- servers and data -----------------------------------------------------------------------
 
 
-def seed_scheduling(url: str, rooms: int, hot_rooms: int, patients: int, first_day: date, days: int) -> Plan:
-    """Rooms, office hours every day 07:00-21:00 New York time, and a 120-minute plan for each patient."""
+def seed_scheduling(url: str, rooms: int, hot_rooms: int, patients: int, first_day: date, days: int, history_days: int) -> Plan:
+    """Rooms, office hours every day 07:00-21:00 New York time, a 120-minute plan for each patient, and
+    `history_days` of completed infusions before today in every room (a clinic's database is not new)."""
     import scheduling.db
 
     migrate(create_engine(url), scheduling.db.MIGRATIONS)
     now = datetime.now(timezone.utc)
     room_ids = [str(uuid.uuid4()) for _ in range(rooms + hot_rooms)]
     patient_ids = [str(uuid.uuid4()) for _ in range(patients)]
+    # One past patient per room: each is in one room at a time, and the day's starts never overlap.
+    past_patients = [str(uuid.uuid4()) for _ in room_ids]
+    today = datetime.now(NY).date()
+    history = 0
     with psycopg.connect(url) as connection, connection.cursor() as cursor:
         with cursor.copy("COPY rooms (id, name, kind, active, created_at, updated_at) FROM STDIN") as copy:
             for number, room_id in enumerate(room_ids):
@@ -271,7 +280,19 @@ def seed_scheduling(url: str, rooms: int, hot_rooms: int, patients: int, first_d
         with cursor.copy("COPY plan_copies (patient_id, plan_id, infusion_minutes, changed_at) FROM STDIN") as copy:
             for patient_id in patient_ids:
                 copy.write_row((patient_id, str(uuid.uuid4()), INFUSION_MINUTES, now))
-    return Plan(room_ids[:rooms], room_ids[rooms:], patient_ids, first_day, days)
+        with cursor.copy("COPY appointments (id, patient_id, kind, status, room_id, plan_id, starts_at, ends_at, room_blocked_until, "
+                         "patient_busy_until, booked_at, updated_at, ended_at, session_outcome) FROM STDIN") as copy:
+            for back in range(history_days, 0, -1):
+                day = today - timedelta(days=back)
+                for start in DAY_STARTS:
+                    starts_at = datetime.combine(day, datetime.strptime(start, "%H:%M").time(), tzinfo=NY).astimezone(timezone.utc)
+                    ends_at = starts_at + timedelta(minutes=INFUSION_MINUTES)
+                    for room_id, patient_id in zip(room_ids, past_patients, strict=True):
+                        copy.write_row((str(uuid.uuid4()), patient_id, "infusion", "completed", room_id, str(uuid.uuid4()), starts_at,
+                                        ends_at, ends_at + timedelta(minutes=15), ends_at, starts_at - timedelta(days=14), ends_at, ends_at,
+                                        "completed"))
+                        history += 1
+    return Plan(room_ids[:rooms], room_ids[rooms:], patient_ids, first_day, days, history)
 
 
 def seed_baseline(url: str) -> None:
@@ -409,9 +430,12 @@ def measure(args, stack: ExitStack) -> None:
     needed = args.rounds * per_round + warmup_requests + int(args.rate * args.latency_seconds) + 1000
     first_day = datetime.now(NY).date() + timedelta(days=2)
     days = min(380, needed // (len(DAY_STARTS) * args.rooms) + 2)
-    plan = seed_scheduling(scheduling_url, args.rooms, args.hot_rooms, needed, first_day, days)
+    plan = seed_scheduling(scheduling_url, args.rooms, args.hot_rooms, needed, first_day, days, args.history_days)
+    print(f"seeded: {len(plan.rooms) + len(plan.hot_rooms)} infusion rooms, {len(plan.patients):,} patients with an active plan, "
+          f"{plan.history:,} completed infusions over the {args.history_days} days before today")
+    sys.stdout.flush()
     seed_baseline(baseline_url)
-    settle(scheduling_url, ("rooms", "office_hours", "plan_copies"))
+    settle(scheduling_url, ("rooms", "office_hours", "plan_copies", "appointments"))
     settle(baseline_url, ())
     settings = load_settings("scheduling", env={})
     headers = {"Content-Type": "application/json", "Authorization": f"Bearer {issue_token(settings, 'bench', ['front_desk'])}"}
@@ -448,7 +472,7 @@ def measure(args, stack: ExitStack) -> None:
     base_peak = Results([answer for base_round, _ in rounds for answer in base_round.answers], args.rounds * args.round_seconds)
     peak = Results([answer for _, booking_round in rounds for answer in booking_round.answers], args.rounds * args.round_seconds)
     created = sum(result.count(201) for result in (warmup, peak, latency))
-    stored = count_rows(scheduling_url, "appointments")
+    stored = count_rows(scheduling_url, "appointments") - plan.history
     rooms_twice, patients_twice = double_bookings(scheduling_url)
     report(args, rounds, base_peak, base_latency, peak, latency, created, stored, rooms_twice, patients_twice, failures)
 
@@ -505,6 +529,8 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, default=4, help="gunicorn workers for both servers (default 4)")
     parser.add_argument("--threads", type=int, default=1, help="gunicorn threads per worker for both servers (default 1)")
     parser.add_argument("--rooms", type=int, default=40, help="infusion rooms booked across (default 40)")
+    parser.add_argument("--history-days", type=int, default=60,
+                        help="days of completed infusions seeded before today in every room (default 60)")
     parser.add_argument("--hot-rooms", type=int, default=4, help="rooms whose slots are the colliding ones (default 4)")
     args = parser.parse_args(argv)
     counts = (args.rounds, args.clients, args.processes, args.workers, args.threads, args.rooms, args.hot_rooms)
