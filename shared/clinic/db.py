@@ -102,7 +102,6 @@ def create_engine(url: str, timeout_seconds: int = 2) -> Engine:
                       "keepalives_count": 3},
     )
     event.listen(engine, "checkout", _refuse_if_hung_up)
-    event.listen(engine, "after_cursor_execute", _note_writes)
     return engine
 
 
@@ -154,7 +153,7 @@ def transaction(engine: Engine, refusals: tuple[type[BaseException], ...] = (Cli
     read and lock only.
     """
     if not event.contains(engine, "after_cursor_execute", _note_writes):
-        event.listen(engine, "after_cursor_execute", _note_writes)  # an engine not made by create_engine
+        event.listen(engine, "after_cursor_execute", _note_writes)  # once per engine, whoever made it
     with engine.connect() as connection:
         with connection.begin() as work:
             connection.info[_WROTE] = False

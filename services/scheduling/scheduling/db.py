@@ -471,7 +471,11 @@ def in_the_way(connection: Connection, room_ids: list[str], patient_id: str, sta
 
 
 def room_holds(connection: Connection, room_ids: list[str], starts_at: datetime, until: datetime) -> dict[str, list[tuple]]:
-    """{room_id: [(start, room_blocked_until), ...]} of the holds overlapping [starts_at, until)."""
+    """{room_id: [(start, room_blocked_until), ...]} of the holds overlapping [starts_at, until).
+
+    Plain comparisons rather than `overlaps`: for a list of rooms (IN), which GiST cannot use, the
+    btree on (room_id, starts_at) bounds the scan by the start.
+    """
     rows = connection.execute(
         sa.select(appointments.c.room_id, appointments.c.starts_at, appointments.c.room_blocked_until)
         .where(appointments.c.room_id.in_(room_ids), _holding,
