@@ -15,6 +15,10 @@ Both servers run under the same gunicorn command line on the same PostgreSQL:
 The scheduling database starts with 60 days of completed infusions (--history-days), as a clinic's
 database would; an empty, freshly analysed table makes the planner choose plans that do not last.
 
+During the peak rounds the CPU each side uses is read from /proc (gunicorn's processes, PostgreSQL's
+when it runs here, the load generator's) and printed per request: with every core busy, the ratio of
+those totals is what the peak ratio can be at best.
+
 Afterwards the database is checked: no room and no patient held twice at once, and exactly one
 appointment per 201 answer. Targets: peak bookings/s >= 40 % of the baseline's requests/s;
 p99 <= 50 ms at 100 bookings/s; zero double bookings.
@@ -83,6 +87,7 @@ class Results:
 
     answers: list[tuple[int, float]] = field(default_factory=list)
     seconds: float = 0.0
+    cpu: Cpu | None = None   # what the phase cost, where it could be measured
 
     def count(self, status: int | None = None) -> int:
         return sum(1 for answer_status, _ in self.answers if status is None or answer_status == status)
@@ -101,6 +106,77 @@ class Results:
         for status, _ in self.answers:
             counted[status] = counted.get(status, 0) + 1
         return ", ".join(f"{status if status else 'error'}: {n}" for status, n in sorted(counted.items()))
+
+
+# --- where the CPU goes ---------------------------------------------------------------------
+
+TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+@dataclass
+class Cpu:
+    """CPU seconds (user + system) used by each side: the web server's processes, the database
+    server's (None when it runs elsewhere) and the load generator's."""
+
+    web: float
+    database: float | None
+    generator: float
+
+    def __sub__(self, other: Cpu) -> Cpu:
+        database = None if self.database is None or other.database is None else self.database - other.database
+        return Cpu(self.web - other.web, database, self.generator - other.generator)
+
+    def __add__(self, other: Cpu) -> Cpu:
+        database = None if self.database is None or other.database is None else self.database + other.database
+        return Cpu(self.web + other.web, database, self.generator + other.generator)
+
+
+def cpu_of_tree(root: int) -> float:
+    """CPU seconds used so far by a process and its descendants now alive (Linux /proc; 0 elsewhere)."""
+    children: dict[int, list[int]] = {}
+    used: dict[int, float] = {}
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else ():
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()  # the name may hold spaces and parentheses
+        except OSError:
+            continue  # ended meanwhile
+        children.setdefault(int(fields[1]), []).append(int(entry))
+        used[int(entry)] = (int(fields[11]) + int(fields[12])) / TICKS
+    total, todo = 0.0, [root]
+    while todo:
+        pid = todo.pop()
+        total += used.get(pid, 0.0)
+        todo.extend(children.get(pid, ()))
+    return total
+
+
+@dataclass
+class CpuMeter:
+    """Reads what each side has used so far. The web server is a gunicorn master and its workers;
+    the database server a postmaster and its backends, when it runs on this machine. The load
+    generator's processes are this process's children, counted once they have been waited for."""
+
+    web: int
+    database: int | None
+
+    def read(self) -> Cpu:
+        times = os.times()
+        return Cpu(cpu_of_tree(self.web), cpu_of_tree(self.database) if self.database else None,
+                   times.children_user + times.children_system)
+
+
+def local_postmaster(server_url: str) -> int | None:
+    """The pid of the PostgreSQL server behind the URL when it runs on this machine, else None."""
+    with psycopg.connect(server_url) as connection:
+        backend = connection.execute("SELECT pg_backend_pid()").fetchone()[0]
+        try:
+            with open(f"/proc/{backend}/stat") as stat:
+                return int(stat.read().rsplit(")", 1)[1].split()[1])
+        except OSError:
+            return None
 
 
 # --- the work: what each request sends ------------------------------------------------------
@@ -203,8 +279,10 @@ def _closed_loop_process(port, path, headers, jobs, seconds, start_at, threads, 
     out.put([answer for per_client in answers for answer in per_client])
 
 
-def closed_loop(port: int, path: str, headers: dict, jobs: list, seconds: float, clients: int, processes: int) -> Results:
+def closed_loop(port: int, path: str, headers: dict, jobs: list, seconds: float, clients: int, processes: int,
+                meter: CpuMeter | None = None) -> Results:
     """`clients` clients over `processes` processes, each client sending its next job as soon as the last is answered."""
+    before = meter.read() if meter else None
     context = multiprocessing.get_context("fork")
     out = context.Queue()
     start_at = time.time() + 0.5
@@ -217,7 +295,7 @@ def closed_loop(port: int, path: str, headers: dict, jobs: list, seconds: float,
     answers = [answer for _ in workers for answer in out.get(timeout=seconds + 120)]
     for worker in workers:
         worker.join(timeout=30)
-    return Results(answers, seconds)
+    return Results(answers, seconds, meter.read() - before if meter else None)
 
 
 def open_loop(port: int, path: str, headers: dict, jobs: list, rate: float, seconds: float, threads: int = 32) -> Results:
@@ -321,7 +399,8 @@ def settle(url: str, seeded: tuple[str, ...]) -> None:
             pass  # a server given by URL, as a user without the right: its own checkpoints will do
 
 
-def start_gunicorn(stack: ExitStack, app: str, env: dict, args, log: Path) -> int:
+def start_gunicorn(stack: ExitStack, app: str, env: dict, args, log: Path) -> tuple[int, int]:
+    """(port, pid of the gunicorn master)."""
     port = free_port()
     command = [str(BIN / "gunicorn"), "--bind", f"127.0.0.1:{port}", "--workers", str(args.workers), "--threads", str(args.threads),
                "--worker-class", "gthread", "--keep-alive", "30", "--backlog", "2048", app]
@@ -340,7 +419,7 @@ def start_gunicorn(stack: ExitStack, app: str, env: dict, args, log: Path) -> in
 
     stack.callback(stop)
     wait_for_port(port, 30, process, f"gunicorn {app} (log: {log})")
-    return port
+    return port, process.pid
 
 
 def double_bookings(url: str) -> tuple[int, int]:
@@ -445,10 +524,12 @@ def measure(args, stack: ExitStack) -> None:
     path = "/appointments"
 
     with ExitStack() as servers:
-        base_port = start_gunicorn(servers, "benchmarks.booking_baseline:create_app()", {**env, "DATABASE_URL": baseline_url}, args,
-                                   work / "baseline.log")
-        port = start_gunicorn(servers, "scheduling.app:create_app()", {**env, "DATABASE_URL": scheduling_url}, args,
-                              work / "scheduling.log")
+        base_port, base_pid = start_gunicorn(servers, "benchmarks.booking_baseline:create_app()",
+                                             {**env, "DATABASE_URL": baseline_url}, args, work / "baseline.log")
+        port, pid = start_gunicorn(servers, "scheduling.app:create_app()", {**env, "DATABASE_URL": scheduling_url}, args,
+                                   work / "scheduling.log")
+        postmaster = local_postmaster(server_url)
+        base_meter, meter = CpuMeter(base_pid, postmaster), CpuMeter(pid, postmaster)
         # A short warm-up of each, not counted.
         closed_loop(base_port, "/rows", baseline_headers, baseline_jobs(warmup_requests), args.warmup_seconds, args.clients, args.processes)
         warmup = closed_loop(port, path, headers, jobs.take(warmup_requests), args.warmup_seconds, args.clients, args.processes)
@@ -457,8 +538,9 @@ def measure(args, stack: ExitStack) -> None:
         rounds = []
         for number in range(1, args.rounds + 1):
             base_round = closed_loop(base_port, "/rows", baseline_headers, baseline_jobs(per_round), args.round_seconds, args.clients,
-                                     args.processes)
-            booking_round = closed_loop(port, path, headers, jobs.take(per_round), args.round_seconds, args.clients, args.processes)
+                                     args.processes, base_meter)
+            booking_round = closed_loop(port, path, headers, jobs.take(per_round), args.round_seconds, args.clients, args.processes,
+                                        meter)
             rounds.append((base_round, booking_round))
             print(f"round {number}: baseline {base_round.per_second():,.0f} requests/s; booking {booking_round.per_second():,.0f} "
                   f"requests/s, {booking_round.per_second(201):,.0f} bookings/s "
@@ -469,12 +551,51 @@ def measure(args, stack: ExitStack) -> None:
         latency = open_loop(port, path, headers, jobs.take(int(args.rate * args.latency_seconds)), args.rate, args.latency_seconds)
         failures = [line for line in (work / "scheduling.log").read_text(errors="replace").splitlines() if "ERROR" in line][:5]
 
-    base_peak = Results([answer for base_round, _ in rounds for answer in base_round.answers], args.rounds * args.round_seconds)
-    peak = Results([answer for _, booking_round in rounds for answer in booking_round.answers], args.rounds * args.round_seconds)
+    base_peak = Results([answer for base_round, _ in rounds for answer in base_round.answers], args.rounds * args.round_seconds,
+                        sum_cpu(base_round.cpu for base_round, _ in rounds))
+    peak = Results([answer for _, booking_round in rounds for answer in booking_round.answers], args.rounds * args.round_seconds,
+                   sum_cpu(booking_round.cpu for _, booking_round in rounds))
     created = sum(result.count(201) for result in (warmup, peak, latency))
     stored = count_rows(scheduling_url, "appointments") - plan.history
     rooms_twice, patients_twice = double_bookings(scheduling_url)
     report(args, rounds, base_peak, base_latency, peak, latency, created, stored, rooms_twice, patients_twice, failures)
+
+
+def sum_cpu(phases) -> Cpu | None:
+    total = None
+    for cpu in phases:
+        if cpu is None:
+            return None
+        total = cpu if total is None else total + cpu
+    return total
+
+
+def cpu_rows(base_peak: Results, peak: Results) -> list[tuple]:
+    """What a request costs each side in the peak rounds, in CPU milliseconds per request answered.
+    With every core busy, requests/s is about cores / CPU per request: the ratio of the totals is
+    what the peak ratio can be at best."""
+    if base_peak.cpu is None or peak.cpu is None or not base_peak.count() or not peak.count():
+        return []
+
+    def per_request(seconds: float | None, results: Results) -> float | None:
+        return None if seconds is None else seconds / results.count() * 1000
+
+    rows = []
+    sides = [("web server (gunicorn)", "web"), ("PostgreSQL", "database"), ("load generator", "generator")]
+    totals = []
+    for results in (base_peak, peak):
+        parts = [per_request(getattr(results.cpu, side), results) for _, side in sides]
+        totals.append(None if None in parts else sum(parts))
+    for label, side in sides:
+        base, booking = per_request(getattr(base_peak.cpu, side), base_peak), per_request(getattr(peak.cpu, side), peak)
+        if base is None or booking is None:
+            rows.append((f"CPU per request: {label}", "not measured", "not measured", "runs on another machine", ""))
+            continue
+        rows.append((f"CPU per request: {label}", f"{base:.2f} ms", f"{booking:.2f} ms", f"{booking / base:.1f} x baseline", ""))
+    if None not in totals:
+        rows.append(("CPU per request: all three", f"{totals[0]:.2f} ms", f"{totals[1]:.2f} ms",
+                     f"{totals[1] / totals[0]:.2f} x baseline", ""))
+    return rows
 
 
 def report(args, rounds, base_peak, base_latency, peak, latency, created, stored, rooms_twice, patients_twice, failures) -> None:
@@ -500,6 +621,7 @@ def report(args, rounds, base_peak, base_latency, peak, latency, created, stored
         (f"latency max at {args.rate:g}/s", f"{base_latency.percentile(1.0):.1f} ms", f"{latency.percentile(1.0):.1f} ms", "", ""),
         ("double bookings in the database", "", f"rooms {rooms_twice}, patients {patients_twice}",
          f"{stored} appointments for {created} x 201", f"zero: {met(clean)}"),
+        *cpu_rows(base_peak, peak),
     ]
     header = ("", "baseline (1-row insert)", "booking", "ratio / check", "target")
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
