@@ -58,11 +58,11 @@ class Clinic:
         self.settings = settings
         self.engine = app.extensions["clinic.engine"]
 
-    def headers(self, *roles: str) -> dict:
-        return {"Authorization": f"Bearer {issue_token(self.settings, 'tester', roles)}"}
+    def headers(self, *roles: str, subject: str = "tester") -> dict:
+        return {"Authorization": f"Bearer {issue_token(self.settings, subject, roles)}"}
 
-    def call(self, method: str, path: str, role: str = "front_desk", **kwargs):
-        return self.client.open(path, method=method, headers=self.headers(role), **kwargs)
+    def call(self, method: str, path: str, role: str = "front_desk", subject: str = "tester", **kwargs):
+        return self.client.open(path, method=method, headers=self.headers(role, subject=subject), **kwargs)
 
     def room(self, name: str, kind: str = "infusion") -> dict:
         response = self.call("POST", "/rooms", role="admin", json={"name": name, "kind": kind})

@@ -155,6 +155,32 @@ def test_a_no_show_waits_for_the_grace_period_and_frees_the_room(clinic):
     assert_error(clinic.call("POST", f"/appointments/{booked['id']}/check-in"), 409)
 
 
+def test_who_booked_checked_in_cancelled_or_marked_a_no_show_is_recorded(clinic):
+    room = clinic.room("Infusion 1")
+    patient = clinic.plan()
+    desk = {"role": "front_desk", "subject": "desk-ana"}
+    response = clinic.call("POST", "/appointments", json={"patient_id": patient, "kind": "infusion", "room_id": room["id"],
+                                                          "starts_at": local(MONDAY, "09:00").isoformat()}, **desk)
+    booked = response.get_json()
+    assert (booked["booked_by"], booked["updated_by"], booked["cancelled_by"]) == ("desk-ana", "desk-ana", None)
+    moved = clinic.call("POST", f"/appointments/{booked['id']}/reschedule", json={"starts_at": local(MONDAY, "10:00").isoformat()},
+                        role="front_desk", subject="desk-ben").get_json()
+    assert (moved["booked_by"], moved["updated_by"]) == ("desk-ana", "desk-ben")
+    cancelled = clinic.call("POST", f"/appointments/{booked['id']}/cancel", json={"reason": "unwell"}, **desk).get_json()
+    assert (cancelled["cancelled_by"], cancelled["updated_by"]) == ("desk-ana", "desk-ana")
+
+    arrived = clinic.booked(patient, local(MONDAY, "13:00"), room_id=room["id"])
+    away = clinic.booked(clinic.plan(), local(MONDAY, "09:00"), room_id=room["id"])
+    clinic.clock.set(local(MONDAY, "12:55"))
+    checked_in = clinic.call("POST", f"/appointments/{arrived['id']}/check-in", role="front_desk", subject="desk-ben").get_json()
+    assert (checked_in["checked_in_by"], checked_in["updated_by"]) == ("desk-ben", "desk-ben")
+    missed = clinic.call("POST", f"/appointments/{away['id']}/no-show", **desk).get_json()
+    assert (missed["no_show_by"], missed["booked_by"], missed["updated_by"]) == ("desk-ana", "tester", "desk-ana")
+    # The day board and the lists show the same, for the desk to see who did what.
+    [shown] = clinic.call("GET", f"/appointments?patient_id={patient}&status=cancelled", role="nurse").get_json()
+    assert (shown["booked_by"], shown["cancelled_by"]) == ("desk-ana", "desk-ana")
+
+
 # --- reading --------------------------------------------------------------------------------
 
 

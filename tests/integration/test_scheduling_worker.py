@@ -161,8 +161,10 @@ def test_a_completed_infusion_frees_the_room_from_its_end_and_books_one_follow_u
     [follow_up] = follow_ups_of(clinic, infusion["id"])
     assert (follow_up["kind"], follow_up["status"], follow_up["patient_id"]) == ("follow_up", "booked", patient)
     assert follow_up["starts_at"] == local(TWO_WEEKS_LATER, "08:00") and follow_up["room_id"] != taken["room_id"]
+    assert follow_up["booked_by"] is None                     # booked by the clinic's software, not by a person
     shown = clinic.call("GET", f"/appointments/{infusion['id']}").get_json()
     assert (shown["status"], shown["session_outcome"], shown["follow_up_id"]) == ("completed", "completed", follow_up["id"])
+    assert (shown["booked_by"], shown["checked_in_by"], shown["updated_by"]) == ("tester", "tester", None)
     assert datetime.fromisoformat(shown["room_free_at"]) == local(MONDAY, "11:35")
     # The room is free from the actual end (plus the turnover gap), not from the planned one.
     assert clinic.book(clinic.plan(minutes=120), local(MONDAY, "11:35"), room_id=room["id"]).status_code == 201

@@ -17,7 +17,7 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 from clinic.auth import FRONT_DESK, NEUROLOGIST, NURSE, requires_roles
 from clinic.errors import NotFound
 from clinic.validation import PLAUSIBLE_DAY, PLAUSIBLE_MOMENT, plain_text
-from clinic.web import engine
+from clinic.web import current_principal, engine
 from scheduling import db, domain, office_hours, services
 from scheduling.domain import SchedulingRules
 
@@ -34,6 +34,11 @@ def rules() -> SchedulingRules:
 
 def now() -> datetime:
     return current_app.extensions["scheduling.clock"]()
+
+
+def actor() -> str:
+    """The staff member making the change, as recorded beside it."""
+    return current_principal().subject[:200]
 
 
 def local_iso(moment: datetime | None) -> str | None:
@@ -98,6 +103,13 @@ class AppointmentOut(Schema):
     no_show_at = fields.DateTime(allow_none=True)
     follow_up_of = fields.String(allow_none=True, metadata={"description": "On a follow-up visit: the infusion it follows"})
     follow_up_id = fields.String(allow_none=True, metadata={"description": "On an infusion: the follow-up visit booked after it"})
+    booked_by = fields.String(allow_none=True, metadata={
+        "description": "The staff member who booked it (token subject); empty for the automatic follow-up visit"})
+    checked_in_by = fields.String(allow_none=True)
+    cancelled_by = fields.String(allow_none=True)
+    no_show_by = fields.String(allow_none=True)
+    updated_by = fields.String(allow_none=True, metadata={
+        "description": "Who made the latest change; empty when it came from the clinic's own software (a session's end)"})
 
 
 class SlotQuery(Schema):
@@ -147,7 +159,7 @@ class Appointments(MethodView):
         no room given, the first free room of the right kind (by name) is taken.
         """
         request = services.BookingRequest(patient_id=str(data["patient_id"]), kind=data["kind"],
-                                          starts_at=utc(data["starts_at"]), room_id=_id(data["room_id"]))
+                                          starts_at=utc(data["starts_at"]), room_id=_id(data["room_id"]), booked_by=actor())
         return shown(services.book(engine(), rules(), now(), request))
 
     @requires_roles(*READERS)
@@ -185,7 +197,8 @@ class Reschedule(MethodView):
     @blp.alt_response(409, description="Not booked any more, or the new time collides (details name the appointment).")
     def post(self, data, appointment_id):
         """Move a booked appointment to a new start and/or room, under the same rules as booking."""
-        return shown(services.reschedule(engine(), rules(), now(), str(appointment_id), utc(data["starts_at"]), _id(data["room_id"])))
+        return shown(services.reschedule(engine(), rules(), now(), str(appointment_id), utc(data["starts_at"]), _id(data["room_id"]),
+                                         actor()))
 
 
 @blp.route("/<uuid:appointment_id>/cancel")
@@ -196,7 +209,7 @@ class Cancel(MethodView):
     @blp.alt_response(409, description="Already cancelled, completed or a no-show.")
     def post(self, data, appointment_id):
         """Cancel a booked or checked-in appointment, with the reason; the room and the patient are free again."""
-        return shown(services.cancel(engine(), now(), str(appointment_id), data["reason"]))
+        return shown(services.cancel(engine(), now(), str(appointment_id), data["reason"], actor()))
 
 
 @blp.route("/<uuid:appointment_id>/check-in")
@@ -207,7 +220,7 @@ class CheckIn(MethodView):
     @blp.alt_response(422, description="Not the day of the appointment, its time is over, or no active plan for an infusion.")
     def post(self, appointment_id):
         """The patient has arrived (on the day, before the scheduled end). Sessions opens the infusion session from this."""
-        return shown(services.check_in(engine(), rules(), now(), str(appointment_id)))
+        return shown(services.check_in(engine(), rules(), now(), str(appointment_id), actor()))
 
 
 @blp.route("/<uuid:appointment_id>/no-show")
@@ -217,7 +230,7 @@ class NoShow(MethodView):
     @blp.alt_response(422, description="Too early: the grace period after the start has not passed.")
     def post(self, appointment_id):
         """The patient did not come. Allowed once the grace period after the start has passed; frees the room."""
-        return shown(services.mark_no_show(engine(), rules(), now(), str(appointment_id)))
+        return shown(services.mark_no_show(engine(), rules(), now(), str(appointment_id), actor()))
 
 
 @availability.route("")

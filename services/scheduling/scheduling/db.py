@@ -97,10 +97,23 @@ appointments = sa.Table(
     sa.Column("cancelled_at", UtcDateTime(), nullable=True),
     sa.Column("cancel_reason", sa.String(500), nullable=True),
     sa.Column("no_show_at", UtcDateTime(), nullable=True),
+    # Who did it: the staff member (their token's subject) beside each change's time. Empty where the
+    # clinic's own software made the change (the automatic follow-up visit, a session's end) and on
+    # appointments older than these columns. updated_by is whoever made the latest change.
+    sa.Column("booked_by", sa.String(200), nullable=True),
+    sa.Column("checked_in_by", sa.String(200), nullable=True),
+    sa.Column("cancelled_by", sa.String(200), nullable=True),
+    sa.Column("no_show_by", sa.String(200), nullable=True),
+    sa.Column("updated_by", sa.String(200), nullable=True),
     # On a follow-up visit booked after an infusion: that infusion. Unique, so one infusion never
     # gets two automatic follow-ups, whatever arrives twice.
     sa.Column("follow_up_of", sa.String(36), nullable=True, unique=True),
 )
+# A room's day and a patient's appointments, and a day across rooms. (On PostgreSQL the exclusion
+# constraints of migration 0002 add a GiST index each.)
+sa.Index("ix_appointments_room_starts_at", appointments.c.room_id, appointments.c.starts_at)
+sa.Index("ix_appointments_patient_starts_at", appointments.c.patient_id, appointments.c.starts_at)
+sa.Index("ix_appointments_starts_at", appointments.c.starts_at)
 
 # The statuses are written into the SQL rather than bound: constants, and a statement that needs
 # no expanding at each execution.
@@ -438,7 +451,7 @@ _in_the_way = sa.union_all(_patient_in_the_way, _rooms_in_the_way)
 
 
 _NEW_APPOINTMENT = ("id", "patient_id", "kind", "status", "room_id", "plan_id", "starts_at", "ends_at", "room_blocked_until",
-                    "patient_busy_until", "booked_at", "updated_at")
+                    "patient_busy_until", "booked_at", "updated_at", "booked_by", "updated_by")
 _new = {name: sa.bindparam(name, type_=appointments.c[name].type) for name in _NEW_APPOINTMENT}
 _insert_if_free = appointments.insert().from_select(
     _NEW_APPOINTMENT,

@@ -50,6 +50,7 @@ class BookingRequest:
     kind: str
     starts_at: datetime
     room_id: str | None = None
+    booked_by: str | None = None   # the staff member
 
 
 def book(engine: Engine, rules: SchedulingRules, now: datetime, request: BookingRequest) -> dict:
@@ -58,13 +59,14 @@ def book(engine: Engine, rules: SchedulingRules, now: datetime, request: Booking
 
 
 def reschedule(engine: Engine, rules: SchedulingRules, now: datetime, appointment_id: str,
-               starts_at: datetime | None, room_id: str | None) -> dict:
+               starts_at: datetime | None, room_id: str | None, actor: str) -> dict:
     """Move a booked appointment to a new start and/or room, under the same rules as a booking.
 
     Without a room it stays in its room when that is free at the new time, else takes the first
     free room of its kind.
     """
-    return _retrying_lost_races(engine, lambda connection: _reschedule(connection, rules, now, appointment_id, starts_at, room_id))
+    return _retrying_lost_races(engine, lambda connection: _reschedule(connection, rules, now, appointment_id, starts_at, room_id,
+                                                                       actor))
 
 
 def _retrying_lost_races(engine: Engine, work: Callable[[Connection], dict]) -> dict:
@@ -108,6 +110,8 @@ def _book(connection: Connection, rules: SchedulingRules, now: datetime, request
         "patient_busy_until": span.patient_busy_until,
         "booked_at": now,
         "updated_at": now,
+        "booked_by": request.booked_by,
+        "updated_by": request.booked_by,
     }
     event = outbox_row(SERVICE, "scheduling.appointment.booked", domain.booked_payload(appointment, room))
     booked, version = db.book_if_free(connection, appointment, event)
@@ -121,7 +125,7 @@ def _book(connection: Connection, rules: SchedulingRules, now: datetime, request
 
 
 def _reschedule(connection: Connection, rules: SchedulingRules, now: datetime, appointment_id: str,
-                starts_at: datetime | None, room_id: str | None) -> dict:
+                starts_at: datetime | None, room_id: str | None, actor: str) -> dict:
     db.lock_calendar_for_booking(connection)
     current = existing_appointment(connection, appointment_id, for_update=True)
     domain.ensure_allowed("reschedule", current)
@@ -144,23 +148,24 @@ def _reschedule(connection: Connection, rules: SchedulingRules, now: datetime, a
     }
     if all(current[key] == value for key, value in changes.items()):
         return db.appointment_view(connection, appointment_id)
-    connection.execute(db.appointments.update().where(db.appointments.c.id == appointment_id).values(**changes, updated_at=now))
+    _update(connection, appointment_id, **changes, updated_at=now, updated_by=actor)
     moved = {**current, **changes}
     add_event(connection, db.outbox, SERVICE, "scheduling.appointment.rescheduled", domain.rescheduled_payload(moved, room, current))
     return db.appointment_view(connection, appointment_id)
 
 
-def cancel(engine: Engine, now: datetime, appointment_id: str, reason: str) -> dict:
+def cancel(engine: Engine, now: datetime, appointment_id: str, reason: str, actor: str) -> dict:
     """Cancel a booked or checked-in appointment; its room and the patient are free again at once."""
     with engine.begin() as connection:
         appointment = existing_appointment(connection, appointment_id, for_update=True)
         domain.ensure_allowed("cancel", appointment)
-        _update(connection, appointment_id, status=domain.CANCELLED, cancelled_at=now, cancel_reason=reason, updated_at=now)
+        _update(connection, appointment_id, status=domain.CANCELLED, cancelled_at=now, cancelled_by=actor, cancel_reason=reason,
+                updated_at=now, updated_by=actor)
         add_event(connection, db.outbox, SERVICE, "scheduling.appointment.cancelled", domain.cancelled_payload(appointment))
         return db.appointment_view(connection, appointment_id)
 
 
-def check_in(engine: Engine, rules: SchedulingRules, now: datetime, appointment_id: str) -> dict:
+def check_in(engine: Engine, rules: SchedulingRules, now: datetime, appointment_id: str, actor: str) -> dict:
     """The patient has arrived. For an infusion the event carries the active plan, which sessions needs."""
     with engine.begin() as connection:
         appointment = existing_appointment(connection, appointment_id, for_update=True)
@@ -175,20 +180,20 @@ def check_in(engine: Engine, rules: SchedulingRules, now: datetime, appointment_
             domain.check_plan_fits_booking(appointment, plan, rules)
             plan_id = plan.plan_id
         room = db.get_room(connection, appointment["room_id"])
-        _update(connection, appointment_id, status=domain.CHECKED_IN, checked_in_at=now, plan_id=plan_id or appointment["plan_id"],
-                updated_at=now)
+        _update(connection, appointment_id, status=domain.CHECKED_IN, checked_in_at=now, checked_in_by=actor,
+                plan_id=plan_id or appointment["plan_id"], updated_at=now, updated_by=actor)
         add_event(connection, db.outbox, SERVICE, "scheduling.appointment.checked_in",
                   domain.checked_in_payload(appointment, room, plan_id, now))
         return db.appointment_view(connection, appointment_id)
 
 
-def mark_no_show(engine: Engine, rules: SchedulingRules, now: datetime, appointment_id: str) -> dict:
+def mark_no_show(engine: Engine, rules: SchedulingRules, now: datetime, appointment_id: str, actor: str) -> dict:
     """The patient did not come. Allowed once the grace period after the start has passed; frees room and patient."""
     with engine.begin() as connection:
         appointment = existing_appointment(connection, appointment_id, for_update=True)
         domain.ensure_allowed("no_show", appointment)
         domain.check_no_show_time(appointment, now, rules)
-        _update(connection, appointment_id, status=domain.NO_SHOW, no_show_at=now, updated_at=now)
+        _update(connection, appointment_id, status=domain.NO_SHOW, no_show_at=now, no_show_by=actor, updated_at=now, updated_by=actor)
         add_event(connection, db.outbox, SERVICE, "scheduling.appointment.no_show", domain.no_show_payload(appointment))
         return db.appointment_view(connection, appointment_id)
 
@@ -252,14 +257,14 @@ def record_session_end(connection: Connection, rules: SchedulingRules, now: date
     if appointment["status"] in domain.ALLOWED_FROM["complete"]:
         room_until, patient_until = domain.released_after_session(appointment, ended_at, rules)
         _update(connection, appointment_id, status=domain.COMPLETED, ended_at=ended_at, session_outcome=outcome,
-                room_blocked_until=room_until, patient_busy_until=patient_until, updated_at=now)
+                room_blocked_until=room_until, patient_busy_until=patient_until, updated_at=now, updated_by=None)
         appointment["session_outcome"] = outcome
     elif appointment["status"] != domain.COMPLETED:
         # A session ran although the appointment was cancelled or marked a no-show (the two messages
         # crossed). Its status stays, but the infusion happened: record it, and book the return visit.
         log.warning("session ended for appointment %s which is %s; status kept", appointment_id, appointment["status"])
         if appointment["session_outcome"] is None:
-            _update(connection, appointment_id, ended_at=ended_at, session_outcome=outcome, updated_at=now)
+            _update(connection, appointment_id, ended_at=ended_at, session_outcome=outcome, updated_at=now, updated_by=None)
             appointment["session_outcome"] = outcome
     if (outcome == domain.SESSION_COMPLETED and appointment["kind"] == domain.INFUSION
             and appointment["session_outcome"] == domain.SESSION_COMPLETED):
