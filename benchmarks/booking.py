@@ -131,11 +131,15 @@ class Cpu:
         return Cpu(self.web + other.web, database, self.generator + other.generator)
 
 
-def cpu_of_tree(root: int) -> float:
-    """CPU seconds used so far by a process and its descendants now alive (Linux /proc; 0 elsewhere)."""
+def cpu_of_tree(root: int) -> float | None:
+    """CPU seconds used so far by a process and its descendants: those running, and those ended and
+    waited for (a parent keeps its reaped children's time: PostgreSQL's backends come and go). None
+    without Linux's /proc."""
+    if not os.path.isdir("/proc"):
+        return None
     children: dict[int, list[int]] = {}
     used: dict[int, float] = {}
-    for entry in os.listdir("/proc") if os.path.isdir("/proc") else ():
+    for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
@@ -144,7 +148,7 @@ def cpu_of_tree(root: int) -> float:
         except OSError:
             continue  # ended meanwhile
         children.setdefault(int(fields[1]), []).append(int(entry))
-        used[int(entry)] = (int(fields[11]) + int(fields[12])) / TICKS
+        used[int(entry)] = sum(int(ticks) for ticks in fields[11:15]) / TICKS  # utime, stime, cutime, cstime
     total, todo = 0.0, [root]
     while todo:
         pid = todo.pop()
@@ -162,21 +166,29 @@ class CpuMeter:
     web: int
     database: int | None
 
-    def read(self) -> Cpu:
+    def read(self) -> Cpu | None:
+        web = cpu_of_tree(self.web)
+        if web is None:
+            return None
         times = os.times()
-        return Cpu(cpu_of_tree(self.web), cpu_of_tree(self.database) if self.database else None,
-                   times.children_user + times.children_system)
+        return Cpu(web, cpu_of_tree(self.database) if self.database else None, times.children_user + times.children_system)
 
 
 def local_postmaster(server_url: str) -> int | None:
-    """The pid of the PostgreSQL server behind the URL when it runs on this machine, else None."""
+    """The pid of the PostgreSQL server behind the URL when it runs on this machine, else None.
+
+    The server names its backend's pid; on another machine, or in a container, the same number here
+    is some other process, so both it and its parent must be PostgreSQL's."""
     with psycopg.connect(server_url) as connection:
         backend = connection.execute("SELECT pg_backend_pid()").fetchone()[0]
         try:
             with open(f"/proc/{backend}/stat") as stat:
-                return int(stat.read().rsplit(")", 1)[1].split()[1])
+                parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{backend}/comm") as name, open(f"/proc/{parent}/comm") as parent_name:
+                ours = name.read().startswith("postgres") and parent_name.read().startswith("postgres")
         except OSError:
             return None
+        return parent if ours else None
 
 
 # --- the work: what each request sends ------------------------------------------------------
@@ -295,7 +307,8 @@ def closed_loop(port: int, path: str, headers: dict, jobs: list, seconds: float,
     answers = [answer for _ in workers for answer in out.get(timeout=seconds + 120)]
     for worker in workers:
         worker.join(timeout=30)
-    return Results(answers, seconds, meter.read() - before if meter else None)
+    after = meter.read() if before is not None else None
+    return Results(answers, seconds, after - before if after is not None else None)
 
 
 def open_loop(port: int, path: str, headers: dict, jobs: list, rate: float, seconds: float, threads: int = 32) -> Results:
@@ -578,7 +591,8 @@ def cpu_rows(base_peak: Results, peak: Results) -> list[tuple]:
         return []
 
     def per_request(seconds: float | None, results: Results) -> float | None:
-        return None if seconds is None else seconds / results.count() * 1000
+        answered = results.count() - results.count(0)
+        return None if seconds is None or not answered else seconds / answered * 1000
 
     rows = []
     sides = [("web server (gunicorn)", "web"), ("PostgreSQL", "database"), ("load generator", "generator")]
@@ -591,8 +605,9 @@ def cpu_rows(base_peak: Results, peak: Results) -> list[tuple]:
         if base is None or booking is None:
             rows.append((f"CPU per request: {label}", "not measured", "not measured", "runs on another machine", ""))
             continue
-        rows.append((f"CPU per request: {label}", f"{base:.2f} ms", f"{booking:.2f} ms", f"{booking / base:.1f} x baseline", ""))
-    if None not in totals:
+        rows.append((f"CPU per request: {label}", f"{base:.2f} ms", f"{booking:.2f} ms",
+                     f"{booking / base:.1f} x baseline" if base else "", ""))
+    if None not in totals and totals[0]:
         rows.append(("CPU per request: all three", f"{totals[0]:.2f} ms", f"{totals[1]:.2f} ms",
                      f"{totals[1] / totals[0]:.2f} x baseline", ""))
     return rows
@@ -612,7 +627,7 @@ def report(args, rounds, base_peak, base_latency, peak, latency, created, stored
     rows = [
         ("peak, requests/s (closed loop)", f"{base_peak.per_second():,.0f}", f"{peak.per_second():,.0f}",
          f"{request_share:.0%} of baseline (median round)", ""),
-        ("peak, bookings made/s (201)", "", f"{peak.per_second(201):,.0f}", f"{share:.0%} of baseline (median round)",
+        ("peak, bookings made/s (201)", "", f"{peak.per_second(201):,.0f}", f"{share:.1%} of baseline (median round)",
          f">= 40%: {met(share >= 0.40)}"),
         (f"latency p50 at {args.rate:g}/s (open loop)", f"{base_latency.percentile(0.50):.1f} ms",
          f"{latency.percentile(0.50):.1f} ms", "", ""),

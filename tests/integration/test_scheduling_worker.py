@@ -194,6 +194,20 @@ def test_an_aborted_session_completes_the_appointment_without_a_follow_up(clinic
     assert clinic.call("GET", "/appointments?needs_follow_up=true").get_json() == []
 
 
+def test_a_session_that_ran_although_the_appointment_was_cancelled_keeps_the_status_and_who_cancelled(clinic, worker, publish):
+    clinic.room("Infusion 1")
+    clinic.room("Exam A", kind="exam")
+    infusion = clinic.booked(clinic.plan(minutes=120), local(MONDAY, "09:00"))
+    cancelled = clinic.call("POST", f"/appointments/{infusion['id']}/cancel", json={"reason": "called in sick"}, subject="desk-ana")
+    assert cancelled.status_code == 200
+    done = publish(session_ended(infusion, local(MONDAY, "11:00")))     # the cancel and the session crossed
+    eventually(lambda: applied(clinic, done), message="the completed session handled")
+    shown = clinic.call("GET", f"/appointments/{infusion['id']}").get_json()
+    assert (shown["status"], shown["session_outcome"]) == ("cancelled", "completed")
+    assert (shown["cancelled_by"], shown["updated_by"]) == ("desk-ana", None)   # the latest change came from sessions
+    assert shown["follow_up_id"] is not None                                   # the infusion happened: its return visit is booked
+
+
 def test_a_follow_up_that_finds_no_free_slot_is_listed_for_the_front_desk(clinic, worker, publish):
     clinic.room("Infusion 1")
     infusion = clinic.booked(clinic.plan(minutes=120), local(MONDAY, "09:00"))    # the clinic has no exam room
