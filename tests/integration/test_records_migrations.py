@@ -7,50 +7,20 @@ from datetime import date
 
 import pytest
 import sqlalchemy as sa
-from alembic import command
-from alembic.autogenerate import compare_metadata
-from alembic.config import Config
-from alembic.migration import MigrationContext
 
 from clinic.auth import issue_token
 from clinic.db import create_engine, migrate, utcnow
+from clinic.testing.migrations import downgrade, schema_differences
 from records import db
 from records.app import create_app
 
 
-def _downgrade(engine, revision: str) -> None:
-    config = Config()
-    config.set_main_option("script_location", str(db.MIGRATIONS))
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.downgrade(config, revision)
-
-
-def _differences(engine) -> list:
-    with engine.connect() as connection:
-        return compare_metadata(MigrationContext.configure(connection, opts={"compare_type": True}), db.metadata)
-
-
-@pytest.fixture(params=["postgresql", "sqlite"])
-def empty_database(request, postgres, tmp_path):
-    if request.param == "postgresql":
-        url = postgres.create_database("records_migrations")
-        engine = create_engine(url)
-        yield engine
-        engine.dispose()
-        postgres.drop_database(url)
-    else:
-        engine = create_engine(f"sqlite:///{tmp_path / 'records.db'}")
-        yield engine
-        engine.dispose()
-
-
 def test_the_migrations_build_what_records_db_describes_and_go_down_and_up_again(empty_database):
     migrate(empty_database, db.MIGRATIONS)
-    assert _differences(empty_database) == []
-    _downgrade(empty_database, "0001")
+    assert schema_differences(empty_database, db.metadata) == []
+    downgrade(empty_database, db.MIGRATIONS, "0001")
     migrate(empty_database, db.MIGRATIONS)
-    assert _differences(empty_database) == []
+    assert schema_differences(empty_database, db.metadata) == []
 
 
 def test_patients_registered_before_the_upgrade_can_be_found_after_it(empty_database):

@@ -3,6 +3,7 @@
   broker            the session's RabbitMQ (see clinic.testing.servers for how it is found)
   postgres          the session's PostgreSQL server
   module_database   a fresh PostgreSQL database for one test module (its URL)
+  empty_database    an engine on a new empty database, once on PostgreSQL and once on SQLite (for migrations)
   bus_namespace     a unique exchange/queue namespace for one test, so tests never see each other's messages
   settings_for      Settings for a service on the test broker and a given database
 
@@ -16,6 +17,7 @@ import uuid
 import pytest
 
 from clinic.config import load_settings
+from clinic.db import create_engine
 from clinic.testing.servers import Broker, Database
 
 # What the integration tests ran against, shown at the end of the run.
@@ -50,6 +52,20 @@ def module_database(postgres):
     url = postgres.create_database()
     yield url
     postgres.drop_database(url)
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def empty_database(request, postgres, tmp_path):
+    if request.param == "postgresql":
+        url = postgres.create_database("migrations")
+        engine = create_engine(url)
+        yield engine
+        engine.dispose()
+        postgres.drop_database(url)
+    else:
+        engine = create_engine(f"sqlite:///{tmp_path / 'migrations.db'}")
+        yield engine
+        engine.dispose()
 
 
 @pytest.fixture
