@@ -15,6 +15,7 @@ from clinic import bus, events
 from clinic.db import create_engine
 from clinic.outbox import pending_count
 from clinic.testing import eventually
+from clinic.testing.listening import listening
 from clinic.worker import Worker
 from records import db
 from records.handlers import HANDLERS
@@ -41,22 +42,9 @@ def worker(client, records_database):
 @pytest.fixture
 def published(client):
     """What records publishes, as a consumer would see it: published() -> [(AMQP message id, parsed event), ...]."""
-    connection = pika.BlockingConnection(pika.URLParameters(client.settings.rabbitmq_url))
-    channel = connection.channel()
-    bus.declare_exchanges(channel, client.settings)
-    queue = channel.queue_declare("", exclusive=True).method.queue
-    channel.queue_bind(queue, client.settings.exchange, routing_key="records.#")
-    seen = []
-
-    def received():
-        while True:
-            method, properties, body = channel.basic_get(queue, auto_ack=True)
-            if method is None:
-                return list(seen)
-            seen.append((properties.message_id, events.parse(body)))  # parse: envelope and payload checked against the schema
-
-    yield received
-    connection.close()
+    with listening(client.settings, "records.#") as received:
+        # parse: envelope and payload checked against the schema
+        yield lambda: [(message_id, events.parse(body)) for message_id, body in received()]
 
 
 @pytest.fixture

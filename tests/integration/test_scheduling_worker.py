@@ -14,6 +14,7 @@ import sqlalchemy as sa
 
 from clinic import bus, events
 from clinic.testing import assert_error, eventually
+from clinic.testing.listening import listening
 from clinic.worker import Worker
 from scheduling import db
 from scheduling.domain import SchedulingRules
@@ -56,22 +57,8 @@ def publish(clinic):
 @pytest.fixture
 def appointment_events(clinic):
     """What scheduling publishes, as another service would see it: received() -> [event body, ...]."""
-    connection = pika.BlockingConnection(pika.URLParameters(clinic.settings.rabbitmq_url))
-    channel = connection.channel()
-    bus.declare_exchanges(channel, clinic.settings)
-    queue = channel.queue_declare("", exclusive=True).method.queue
-    channel.queue_bind(queue, clinic.settings.exchange, routing_key="scheduling.appointment.*")
-    seen: list[dict] = []
-
-    def received() -> list[dict]:
-        while True:
-            method, _properties, body = channel.basic_get(queue, auto_ack=True)
-            if method is None:
-                return seen
-            seen.append(json.loads(body))
-
-    yield received
-    connection.close()
+    with listening(clinic.settings, "scheduling.appointment.*") as received:
+        yield lambda: [json.loads(body) for _, body in received()]
 
 
 def plan_activated(patient_id: str, minutes: int = 150, plan_id: str | None = None) -> events.Event:
