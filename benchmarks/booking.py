@@ -587,7 +587,7 @@ def cpu_rows(base_peak: Results, peak: Results) -> list[tuple]:
     """What a request costs each side in the peak rounds, in CPU milliseconds per request answered.
     With every core busy, requests/s is about cores / CPU per request: the ratio of the totals is
     what the peak ratio can be at best."""
-    if base_peak.cpu is None or peak.cpu is None or not base_peak.count() or not peak.count():
+    if base_peak.cpu is None or peak.cpu is None:
         return []
 
     def per_request(seconds: float | None, results: Results) -> float | None:
