@@ -88,6 +88,11 @@ class Settings:
         return f"{self.queue}.dead"
 
     @property
+    def timezone(self) -> ZoneInfo:
+        """The clinic's local time zone (checked when the settings were read)."""
+        return ZoneInfo(self.clinic_timezone)
+
+    @property
     def is_production(self) -> bool:
         return self.environment == "production"
 

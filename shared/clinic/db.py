@@ -199,6 +199,22 @@ def _sqlstate(exc: BaseException) -> str | None:
     return getattr(getattr(exc, "orig", None), "sqlstate", None)
 
 
+_UNIQUE_VIOLATION, _EXCLUSION_VIOLATION = "23505", "23P01"
+
+
+def violated_constraint(exc: BaseException) -> str | None:
+    """The name of the unique or exclusion constraint that refused a write, on PostgreSQL; "" when
+    SQLite refused it for a unique key (it names columns, not constraints); None for anything else.
+    For turning a refused write into a 409 that names what is in the way."""
+    if not isinstance(exc, sa.exc.IntegrityError):
+        return None
+    if _sqlstate(exc) in (_UNIQUE_VIOLATION, _EXCLUSION_VIOLATION):
+        return getattr(getattr(exc.orig, "diag", None), "constraint_name", None) or ""
+    if "UNIQUE constraint failed" in str(exc.orig):
+        return ""
+    return None
+
+
 def is_unavailable(exc: BaseException) -> bool:
     """True when the error says the database is away or out of connections (try later), not that
     the statement is wrong."""
@@ -225,24 +241,49 @@ def is_transient(exc: BaseException) -> bool:
     return is_unavailable(exc) or is_conflict_victim(exc)
 
 
-def one_at_a_time(connection, key: str) -> None:
-    """Until this transaction ends, other transactions calling this with the same key wait.
+def keep_newest(connection, table: sa.Table, row: dict, key: tuple[str, ...], version_column: str = "version") -> bool:
+    """Insert the row, or replace the stored one with the same key if this one's version is higher,
+    in one atomic statement; True when it was written.
 
-    For read-decide-write work on a row that may not exist yet (a copy kept from events, which
-    worker replicas apply side by side): a row lock cannot cover a row nobody has inserted.
-    PostgreSQL: a transaction-scoped advisory lock on the key's hash. SQLite: nothing to do, every
-    write transaction already runs alone (BEGIN IMMEDIATE).
+    For copies kept from events (a patient's contact details, the plan in force): the producer stamps
+    a version in the same transaction as the change, so whatever order the events arrive in, and
+    whichever worker replica applies them, the copy ends at the highest version. No clock is
+    compared and no lock is taken: INSERT ... ON CONFLICT DO UPDATE ... WHERE (PostgreSQL, SQLite).
     """
-    if is_postgresql(connection):
-        connection.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtextextended(key, 0))))
+    dialect = connection.dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    elif dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:  # pragma: no cover - the clinic runs on these two
+        raise NotImplementedError(f"keep_newest on {dialect}")
+    statement = insert(table).values(**row)
+    statement = statement.on_conflict_do_update(
+        index_elements=[table.c[name] for name in key],
+        set_={name: statement.excluded[name] for name in row if name not in key},
+        where=statement.excluded[version_column] > table.c[version_column],
+    )
+    return connection.execute(statement).rowcount == 1
 
 
-def save_by_key(connection, table: sa.Table, key_column: str, row: dict) -> None:
-    """Update the row with this key, or insert it when there is none. Call it under one_at_a_time
-    (or a row lock) when others may save the same key at once."""
-    key = table.c[key_column] == row[key_column]
-    if connection.execute(table.update().where(key).values(**row)).rowcount == 0:
-        connection.execute(table.insert().values(**row))
+def row_of(connection, query) -> dict | None:
+    """The first row of a query as a dict, or None."""
+    row = connection.execute(query).mappings().first()
+    return dict(row) if row else None
+
+
+def rows_of(connection, query) -> list[dict]:
+    """Every row of a query as a dict."""
+    return [dict(row) for row in connection.execute(query).mappings()]
+
+
+@contextmanager
+def reading(engine: Engine) -> Iterator[Connection]:
+    """A connection for reads only, ended with COMMIT rather than ROLLBACK: psycopg forgets the
+    connection's prepared statements on ROLLBACK, and the next booking on it would be planned again."""
+    with engine.connect() as connection:
+        with connection.begin():
+            yield connection
 
 
 def ping(engine: Engine) -> None:
@@ -309,3 +350,17 @@ def create_messaging_tables(op) -> None:
         sa.Column("event_type", sa.String(200), nullable=False),
         sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
     )
+
+
+# --- going: copies ordered by clock, under a lock (replaced by keep_newest) -----------------------
+
+
+def one_at_a_time(connection, key: str) -> None:
+    if is_postgresql(connection):
+        connection.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtextextended(key, 0))))
+
+
+def save_by_key(connection, table: sa.Table, key_column: str, row: dict) -> None:
+    key = table.c[key_column] == row[key_column]
+    if connection.execute(table.update().where(key).values(**row)).rowcount == 0:
+        connection.execute(table.insert().values(**row))

@@ -15,11 +15,30 @@ from datetime import datetime, timezone
 
 from marshmallow import Schema, ValidationError, fields, validate
 
+# Clinical rule (DESIGN.md): an infusion lasts at least two hours, whatever a plan says.
+MINIMUM_INFUSION_MINUTES = 120
+
 DRUG_ROUTES = ("IV", "IM", "SC", "PO")
 DRUG_PURPOSES = ("pain", "nausea_vomiting", "prevention", "hydration", "other")
 APPOINTMENT_KINDS = ("infusion", "follow_up")
 ALERT_LEVELS = ("urgent", "emergency")
 CONTACT_PREFERENCES = ("email", "phone", "sms")
+
+
+# The event types, by name: producers, consumers and tests use these rather than bare strings.
+PATIENT_REGISTERED = "records.patient.registered"
+PATIENT_CONTACT_CHANGED = "records.patient.contact_changed"
+PLAN_ACTIVATED = "records.treatment_plan.activated"
+PLAN_RETIRED = "records.treatment_plan.retired"
+APPOINTMENT_BOOKED = "scheduling.appointment.booked"
+APPOINTMENT_RESCHEDULED = "scheduling.appointment.rescheduled"
+APPOINTMENT_CANCELLED = "scheduling.appointment.cancelled"
+APPOINTMENT_CHECKED_IN = "scheduling.appointment.checked_in"
+APPOINTMENT_NO_SHOW = "scheduling.appointment.no_show"
+SESSION_STARTED = "sessions.session.started"
+VITALS_ALERT_RAISED = "sessions.vitals.alert_raised"
+SESSION_COMPLETED = "sessions.session.completed"
+SESSION_ABORTED = "sessions.session.aborted"
 
 
 class InvalidEvent(ValueError):
@@ -71,6 +90,15 @@ class _Strict(Schema):
     """Payload schemas refuse unknown fields: a field nobody declared is a field nobody vetted for PHI."""
 
 
+def _version(what: str):
+    """A version the producer stamps in the same transaction as the change, for consumers that keep a
+    copy: the higher one wins, whatever order events arrive in (DESIGN.md, "copies are kept by
+    version"). Optional, so events written before it existed still load; a consumer reads a missing
+    one as 0, which never replaces a copy made from a versioned event."""
+    return fields.Integer(load_default=None, allow_none=True, strict=True, validate=validate.Range(min=1),
+                          metadata={"description": what})
+
+
 # A closed list of dose units, so a consumer comparing a dose given with the plan's limit never has to
 # guess whether "MG" or "milligrams" is the same unit. A 24-hour maximum is in the drug's own unit.
 DOSE_UNITS = ("mg", "mcg", "g", "mL", "L", "units", "mEq", "mmol")
@@ -113,14 +141,16 @@ class PatientContactChanged(_Strict):
     phone = fields.String(required=True, allow_none=True)
     preferred_contact = fields.String(required=True, validate=validate.OneOf(CONTACT_PREFERENCES))
     email_opt_out = fields.Boolean(required=True)
+    contact_version = _version("The patient's contact version: one more at each change of contact details")
 
 
 class TreatmentPlanActivated(_Strict):
     plan_id = fields.UUID(required=True)
     patient_id = fields.UUID(required=True)
-    infusion_minutes = fields.Integer(required=True, validate=validate.Range(min=120))
+    infusion_minutes = fields.Integer(required=True, validate=validate.Range(min=MINIMUM_INFUSION_MINUTES))
     drugs = fields.List(fields.Nested(Drug), required=True, validate=validate.Length(min=1))
     replaces_plan_id = fields.UUID(load_default=None, allow_none=True)
+    plan_sequence = _version("The patient's plan sequence: one more at each activation or retirement of an active plan")
 
 
 class TreatmentPlanRetired(_Strict):
@@ -129,6 +159,7 @@ class TreatmentPlanRetired(_Strict):
     # Set when the plan was retired because a newer one was activated (whose activated event follows),
     # so a consumer can tell "no plan now" from "another plan takes over".
     replaced_by_plan_id = fields.UUID(load_default=None, allow_none=True)
+    plan_sequence = _version("The patient's plan sequence: one more at each activation or retirement of an active plan")
 
 
 class AppointmentBooked(_Strict):
@@ -139,6 +170,7 @@ class AppointmentBooked(_Strict):
     room_name = fields.String(required=True)
     starts_at = fields.AwareDateTime(required=True)
     ends_at = fields.AwareDateTime(required=True)
+    appointment_version = _version("The appointment's version: one more at each change (a calendar file's SEQUENCE)")
 
 
 class AppointmentRescheduled(AppointmentBooked):
@@ -151,6 +183,7 @@ class AppointmentCancelled(_Strict):
     patient_id = fields.UUID(required=True)
     kind = fields.String(required=True, validate=validate.OneOf(APPOINTMENT_KINDS))
     starts_at = fields.AwareDateTime(required=True)
+    appointment_version = _version("The appointment's version: one more at each change (a calendar file's SEQUENCE)")
     # No reason: it is free text staff type ("patient unwell"), which no consumer needs; it stays in scheduling.
 
 
@@ -164,12 +197,14 @@ class AppointmentCheckedIn(_Strict):
     starts_at = fields.AwareDateTime(required=True)
     ends_at = fields.AwareDateTime(required=True)
     checked_in_at = fields.AwareDateTime(required=True)
+    appointment_version = _version("The appointment's version: one more at each change (a calendar file's SEQUENCE)")
 
 
 class AppointmentNoShow(_Strict):
     appointment_id = fields.UUID(required=True)
     patient_id = fields.UUID(required=True)
     starts_at = fields.AwareDateTime(required=True)
+    appointment_version = _version("The appointment's version: one more at each change (a calendar file's SEQUENCE)")
 
 
 class SessionStarted(_Strict):
@@ -224,19 +259,19 @@ class SessionAborted(_Strict):
 # --- registry ---------------------------------------------------------------------------------
 
 SCHEMAS: dict[tuple[str, int], type[Schema]] = {
-    ("records.patient.registered", 1): PatientRegistered,
-    ("records.patient.contact_changed", 1): PatientContactChanged,
-    ("records.treatment_plan.activated", 1): TreatmentPlanActivated,
-    ("records.treatment_plan.retired", 1): TreatmentPlanRetired,
-    ("scheduling.appointment.booked", 1): AppointmentBooked,
-    ("scheduling.appointment.rescheduled", 1): AppointmentRescheduled,
-    ("scheduling.appointment.cancelled", 1): AppointmentCancelled,
-    ("scheduling.appointment.checked_in", 1): AppointmentCheckedIn,
-    ("scheduling.appointment.no_show", 1): AppointmentNoShow,
-    ("sessions.session.started", 1): SessionStarted,
-    ("sessions.vitals.alert_raised", 1): VitalsAlertRaised,
-    ("sessions.session.completed", 1): SessionCompleted,
-    ("sessions.session.aborted", 1): SessionAborted,
+    (PATIENT_REGISTERED, 1): PatientRegistered,
+    (PATIENT_CONTACT_CHANGED, 1): PatientContactChanged,
+    (PLAN_ACTIVATED, 1): TreatmentPlanActivated,
+    (PLAN_RETIRED, 1): TreatmentPlanRetired,
+    (APPOINTMENT_BOOKED, 1): AppointmentBooked,
+    (APPOINTMENT_RESCHEDULED, 1): AppointmentRescheduled,
+    (APPOINTMENT_CANCELLED, 1): AppointmentCancelled,
+    (APPOINTMENT_CHECKED_IN, 1): AppointmentCheckedIn,
+    (APPOINTMENT_NO_SHOW, 1): AppointmentNoShow,
+    (SESSION_STARTED, 1): SessionStarted,
+    (VITALS_ALERT_RAISED, 1): VitalsAlertRaised,
+    (SESSION_COMPLETED, 1): SessionCompleted,
+    (SESSION_ABORTED, 1): SessionAborted,
 }
 
 EVENT_TYPES = sorted({event_type for event_type, _ in SCHEMAS})

@@ -16,26 +16,29 @@ import threading
 from collections.abc import Callable
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from clinic import bus, events
 from clinic.config import Settings
 from clinic.correlation import reset_correlation_id, set_correlation_id
-from clinic.db import is_transient, utcnow
+from clinic.db import is_transient, transaction, utcnow
+from clinic.unit_of_work import UnitOfWork
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[Connection, events.Event], None]
+# A handler applies one event in the unit of work the inbox opened for it (clinic.unit_of_work).
+Handler = Callable[[UnitOfWork, events.Event], None]
 
 APPLIED, DUPLICATE, FAILED = "applied", "duplicate", "failed"
 
 
-def apply_once(engine: Engine, inbox: sa.Table, event: events.Event, handler: Handler) -> str:
+def apply_once(engine: Engine, metadata: sa.MetaData, producer: str, event: events.Event, handler: Handler) -> str:
     """Run the handler and record the event id in one transaction. Raises when the database is away."""
+    inbox = metadata.tables["inbox"]
     token = set_correlation_id(event.correlation_id)
     try:
-        with engine.begin() as connection:
+        with transaction(engine) as connection:
             seen = connection.execute(sa.select(inbox.c.event_id).where(inbox.c.event_id == event.id)).first()
             if seen:
                 return DUPLICATE
@@ -45,7 +48,7 @@ def apply_once(engine: Engine, inbox: sa.Table, event: events.Event, handler: Ha
                 # Another consumer applied the same event a moment ago.
                 connection.rollback()
                 return DUPLICATE
-            handler(connection, event)
+            handler(UnitOfWork.joining(connection, metadata, producer, now=utcnow()), event)
         return APPLIED
     except (DBAPIError, sa.exc.TimeoutError) as exc:
         if is_transient(exc):
@@ -62,10 +65,10 @@ def apply_once(engine: Engine, inbox: sa.Table, event: events.Event, handler: Ha
 class Consumer:
     """Consumes a service's queue, one pika connection in the thread that calls run()."""
 
-    def __init__(self, settings: Settings, engine: Engine, inbox: sa.Table, handlers: dict[str, Handler]):
+    def __init__(self, settings: Settings, engine: Engine, metadata: sa.MetaData, handlers: dict[str, Handler]):
         self.settings = settings
         self.engine = engine
-        self.inbox = inbox
+        self.metadata = metadata
         self.handlers = handlers
         self._stopping = threading.Event()
         self._connection = None
@@ -132,7 +135,7 @@ class Consumer:
         backoff = bus.Backoff(self.settings.reconnect_max_seconds)
         while not self._stopping.is_set():
             try:
-                return apply_once(self.engine, self.inbox, event, handler)
+                return apply_once(self.engine, self.metadata, self.settings.service, event, handler)
             except (DBAPIError, sa.exc.TimeoutError):
                 # Only transient errors reach here (apply_once decides): the database is away, or it
                 # picked this transaction as a deadlock victim. Neither is the message's fault.

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from datetime import datetime
 
 import marshmallow as ma
 import sqlalchemy as sa
@@ -17,13 +19,15 @@ from flask_smorest import Api, Blueprint
 from sqlalchemy.engine import Engine
 from werkzeug.exceptions import HTTPException
 
-from clinic import bus
+from clinic import audit, bus
 from clinic.auth import Principal
 from clinic.config import Settings
 from clinic.correlation import new_correlation_id, reset_correlation_id, set_correlation_id
-from clinic.db import create_engine, is_conflict_victim, is_unavailable, ping
+from clinic.db import create_engine, is_conflict_victim, is_unavailable, ping, utcnow
+from clinic.db import reading as db_reading
 from clinic.errors import ClinicError
 from clinic.logs import configure_logging
+from clinic.unit_of_work import UnitOfWork
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +95,27 @@ def current_principal() -> Principal | None:
     return g.get("principal")
 
 
+def now() -> datetime:
+    """The current UTC time, from the app's clock (replaceable in tests)."""
+    return current_app.extensions["clinic.clock"]()
+
+
+def audit_log() -> sa.Table:
+    return current_app.extensions["clinic.metadata"].tables["audit_log"]
+
+
+def unit_of_work(**options) -> UnitOfWork:
+    """A unit of work for the request being handled: the service's database, outbox and clock, and
+    the request's audit entry (clinic.audit.audited), written with the change."""
+    return UnitOfWork(engine(), current_app.extensions["clinic.metadata"], settings().service,
+                      clock=current_app.extensions["clinic.clock"], access=audit.current(), **options)
+
+
+def reading():
+    """A connection for the request's reads (clinic.db.reading)."""
+    return db_reading(engine())
+
+
 health = Blueprint("health", __name__, description="Is this service up, and can it do its job?")
 
 
@@ -120,8 +145,12 @@ def _database_ok() -> bool:
         return False
 
 
-def create_service_app(service_settings: Settings, blueprints, title: str, description: str = "", db_engine: Engine | None = None) -> Flask:
-    """The Flask app of one service: its blueprints, OpenAPI at /openapi.json, docs at /docs."""
+def create_service_app(service_settings: Settings, blueprints, title: str, metadata: sa.MetaData, description: str = "",
+                       db_engine: Engine | None = None, clock: Callable[[], datetime] = utcnow) -> Flask:
+    """The Flask app of one service: its blueprints, OpenAPI at /openapi.json, docs at /docs.
+
+    `metadata` holds the service's tables (its outbox and audit log among them); `clock` gives the
+    current UTC time, replaceable for tests."""
     configure_logging(service_settings)
     service_settings.check_safe_to_run()
     app = Flask(service_settings.service)
@@ -142,6 +171,8 @@ def create_service_app(service_settings: Settings, blueprints, title: str, descr
         MAX_CONTENT_LENGTH=1024 * 1024,
     )
     app.extensions["clinic.engine"] = db_engine or create_engine(service_settings.database_url, service_settings.database_timeout_seconds)
+    app.extensions["clinic.metadata"] = metadata
+    app.extensions["clinic.clock"] = clock
     api = ClinicApi(app)
     api.register_blueprint(health)
     for blueprint in blueprints:

@@ -23,11 +23,11 @@ log = logging.getLogger(__name__)
 
 
 class Worker:
-    def __init__(self, settings: Settings, outbox: sa.Table, inbox: sa.Table, handlers: dict[str, Handler], engine=None):
+    def __init__(self, settings: Settings, metadata: sa.MetaData, handlers: dict[str, Handler], engine=None):
         self.settings = settings
         self.engine = engine or create_engine(settings.database_url, settings.database_timeout_seconds)
-        self.relay = Relay(settings, self.engine, outbox)
-        self.consumer = Consumer(settings, self.engine, inbox, handlers) if handlers else None
+        self.relay = Relay(settings, self.engine, metadata.tables["outbox"])
+        self.consumer = Consumer(settings, self.engine, metadata, handlers) if handlers else None
         self._stopped = threading.Event()
 
     def run(self) -> None:
@@ -49,11 +49,11 @@ class Worker:
             self.consumer.stop()
 
 
-def run_worker(settings: Settings, outbox: sa.Table, inbox: sa.Table, handlers: dict[str, Handler]) -> None:
-    """Entry point body for every service's worker."""
+def run_worker(settings: Settings, metadata: sa.MetaData, handlers: dict[str, Handler]) -> None:
+    """Entry point body for every service's worker: `metadata` holds the service's tables, outbox and inbox among them."""
     configure_logging(settings)
     settings.check_safe_to_run()
-    worker = Worker(settings, outbox, inbox, handlers)
+    worker = Worker(settings, metadata, handlers)
     signal.signal(signal.SIGTERM, worker.stop)
     signal.signal(signal.SIGINT, worker.stop)
     worker.run()

@@ -63,7 +63,7 @@ def running():
 @pytest.fixture
 def start_consumer(running, settings_for):
     def start(engine, url, handlers=None, **changes):
-        consumer = Consumer(settings_for("probe", url, **changes), engine, probe.inbox, handlers or probe.HANDLERS)
+        consumer = Consumer(settings_for("probe", url, **changes), engine, probe.metadata, handlers or probe.HANDLERS)
         running.start(consumer, "consumer")
         assert consumer.ready.wait(15), "the consumer did not connect to the broker"
         return consumer

@@ -29,7 +29,7 @@ records_database, records_engine, client = support.records_database, support.rec
 def worker(client, records_database):
     """The records worker (consumer and outbox relay) on the test's database and bus namespace."""
     engine = create_engine(records_database)
-    running = Worker(client.settings.with_changes(delivery_limit=2), db.outbox, db.inbox, HANDLERS, engine=engine)
+    running = Worker(client.settings.with_changes(delivery_limit=2), db.metadata, HANDLERS, engine=engine)
     thread = threading.Thread(target=running.run, name="records-worker", daemon=True)
     thread.start()
     assert running.consumer.ready.wait(15), "the records consumer did not connect to the broker"

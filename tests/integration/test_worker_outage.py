@@ -19,7 +19,7 @@ def test_the_notifications_worker_resumes_after_the_database_comes_back(postgres
     engine = create_engine(url)
     migrate(engine, db.MIGRATIONS)
     settings = settings_for("notifications", url)
-    worker = Worker(settings, db.outbox, db.inbox, HANDLERS, engine=engine)
+    worker = Worker(settings, db.metadata, HANDLERS, engine=engine)
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()
     try:
@@ -59,7 +59,7 @@ def test_two_notifications_workers_keep_the_newest_contact_details(postgres, set
     engine = create_engine(url)
     migrate(engine, db.MIGRATIONS)
     settings = settings_for("notifications", url)
-    workers = [Worker(settings, db.outbox, db.inbox, HANDLERS, engine=engine) for _ in range(2)]
+    workers = [Worker(settings, db.metadata, HANDLERS, engine=engine) for _ in range(2)]
     threads = [threading.Thread(target=worker.run, daemon=True) for worker in workers]
     for thread in threads:
         thread.start()

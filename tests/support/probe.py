@@ -35,11 +35,11 @@ applied = sa.Table(
 )
 
 
-def record_thing(connection, event) -> None:
-    connection.execute(applied.insert().values(event_id=event.id, sequence=event.data["sequence"]))
+def record_thing(uow, event) -> None:
+    uow.connection.execute(applied.insert().values(event_id=event.id, sequence=event.data["sequence"]))
 
 
-def always_fail(connection, event) -> None:
+def always_fail(uow, event) -> None:
     raise RuntimeError("this handler always fails")
 
 

@@ -24,7 +24,7 @@ def main():
         Relay._mark = crash
     if os.environ.get("PROBE_RELAY_ONLY"):
         handlers = {}
-    run_worker(load_settings("probe"), probe.outbox, probe.inbox, handlers)
+    run_worker(load_settings("probe"), probe.metadata, handlers)
 
 
 if __name__ == "__main__":

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from sqlalchemy.engine import Connection
-
 from clinic.db import one_at_a_time
 from clinic.events import Event
+from clinic.unit_of_work import UnitOfWork
 from notifications import db, domain
 
 
-def keep_contact_copy(connection: Connection, event: Event) -> None:
+def keep_contact_copy(uow: UnitOfWork, event: Event) -> None:
+    connection = uow.connection
     data = event.data
     patient_id = str(data["patient_id"])
     # Two quick contact changes may be applied by two worker replicas at once: the newer must win.

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy.engine import Connection
-
 from clinic import events
 from clinic.db import new_id, utcnow
+from clinic.unit_of_work import UnitOfWork
 from records import db
 
 log = logging.getLogger(__name__)
@@ -17,12 +16,13 @@ class UnknownPatient(LookupError):
     """An event about a patient records has never registered: retried, then kept in the dead-letter queue."""
 
 
-def add_encounter(connection: Connection, event: events.Event) -> None:
+def add_encounter(uow: UnitOfWork, event: events.Event) -> None:
     """A completed infusion session becomes one encounter in the patient's history.
 
     The inbox already makes a redelivered event harmless; the unique session id also makes the same
     session announced twice (under two event ids) one encounter.
     """
+    connection = uow.connection
     data = event.data
     session_id = str(data["session_id"])
     if db.encounter_for_session(connection, session_id) is not None:

@@ -8,7 +8,7 @@ from datetime import datetime
 from clinic.config import Settings, load_settings
 from clinic.db import utcnow
 from clinic.web import create_service_app
-from scheduling import SERVICE, api, board_api, rooms_api
+from scheduling import SERVICE, api, board_api, db, rooms_api
 from scheduling.config import load_rules
 from scheduling.domain import SchedulingRules
 
@@ -20,7 +20,8 @@ def create_app(settings: Settings | None = None, rules: SchedulingRules | None =
     rules = rules or load_rules(settings)
     app = create_service_app(settings, [rooms_api.rooms, rooms_api.hours, rooms_api.closures_blp, api.blp, api.availability,
                                         board_api.blp],
-                             title="Scheduling", description="Infusion and exam rooms, office hours, appointments.", **options)
+                             title="Scheduling", metadata=db.metadata, clock=clock,
+                             description="Infusion and exam rooms, office hours, appointments.", **options)
     app.extensions["scheduling.rules"] = rules
     app.extensions["scheduling.clock"] = clock
     return app

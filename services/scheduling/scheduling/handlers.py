@@ -13,16 +13,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
-from sqlalchemy.engine import Connection
-
 from clinic.db import one_at_a_time, utcnow
 from clinic.events import Event
 from clinic.inbox import Handler
+from clinic.unit_of_work import UnitOfWork
 from scheduling import db, domain, services
 from scheduling.domain import SchedulingRules
 
 
-def keep_active_plan(connection: Connection, event: Event) -> None:
+def keep_active_plan(uow: UnitOfWork, event: Event) -> None:
+    connection = uow.connection
     data = event.data
     patient_id = str(data["patient_id"])
     # A retirement and the activation that follows it may be applied by two worker replicas at once.
@@ -33,7 +33,8 @@ def keep_active_plan(connection: Connection, event: Event) -> None:
         db.save_plan_copy(connection, updated)
 
 
-def forget_retired_plan(connection: Connection, event: Event) -> None:
+def forget_retired_plan(uow: UnitOfWork, event: Event) -> None:
+    connection = uow.connection
     data = event.data
     patient_id = str(data["patient_id"])
     one_at_a_time(connection, f"plan-copy:{patient_id}")
@@ -45,12 +46,12 @@ def forget_retired_plan(connection: Connection, event: Event) -> None:
 def make_handlers(rules: SchedulingRules, clock: Callable[[], datetime] = utcnow) -> dict[str, Handler]:
     """The handlers, bound to the clinic's scheduling rules (the session handlers book follow-ups)."""
 
-    def complete_appointment(connection: Connection, event: Event) -> None:
-        services.record_session_end(connection, rules, clock(), str(event.data["appointment_id"]), event.data["ended_at"],
+    def complete_appointment(uow: UnitOfWork, event: Event) -> None:
+        services.record_session_end(uow.connection, rules, clock(), str(event.data["appointment_id"]), event.data["ended_at"],
                                     domain.SESSION_COMPLETED)
 
-    def end_aborted_appointment(connection: Connection, event: Event) -> None:
-        services.record_session_end(connection, rules, clock(), str(event.data["appointment_id"]), event.data["ended_at"],
+    def end_aborted_appointment(uow: UnitOfWork, event: Event) -> None:
+        services.record_session_end(uow.connection, rules, clock(), str(event.data["appointment_id"]), event.data["ended_at"],
                                     domain.SESSION_ABORTED)
 
     return {

@@ -9,7 +9,7 @@ from scheduling.handlers import make_handlers
 
 def main():
     settings = load_settings(SERVICE)
-    run_worker(settings, db.outbox, db.inbox, make_handlers(load_rules(settings)))
+    run_worker(settings, db.metadata, make_handlers(load_rules(settings)))
 
 
 if __name__ == "__main__":

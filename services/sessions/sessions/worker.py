@@ -7,7 +7,7 @@ from sessions.handlers import HANDLERS
 
 
 def main():
-    run_worker(load_settings(SERVICE), db.outbox, db.inbox, HANDLERS)
+    run_worker(load_settings(SERVICE), db.metadata, HANDLERS)
 
 
 if __name__ == "__main__":
