@@ -7,7 +7,7 @@ under var/, a local RabbitMQ, a local mail sink). The README lists them all.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -57,11 +57,7 @@ class Settings:
     broker_heartbeat_seconds: int = 30
     reconnect_max_seconds: float = 5.0
     database_timeout_seconds: int = 2
-    smtp_host: str = "127.0.0.1"
-    smtp_port: int = 8025
-    mail_from: str = "Headache Infusion Clinic <clinic@localhost>"
     log_level: str = "INFO"
-    extra: dict = field(default_factory=dict)
 
     @property
     def exchange(self) -> str:
@@ -145,8 +141,5 @@ def load_settings(service: str, env: dict | None = None) -> Settings:
         broker_heartbeat_seconds=read_int(env, "CLINIC_BROKER_HEARTBEAT_SECONDS", Settings.broker_heartbeat_seconds),
         reconnect_max_seconds=read_float(env, "CLINIC_RECONNECT_MAX_SECONDS", Settings.reconnect_max_seconds),
         database_timeout_seconds=read_int(env, "CLINIC_DATABASE_TIMEOUT_SECONDS", Settings.database_timeout_seconds),
-        smtp_host=env.get("SMTP_HOST") or Settings.smtp_host,
-        smtp_port=read_int(env, "SMTP_PORT", Settings.smtp_port),
-        mail_from=env.get("MAIL_FROM") or Settings.mail_from,
         log_level=env.get("LOG_LEVEL") or Settings.log_level,
     )

@@ -70,11 +70,13 @@ def test_two_notifications_workers_keep_the_newest_contact_details(postgres, set
         patients = [str(uuid.uuid4()) for _ in range(150)]
         first = datetime.now(timezone.utc)
         for patient_id in patients:
-            for email, occurred_at in (("old@example.org", first), ("new@example.org", first + timedelta(seconds=1))):
+            # The newer change carries the higher version but, from a replica whose clock is behind, the
+            # earlier time: the version decides.
+            for email, version, occurred_at in (("old@example.org", 1, first), ("new@example.org", 2, first - timedelta(minutes=5))):
                 contact = {"patient_id": patient_id, "given_name": "Ida", "family_name": "Berg", "email": email,
-                           "phone": None, "preferred_contact": "email", "email_opt_out": False}
-                event = events.Event(type="records.patient.contact_changed", producer="records", occurred_at=occurred_at,
-                                     data=events.serialise_payload("records.patient.contact_changed", contact))
+                           "phone": None, "preferred_contact": "email", "email_opt_out": False, "contact_version": version}
+                event = events.Event(type=events.PATIENT_CONTACT_CHANGED, producer="records", occurred_at=occurred_at,
+                                     data=events.serialise_payload(events.PATIENT_CONTACT_CHANGED, contact))
                 publisher.publish(event.type, event.id, event.to_json())
         publisher.close()
 

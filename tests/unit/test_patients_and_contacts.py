@@ -1,6 +1,5 @@
-from datetime import date, datetime, timedelta, timezone
+from datetime import date
 
-from notifications import domain as notifications
 from records import domain as records
 
 
@@ -22,19 +21,6 @@ def test_the_preferred_contact_must_be_reachable():
     assert records.reachability_problem({"preferred_contact": "email", "email": None})[0] == "email"
     assert records.reachability_problem({"preferred_contact": "sms", "phone": ""})[0] == "phone"
     assert records.reachability_problem({"preferred_contact": "phone", "phone": "+1 555 0100"}) is None
-
-
-def test_an_older_contact_change_never_overwrites_a_newer_one():
-    now = datetime.now(timezone.utc)
-    assert notifications.is_newer(now, None)
-    assert notifications.is_newer(now, now - timedelta(seconds=1))
-    assert not notifications.is_newer(now - timedelta(seconds=1), now)
-
-
-def test_no_email_to_a_patient_who_opted_out():
-    assert notifications.may_email({"email": "a@example.org", "email_opt_out": False})
-    assert not notifications.may_email({"email": "a@example.org", "email_opt_out": True})
-    assert not notifications.may_email({"email": None, "email_opt_out": False})
 
 
 def test_a_name_is_searched_without_case_or_accents():

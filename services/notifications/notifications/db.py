@@ -7,14 +7,17 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from clinic.db import UtcDateTime, messaging_tables, save_by_key
+from clinic.audit import audit_table
+from clinic.db import UtcDateTime, keep_newest, messaging_tables, row_of
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 metadata = sa.MetaData()
 outbox, inbox = messaging_tables(metadata)
+audit_log = audit_table(metadata)
 
-# A copy of each patient's contact details, kept from records.patient.contact_changed.
+# A copy of each patient's contact details, kept from records.patient.contact_changed at the highest
+# contact version records stamped (see keep_contact).
 contacts = sa.Table(
     "contacts",
     metadata,
@@ -25,14 +28,16 @@ contacts = sa.Table(
     sa.Column("phone", sa.String(32), nullable=True),
     sa.Column("preferred_contact", sa.String(10), nullable=False),
     sa.Column("email_opt_out", sa.Boolean(), nullable=False),
+    # When records made the change: shown to staff, never used to order changes.
     sa.Column("changed_at", UtcDateTime(), nullable=False),
+    sa.Column("version", sa.Integer(), nullable=False, server_default="0"),
 )
 
 
 def get_contact(connection: Connection, patient_id: str) -> dict | None:
-    row = connection.execute(sa.select(contacts).where(contacts.c.patient_id == patient_id)).mappings().first()
-    return dict(row) if row else None
+    return row_of(connection, sa.select(contacts).where(contacts.c.patient_id == patient_id))
 
 
-def save_contact(connection: Connection, contact: dict) -> None:
-    save_by_key(connection, contacts, "patient_id", contact)
+def keep_contact(connection: Connection, contact: dict) -> bool:
+    """Store the contact unless a copy of a higher version is there already; True when stored."""
+    return keep_newest(connection, contacts, contact, key=("patient_id",))

@@ -1,14 +1,21 @@
-"""Contact copies: what notifications knows of how to reach each patient."""
+"""Notifications rules: no Flask, no database session, no pika."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
 
-def is_newer(incoming_changed_at: datetime, stored_changed_at: datetime | None) -> bool:
-    """Events can arrive out of order after a redelivery: an older contact change never overwrites a newer one."""
-    return stored_changed_at is None or incoming_changed_at >= stored_changed_at
-
-
-def may_email(contact: dict) -> bool:
-    return bool(contact.get("email")) and not contact.get("email_opt_out")
+def contact_copy(data: dict, changed_at: datetime) -> dict:
+    """The contact copy an event describes. An event from before versions existed counts as version 0,
+    so it fills a copy nobody has made yet but never replaces a versioned one."""
+    return {
+        "patient_id": str(data["patient_id"]),
+        "given_name": data["given_name"],
+        "family_name": data["family_name"],
+        "email": data["email"],
+        "phone": data["phone"],
+        "preferred_contact": data["preferred_contact"],
+        "email_opt_out": data["email_opt_out"],
+        "changed_at": changed_at,
+        "version": data.get("contact_version") or 0,
+    }
