@@ -9,10 +9,12 @@ from records import domain
 def test_records_contact_payload_matches_the_contact_changed_schema():
     patient = {"id": str(uuid.uuid4()), "given_name": "Ana", "family_name": "Reyes", "email": "ana@example.org",
                "phone": "+1 555 0100", "preferred_contact": "sms", "email_opt_out": False,
-               "birth_date": "1984-03-09", "sex": "female", "medical_record_number": "123456782"}
+               "birth_date": "1984-03-09", "sex": "female", "medical_record_number": "123456782", "contact_version": 3}
     payload = events.serialise_payload("records.patient.contact_changed", domain.contact_details(patient))
     # Contact details only: no birth date, sex or record number travel on the bus.
-    assert set(payload) == {"patient_id", "given_name", "family_name", "email", "phone", "preferred_contact", "email_opt_out"}
+    assert set(payload) == {"patient_id", "given_name", "family_name", "email", "phone", "preferred_contact", "email_opt_out",
+                            "contact_version"}
+    assert payload["contact_version"] == 3
 
 
 def test_every_routing_key_names_service_entity_and_a_past_tense_verb():

@@ -20,18 +20,18 @@ PLAN = {"id": str(uuid.uuid4()), "patient_id": str(uuid.uuid4()), "status": doma
 
 def test_the_activated_payload_matches_its_schema_and_keeps_doses_exact():
     previous = str(uuid.uuid4())
-    payload = events.serialise_payload("records.treatment_plan.activated", domain.activated_payload(PLAN, previous))
-    assert set(payload) == {"plan_id", "patient_id", "infusion_minutes", "drugs", "replaces_plan_id"}
-    assert payload["replaces_plan_id"] == previous
+    payload = events.serialise_payload("records.treatment_plan.activated", domain.activated_payload(PLAN, previous, plan_sequence=2))
+    assert set(payload) == {"plan_id", "patient_id", "infusion_minutes", "drugs", "replaces_plan_id", "plan_sequence"}
+    assert (payload["replaces_plan_id"], payload["plan_sequence"]) == (previous, 2)
     assert [(drug["name"], drug["dose"], drug["max_per_24h"], drug["rate"]) for drug in payload["drugs"]] == [
         ("ketorolac", "30", "120", None), ("metoclopramide", "10", None, None), ("normal saline", "1000", None, "500 mL/h")]
 
 
 def test_the_retired_payload_matches_its_schema_with_or_without_a_successor():
-    alone = events.serialise_payload("records.treatment_plan.retired", domain.retired_payload(PLAN))
-    assert alone == {"plan_id": PLAN["id"], "patient_id": PLAN["patient_id"], "replaced_by_plan_id": None}
+    alone = events.serialise_payload("records.treatment_plan.retired", domain.retired_payload(PLAN, plan_sequence=1))
+    assert alone == {"plan_id": PLAN["id"], "patient_id": PLAN["patient_id"], "replaced_by_plan_id": None, "plan_sequence": 1}
     successor = str(uuid.uuid4())
-    replaced = events.serialise_payload("records.treatment_plan.retired", domain.retired_payload(PLAN, successor))
+    replaced = events.serialise_payload("records.treatment_plan.retired", domain.retired_payload(PLAN, successor, plan_sequence=2))
     assert replaced["replaced_by_plan_id"] == successor
 
 
@@ -40,7 +40,8 @@ def test_the_retired_payload_matches_its_schema_with_or_without_a_successor():
 def test_a_drug_consumers_could_not_hold_a_dose_to_never_leaves(change, field):
     drugs = [{**PLAN["drugs"][0], **change}]
     with pytest.raises(events.InvalidEvent, match=field):
-        events.serialise_payload("records.treatment_plan.activated", domain.activated_payload({**PLAN, "drugs": drugs}, None))
+        events.serialise_payload("records.treatment_plan.activated",
+                                 domain.activated_payload({**PLAN, "drugs": drugs}, None, plan_sequence=1))
 
 
 def test_a_completed_session_round_trips_into_what_the_encounter_keeps():

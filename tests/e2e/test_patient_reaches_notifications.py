@@ -33,7 +33,8 @@ def clinic_stack(postgres, settings_for, tmp_path):
     port = free_port()
     base_env = dict(os.environ, RABBITMQ_URL=settings.rabbitmq_url, CLINIC_BUS_NAMESPACE=settings.bus_namespace)
     commands = [
-        ("records", [str(BIN / "gunicorn"), "--bind", f"127.0.0.1:{port}", "--workers", "2", "records.app:create_app()"]),
+        ("records", [str(BIN / "gunicorn"), "-c", "python:clinic.gunicorn_conf", "--bind", f"127.0.0.1:{port}", "--workers", "2",
+                     "records.app:create_app()"]),
         ("records", [str(BIN / "records-worker")]),
         ("notifications", [str(BIN / "notifications-worker")]),
     ]
@@ -72,13 +73,13 @@ def _consumers(rabbitmq_url: str, queue: str) -> int:
 
 def test_a_registered_patient_reaches_the_notifications_contact_copy(clinic_stack):
     settings = clinic_stack["settings"]
-    headers = {"Authorization": f"Bearer {issue_token(settings, 'desk-1', ['front_desk'])}", "X-Correlation-ID": "e2e-register-1"}
+    headers = {"Authorization": f"Bearer {issue_token(settings, 'desk-1', ['front_desk'])}", "X-Correlation-ID": "6c1d2e3f-4a5b-4c6d-8e7f-8091a2b3c4d5"}
     patient = {"given_name": "Noor", "family_name": "Haddad", "birth_date": "1990-07-21", "sex": "female",
                "email": "noor@example.org", "phone": "+1 555 010 0199", "preferred_contact": "sms"}
 
     response = requests.post(f"{clinic_stack['base']}/patients", json=patient, headers=headers, timeout=10)
     assert response.status_code == 201, response.text
-    assert response.headers["X-Correlation-ID"] == "e2e-register-1"
+    assert response.headers["X-Correlation-ID"] == "6c1d2e3f-4a5b-4c6d-8e7f-8091a2b3c4d5"
     patient_id = response.json()["id"]
 
     import notifications.db as notifications_db

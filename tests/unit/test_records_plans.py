@@ -52,11 +52,18 @@ def test_retiring_an_active_plan_is_news_a_draft_is_not_and_a_retired_one_is_ref
         domain.retirement_is_news(plan(domain.RETIRED))
 
 
-def test_the_activated_payload_carries_drugs_and_limits_but_not_the_notes():
-    payload = domain.activated_payload(plan(), replaces_plan_id=None)
+def test_the_activated_payload_carries_drugs_limits_and_the_plan_sequence_but_not_the_notes():
+    payload = domain.activated_payload(plan(), replaces_plan_id=None, plan_sequence=3)
     assert "notes" not in payload
     assert payload["infusion_minutes"] == 150
     assert payload["drugs"] == [KETOROLAC]
+    assert payload["plan_sequence"] == 3
+
+
+def test_the_retired_payload_carries_the_successor_and_the_plan_sequence():
+    retired = plan(domain.ACTIVE)
+    assert domain.retired_payload(retired, "next-plan", plan_sequence=4) == {
+        "plan_id": retired["id"], "patient_id": retired["patient_id"], "replaced_by_plan_id": "next-plan", "plan_sequence": 4}
 
 
 @pytest.mark.parametrize("changes, field", [

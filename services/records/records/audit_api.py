@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import re
 from datetime import date, datetime, time, timedelta, timezone
-from zoneinfo import ZoneInfo
 
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
-from clinic.web import engine, settings
-from records import audit, db
-from records.api_support import AUDITORS
-from records.audit import READ, audited
+from clinic import audit
+from clinic.audit import READ, audited
+from clinic.validation import FIRST_PLAUSIBLE_DAY, LAST_PLAUSIBLE_DAY
+from clinic.web import audit_log, reading, settings
+from records.roles import AUDITORS
 
 blp = Blueprint("audit", __name__, url_prefix="/audit", description="Who read or changed which patient's data.")
 
 _DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_IMPLAUSIBLE = "outside the years the clinic's records can be about"
 
 
 class DayOrMoment(fields.Field):
@@ -29,14 +30,14 @@ class DayOrMoment(fields.Field):
         try:
             if _DAY.match(value):
                 day = date.fromisoformat(value)
-                if not 1900 <= day.year <= 2999:
-                    raise ValidationError("outside the years the clinic's records can be about")
+                if not FIRST_PLAUSIBLE_DAY <= day <= LAST_PLAUSIBLE_DAY:
+                    raise ValidationError(_IMPLAUSIBLE)
                 return day
             moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
             raise ValidationError("not a day (YYYY-MM-DD) or an ISO 8601 date-time") from None
-        if not 1900 <= moment.year <= 2999:
-            raise ValidationError("outside the years the clinic's records can be about")
+        if not FIRST_PLAUSIBLE_DAY <= moment.date() <= LAST_PLAUSIBLE_DAY:
+            raise ValidationError(_IMPLAUSIBLE)
         return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
@@ -76,7 +77,7 @@ class AuditPageOut(Schema):
 
 
 def _clinic_midnight(day: date) -> datetime:
-    return datetime.combine(day, time(0), tzinfo=ZoneInfo(settings().clinic_timezone))
+    return datetime.combine(day, time(0), tzinfo=settings().timezone)
 
 
 def _start(value):
@@ -99,7 +100,7 @@ class AuditTrail(MethodView):
         """
         patient_id = str(query["patient_id"]) if query["patient_id"] else None
         audit.concerning(patient_id=patient_id)
-        with engine().connect() as connection:
-            entries, total = db.audit_trail(connection, patient_id, _start(query["since"]), _end(query["until"]),
-                                            query["limit"], query["offset"])
+        with reading() as connection:
+            entries, total = audit.trail(connection, audit_log(), patient_id, _start(query["since"]), _end(query["until"]),
+                                         query["limit"], query["offset"])
         return {"total": total, "offset": query["offset"], "limit": query["limit"], "entries": entries}

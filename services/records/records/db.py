@@ -13,12 +13,15 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from clinic.db import UtcDateTime, messaging_tables
+from clinic.audit import audit_table
+from clinic.db import UtcDateTime, messaging_tables, row_of, rows_of, violated_constraint
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 metadata = sa.MetaData()
 outbox, inbox = messaging_tables(metadata)
+# Who read or changed which patient's data (clinic.audit): the same table every service keeps.
+audit_log = audit_table(metadata)
 
 patients = sa.Table(
     "patients",
@@ -39,6 +42,11 @@ patients = sa.Table(
     sa.Column("search_name", sa.String(201), nullable=False),
     sa.Column("created_at", UtcDateTime(), nullable=False),
     sa.Column("updated_at", UtcDateTime(), nullable=False),
+    # Versions stamped in the same transaction as the change they count, carried by the events, so
+    # the copies other services keep end at the newest whatever order the events arrive in: one
+    # more per change of contact details, one more per plan activation or retirement announced.
+    sa.Column("contact_version", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("plan_sequence", sa.Integer(), nullable=False, server_default="0"),
 )
 sa.Index("ix_patients_family_name", patients.c.family_name)
 sa.Index("ix_patients_birth_date", patients.c.birth_date)
@@ -80,7 +88,8 @@ treatment_plans = sa.Table(
 )
 sa.Index("ix_treatment_plans_patient", treatment_plans.c.patient_id)
 # One active plan per patient, whatever two neurologists click at the same moment.
-sa.Index("uq_treatment_plans_one_active", treatment_plans.c.patient_id, unique=True,
+ONE_ACTIVE_PLAN = "uq_treatment_plans_one_active"
+sa.Index(ONE_ACTIVE_PLAN, treatment_plans.c.patient_id, unique=True,
          postgresql_where=treatment_plans.c.status == "active", sqlite_where=treatment_plans.c.status == "active")
 
 diary_entries = sa.Table(
@@ -121,36 +130,6 @@ encounters = sa.Table(
 )
 sa.Index("ix_encounters_patient_started", encounters.c.patient_id, encounters.c.started_at)
 
-# Who read or changed which patient's data. Append-only: nothing in records updates or deletes a row.
-# No foreign key to patients: a refused look at an id that does not exist is worth keeping too.
-audit_log = sa.Table(
-    "audit_log",
-    metadata,
-    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
-    sa.Column("occurred_at", UtcDateTime(), nullable=False),
-    sa.Column("subject", sa.String(200), nullable=False),
-    sa.Column("roles", sa.String(200), nullable=False),
-    sa.Column("action", sa.String(20), nullable=False),
-    sa.Column("resource", sa.String(40), nullable=False),
-    sa.Column("resource_id", sa.String(36), nullable=True),
-    sa.Column("patient_id", sa.String(36), nullable=True),
-    sa.Column("outcome", sa.String(10), nullable=False),
-    sa.Column("error_code", sa.String(40), nullable=True),
-    sa.Column("correlation_id", sa.String(100), nullable=True),
-)
-sa.Index("ix_audit_log_patient", audit_log.c.patient_id, audit_log.c.occurred_at)
-sa.Index("ix_audit_log_occurred", audit_log.c.occurred_at)
-
-
-def _one(connection: Connection, query) -> dict | None:
-    row = connection.execute(query).mappings().first()
-    return dict(row) if row else None
-
-
-def _all(connection: Connection, query) -> list[dict]:
-    return [dict(row) for row in connection.execute(query).mappings()]
-
-
 # --- patients ---------------------------------------------------------------------------------
 
 
@@ -158,11 +137,32 @@ def get_patient(connection: Connection, patient_id: str, for_update: bool = Fals
     query = sa.select(patients).where(patients.c.id == patient_id)
     if for_update:
         query = query.with_for_update()
-    return _one(connection, query)
+    return row_of(connection, query)
 
 
 def find_by_identity_key(connection: Connection, key: str) -> dict | None:
-    return _one(connection, sa.select(patients).where(patients.c.identity_key == key))
+    return row_of(connection, sa.select(patients).where(patients.c.identity_key == key))
+
+
+# The patients' unique keys, by the name PostgreSQL gives a column's UNIQUE (SQLite names the column).
+_PATIENT_KEYS = {"patients_medical_record_number_key": "medical_record_number", "patients_identity_key_key": "identity_key"}
+
+
+def refused_patient_key(exc: BaseException) -> str | None:
+    """Which unique key of patients refused a write: "medical_record_number" (a number drawn twice),
+    "identity_key" (the same person again), or None when it was something else."""
+    name = violated_constraint(exc)
+    if name:
+        return _PATIENT_KEYS.get(name)
+    if name == "":
+        message = str(exc.orig)
+        return next((column for column in _PATIENT_KEYS.values() if f"patients.{column}" in message), None)
+    return None
+
+
+def set_plan_sequence(connection: Connection, patient_id: str, plan_sequence: int) -> None:
+    """Stamp the patient's plan sequence: the caller holds the patient's row lock and announces the events it counts."""
+    connection.execute(patients.update().where(patients.c.id == patient_id).values(plan_sequence=plan_sequence))
 
 
 def search_patients(connection: Connection, words: list[str], birth_date: date | None, limit: int) -> list[dict]:
@@ -176,7 +176,7 @@ def search_patients(connection: Connection, words: list[str], birth_date: date |
         query = query.where(spaced.like(f"% {escaped}%", escape="\\"))
     if birth_date is not None:
         query = query.where(patients.c.birth_date == birth_date)
-    return _all(connection, query.order_by(patients.c.family_name, patients.c.given_name, patients.c.id).limit(limit))
+    return rows_of(connection, query.order_by(patients.c.family_name, patients.c.given_name, patients.c.id).limit(limit))
 
 
 # --- diagnoses --------------------------------------------------------------------------------
@@ -184,17 +184,17 @@ def search_patients(connection: Connection, words: list[str], birth_date: date |
 
 def get_diagnosis(connection: Connection, patient_id: str, diagnosis_id: str, for_update: bool = False) -> dict | None:
     query = sa.select(diagnoses).where(diagnoses.c.id == diagnosis_id, diagnoses.c.patient_id == patient_id)
-    return _one(connection, query.with_for_update() if for_update else query)
+    return row_of(connection, query.with_for_update() if for_update else query)
 
 
 def active_diagnosis_with_code(connection: Connection, patient_id: str, code: str) -> dict | None:
-    return _one(connection, sa.select(diagnoses).where(
+    return row_of(connection, sa.select(diagnoses).where(
         diagnoses.c.patient_id == patient_id, diagnoses.c.code == code, diagnoses.c.status == "active"))
 
 
 def list_diagnoses(connection: Connection, patient_id: str) -> list[dict]:
-    return _all(connection, sa.select(diagnoses).where(diagnoses.c.patient_id == patient_id)
-                .order_by(diagnoses.c.status, diagnoses.c.created_at))
+    return rows_of(connection, sa.select(diagnoses).where(diagnoses.c.patient_id == patient_id)
+                  .order_by(diagnoses.c.status, diagnoses.c.created_at))
 
 
 # --- treatment plans --------------------------------------------------------------------------
@@ -202,7 +202,7 @@ def list_diagnoses(connection: Connection, patient_id: str) -> list[dict]:
 
 def get_plan(connection: Connection, plan_id: str, for_update: bool = False) -> dict | None:
     query = sa.select(treatment_plans).where(treatment_plans.c.id == plan_id)
-    return _one(connection, query.with_for_update() if for_update else query)
+    return row_of(connection, query.with_for_update() if for_update else query)
 
 
 def plan_patient_id(connection: Connection, plan_id: str) -> str | None:
@@ -210,13 +210,13 @@ def plan_patient_id(connection: Connection, plan_id: str) -> str | None:
 
 
 def active_plan(connection: Connection, patient_id: str) -> dict | None:
-    return _one(connection, sa.select(treatment_plans).where(
+    return row_of(connection, sa.select(treatment_plans).where(
         treatment_plans.c.patient_id == patient_id, treatment_plans.c.status == "active"))
 
 
 def list_plans(connection: Connection, patient_id: str) -> list[dict]:
-    return _all(connection, sa.select(treatment_plans).where(treatment_plans.c.patient_id == patient_id)
-                .order_by(treatment_plans.c.created_at.desc()))
+    return rows_of(connection, sa.select(treatment_plans).where(treatment_plans.c.patient_id == patient_id)
+                  .order_by(treatment_plans.c.created_at.desc()))
 
 
 def update_plan(connection: Connection, plan_id: str, **values) -> None:
@@ -228,16 +228,16 @@ def update_plan(connection: Connection, plan_id: str, **values) -> None:
 
 def get_diary_entry(connection: Connection, patient_id: str, entry_id: str, for_update: bool = False) -> dict | None:
     query = sa.select(diary_entries).where(diary_entries.c.id == entry_id, diary_entries.c.patient_id == patient_id)
-    return _one(connection, query.with_for_update() if for_update else query)
+    return row_of(connection, query.with_for_update() if for_update else query)
 
 
 def diary_entry_on(connection: Connection, patient_id: str, entry_date: date) -> dict | None:
-    return _one(connection, sa.select(diary_entries).where(
+    return row_of(connection, sa.select(diary_entries).where(
         diary_entries.c.patient_id == patient_id, diary_entries.c.entry_date == entry_date))
 
 
 def diary_between(connection: Connection, patient_id: str, first: date, last: date) -> list[dict]:
-    return _all(connection, sa.select(diary_entries).where(
+    return rows_of(connection, sa.select(diary_entries).where(
         diary_entries.c.patient_id == patient_id, diary_entries.c.entry_date.between(first, last))
         .order_by(diary_entries.c.entry_date))
 
@@ -246,31 +246,9 @@ def diary_between(connection: Connection, patient_id: str, first: date, last: da
 
 
 def encounter_for_session(connection: Connection, session_id: str) -> dict | None:
-    return _one(connection, sa.select(encounters).where(encounters.c.session_id == session_id))
+    return row_of(connection, sa.select(encounters).where(encounters.c.session_id == session_id))
 
 
 def list_encounters(connection: Connection, patient_id: str) -> list[dict]:
-    return _all(connection, sa.select(encounters).where(encounters.c.patient_id == patient_id)
-                .order_by(encounters.c.started_at.desc()))
-
-
-# --- PHI audit --------------------------------------------------------------------------------
-
-
-def add_audit_rows(connection: Connection, rows: list[dict]) -> None:
-    connection.execute(audit_log.insert(), rows)
-
-
-def audit_trail(connection: Connection, patient_id: str | None, since, until, limit: int, offset: int) -> tuple[list[dict], int]:
-    """Audit rows in time order (oldest first), filtered, one page of them, and how many match in all."""
-    conditions = []
-    if patient_id is not None:
-        conditions.append(audit_log.c.patient_id == patient_id)
-    if since is not None:
-        conditions.append(audit_log.c.occurred_at >= since)
-    if until is not None:
-        conditions.append(audit_log.c.occurred_at < until)
-    total = connection.execute(sa.select(sa.func.count()).select_from(audit_log).where(*conditions)).scalar_one()
-    rows = _all(connection, sa.select(audit_log).where(*conditions)
-                .order_by(audit_log.c.occurred_at, audit_log.c.id).limit(limit).offset(offset))
-    return rows, total
+    return rows_of(connection, sa.select(encounters).where(encounters.c.patient_id == patient_id)
+                  .order_by(encounters.c.started_at.desc()))

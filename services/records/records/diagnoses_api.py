@@ -6,12 +6,13 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import Schema, ValidationError, fields, post_load, validate, validates
 
-from clinic.db import new_id, utcnow
-from clinic.errors import Conflict, NotFound, RuleViolation
-from clinic.web import engine
-from records import audit, db, domain
-from records.api_support import CLINICIANS, existing_patient, not_in_future, plain_text
-from records.audit import CREATE, READ, UPDATE, audited
+from clinic.audit import CREATE, READ, UPDATE, audited
+from clinic.validation import plain_text
+from clinic.web import current_principal, reading, unit_of_work
+from records import domain
+from records.roles import CLINICIANS
+from records.services import diagnoses
+from records.validators import Change, not_in_future
 
 blp = Blueprint("diagnoses", __name__, url_prefix="/patients", description="Diagnoses, coded in ICD-10-CM.")
 
@@ -33,7 +34,7 @@ class DiagnosisIn(Schema):
         return data
 
 
-class DiagnosisPatch(Schema):
+class DiagnosisPatch(Change):
     description = fields.String(validate=plain_text(500))
     status = fields.String(validate=validate.OneOf(domain.DIAGNOSIS_STATUSES))
 
@@ -56,9 +57,8 @@ class Diagnoses(MethodView):
     @blp.response(200, DiagnosisOut(many=True))
     def get(self, patient_id):
         """A patient's diagnoses, active first."""
-        with engine().connect() as connection:
-            existing_patient(connection, patient_id)
-            return db.list_diagnoses(connection, str(patient_id))
+        with reading() as connection:
+            return diagnoses.patient_diagnoses(connection, patient_id)
 
     @audited(CREATE, "diagnosis", CLINICIANS, write=True)
     @blp.arguments(DiagnosisIn())
@@ -69,18 +69,7 @@ class Diagnoses(MethodView):
 
         Chronic migraine (G43.7xx) and medication-overuse headache (G44.41) are the usual ones here.
         """
-        now = utcnow()
-        diagnosis = {**data, "id": new_id(), "patient_id": str(patient_id), "recorded_by": audit.current().principal.subject,
-                     "created_at": now, "updated_at": now}
-        audit.concerning(resource_id=diagnosis["id"])
-        with audit.transaction() as connection:
-            patient = existing_patient(connection, patient_id, for_update=True)
-            if data["onset_date"] and data["onset_date"] < patient["birth_date"]:
-                raise RuleViolation("the onset date is before the patient's birth date", {"onset_date": ["before the birth date"]})
-            if data["status"] == "active":
-                _refuse_second_active(connection, diagnosis)
-            connection.execute(db.diagnoses.insert().values(**diagnosis))
-        return diagnosis
+        return diagnoses.record_diagnosis(unit_of_work(), patient_id, data, by=current_principal().subject)
 
 
 @blp.route("/<uuid:patient_id>/diagnoses/<uuid:diagnosis_id>")
@@ -88,24 +77,7 @@ class DiagnosisById(MethodView):
     @audited(UPDATE, "diagnosis", CLINICIANS, write=True, resource_arg="diagnosis_id")
     @blp.arguments(DiagnosisPatch())
     @blp.response(200, DiagnosisOut)
+    @blp.alt_response(409, description="The diagnosis would make its code active twice for this patient.")
     def patch(self, changes, patient_id, diagnosis_id):
         """Correct a diagnosis's description, or mark it resolved (or active again)."""
-        with audit.transaction() as connection:
-            existing_patient(connection, patient_id, for_update=True)
-            diagnosis = db.get_diagnosis(connection, str(patient_id), str(diagnosis_id), for_update=True)
-            if diagnosis is None:
-                raise NotFound("this patient has no diagnosis with this id", {"diagnosis_id": str(diagnosis_id)})
-            after = {**diagnosis, **changes, "updated_at": utcnow()}
-            if after["status"] == "active" and diagnosis["status"] != "active":
-                _refuse_second_active(connection, after)
-            connection.execute(db.diagnoses.update().where(db.diagnoses.c.id == diagnosis["id"])
-                               .values(**changes, updated_at=after["updated_at"]))
-        return after
-
-
-def _refuse_second_active(connection, diagnosis: dict) -> None:
-    # The patient row is locked by the caller, so no other request can slip the same code in between.
-    existing = db.active_diagnosis_with_code(connection, diagnosis["patient_id"], diagnosis["code"])
-    if existing is not None:
-        raise Conflict(f"{diagnosis['code']} is already an active diagnosis of this patient",
-                       {"diagnosis_id": existing["id"], "code": diagnosis["code"]})
+        return diagnoses.change_diagnosis(unit_of_work(), patient_id, diagnosis_id, changes)

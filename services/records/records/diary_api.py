@@ -8,18 +8,18 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import sqlalchemy as sa
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates, validates_schema
 
-from clinic.db import new_id, utcnow
-from clinic.errors import Conflict, NotFound, RuleViolation
+from clinic.audit import CREATE, READ, UPDATE, audited
+from clinic.errors import RuleViolation
 from clinic.validation import PLAUSIBLE_DAY
-from clinic.web import engine
-from records import audit, db, diary
-from records.api_support import CLINICAL_READERS, DIARY_WRITERS, clinic_today, existing_patient, local_date, not_in_future
-from records.audit import CREATE, READ, UPDATE, audited
+from clinic.web import current_principal, reading, settings, unit_of_work
+from records.diary import ACUTE_MEDICATION_KINDS, entry_problem
+from records.roles import CLINICAL_READERS, DIARY_WRITERS
+from records.services import diary
+from records.validators import clinic_today, not_in_future
 
 blp = Blueprint("diary", __name__, url_prefix="/patients", description="The headache diary and its summary.")
 
@@ -30,7 +30,7 @@ class DiaryDayIn(Schema):
     headache = fields.Boolean(required=True)
     worst_intensity = fields.Integer(load_default=None, allow_none=True, strict=True, validate=validate.Range(min=0, max=10),
                                      metadata={"description": "Worst pain of the day, 0–10; needed on a headache day"})
-    acute_medication = fields.List(fields.String(validate=validate.OneOf(diary.ACUTE_MEDICATION_KINDS)), load_default=list,
+    acute_medication = fields.List(fields.String(validate=validate.OneOf(ACUTE_MEDICATION_KINDS)), load_default=list,
                                    metadata={"description": "Kinds of acute medication taken that day; empty when none"})
 
     @validates("acute_medication")
@@ -40,7 +40,7 @@ class DiaryDayIn(Schema):
 
     @validates_schema
     def consistent(self, data, **_):
-        problem = diary.entry_problem(data["headache"], data["worst_intensity"])
+        problem = entry_problem(data["headache"], data["worst_intensity"])
         if problem:
             raise ValidationError(problem[1], problem[0])
 
@@ -61,14 +61,11 @@ class DiaryEntryOut(Schema):
     updated_at = fields.DateTime()
 
 
-# Days a diary can be about; outside them date arithmetic would overflow rather than find nothing.
-PLAUSIBLE_DAYS = PLAUSIBLE_DAY
-
-
 class DiaryRange(Schema):
-    first = fields.Date(data_key="from", load_default=None, validate=PLAUSIBLE_DAYS,
+    # Days a diary can be about (clinic.validation): outside them date arithmetic would overflow rather than find nothing.
+    first = fields.Date(data_key="from", load_default=None, validate=PLAUSIBLE_DAY,
                         metadata={"description": "First day (default: 89 days before the last)"})
-    last = fields.Date(data_key="to", load_default=None, validate=PLAUSIBLE_DAYS, metadata={"description": "Last day (default: today)"})
+    last = fields.Date(data_key="to", load_default=None, validate=PLAUSIBLE_DAY, metadata={"description": "Last day (default: today)"})
 
     @validates_schema
     def ordered(self, data, **_):
@@ -116,11 +113,6 @@ class SummaryOut(Schema):
     infusions = fields.List(fields.Nested(InfusionTrendOut))
 
 
-def _diary_days(rows: list[dict]) -> list[diary.DiaryDay]:
-    return [diary.DiaryDay(row["entry_date"], row["headache"], row["worst_intensity"], frozenset(row["acute_medication"]))
-            for row in rows]
-
-
 @blp.route("/<uuid:patient_id>/diary")
 class Diary(MethodView):
     @audited(READ, "diary", CLINICAL_READERS)
@@ -132,9 +124,8 @@ class Diary(MethodView):
         first = query["first"] or last - timedelta(days=89)
         if (last - first).days >= LONGEST_LISTING_DAYS:
             raise RuleViolation(f"at most {LONGEST_LISTING_DAYS} days at a time", {"from": ["too far before 'to'"]})
-        with engine().connect() as connection:
-            existing_patient(connection, patient_id)
-            return db.diary_between(connection, str(patient_id), first, last)
+        with reading() as connection:
+            return diary.entries_between(connection, patient_id, first, last)
 
     @audited(CREATE, "diary", DIARY_WRITERS, write=True)
     @blp.arguments(DiaryEntryIn())
@@ -145,23 +136,7 @@ class Diary(MethodView):
 
         Kinds: triptan, ergot, opioid, combination_analgesic, simple_analgesic (paracetamol, NSAIDs, aspirin).
         """
-        now = utcnow()
-        entry = {**data, "id": new_id(), "patient_id": str(patient_id), "recorded_by": audit.current().principal.subject,
-                 "created_at": now, "updated_at": now}
-        audit.concerning(resource_id=entry["id"])
-        try:
-            with audit.transaction() as connection:
-                patient = existing_patient(connection, patient_id, for_update=True)
-                if entry["entry_date"] < patient["birth_date"]:
-                    raise RuleViolation("the diary date is before the patient's birth date", {"entry_date": ["before the birth date"]})
-                _refuse_second_entry(connection, entry)
-                connection.execute(db.diary_entries.insert().values(**entry))
-        except sa.exc.IntegrityError:
-            # Another request wrote the same day in between (the unique key refused ours): name it.
-            with engine().connect() as connection:
-                _refuse_second_entry(connection, entry)
-            raise
-        return entry
+        return diary.add_entry(unit_of_work(), patient_id, data, by=current_principal().subject)
 
 
 @blp.route("/<uuid:patient_id>/diary/<uuid:entry_id>")
@@ -171,15 +146,7 @@ class DiaryEntryById(MethodView):
     @blp.response(200, DiaryEntryOut)
     def put(self, data, patient_id, entry_id):
         """Correct a day's entry (its date stays); the whole entry is replaced."""
-        with audit.transaction() as connection:
-            existing_patient(connection, patient_id, for_update=True)
-            entry = db.get_diary_entry(connection, str(patient_id), str(entry_id), for_update=True)
-            if entry is None:
-                raise NotFound("this patient has no diary entry with this id", {"entry_id": str(entry_id)})
-            entry.update(data, updated_at=utcnow(), recorded_by=audit.current().principal.subject)
-            connection.execute(db.diary_entries.update().where(db.diary_entries.c.id == entry["id"])
-                               .values(**data, updated_at=entry["updated_at"], recorded_by=entry["recorded_by"]))
-        return entry
+        return diary.correct_entry(unit_of_work(), patient_id, entry_id, data, by=current_principal().subject)
 
 
 @blp.route("/<uuid:patient_id>/diary/summary")
@@ -199,23 +166,6 @@ class DiarySummary(MethodView):
           infusion's interval, and the change. Fewer headache days and a lower intensity after an
           infusion are what the clinic is aiming for.
         """
-        last = clinic_today()
-        first = last - timedelta(days=query["days"] - 1)
-        with engine().connect() as connection:
-            existing_patient(connection, patient_id)
-            rows = db.diary_between(connection, str(patient_id), first - timedelta(days=query["around_days"]), last)
-            infusions = [local_date(encounter["started_at"]) for encounter in db.list_encounters(connection, str(patient_id))]
-        days = _diary_days(rows)
-        return {
-            "patient_id": str(patient_id),
-            "window": diary.summarise(days, first, last),
-            "medication_overuse": diary.medication_overuse(days, first, last),
-            "infusions": diary.infusion_trends(days, [day for day in infusions if first <= day <= last], query["around_days"], last),
-        }
-
-
-def _refuse_second_entry(connection, entry: dict) -> None:
-    existing = db.diary_entry_on(connection, entry["patient_id"], entry["entry_date"])
-    if existing is not None:
-        raise Conflict(f"the diary already has an entry for {entry['entry_date'].isoformat()}; correct that one instead",
-                       {"entry_id": existing["id"], "entry_date": entry["entry_date"].isoformat()})
+        with reading() as connection:
+            return diary.summary(connection, patient_id, clinic_today(), query["days"], query["around_days"],
+                                 settings().timezone)

@@ -49,8 +49,10 @@ def luhn_check_digit(digits: str) -> int:
 
 
 def contact_details(patient: dict) -> dict:
-    """The payload of records.patient.contact_changed: what notifications needs to reach the patient."""
-    return {"patient_id": patient["id"], **{field: patient[field] for field in CONTACT_FIELDS}}
+    """The payload of records.patient.contact_changed: what notifications needs to reach the patient,
+    with the patient's contact version, so a copy keeps the newest whatever order changes arrive in."""
+    return {"patient_id": patient["id"], **{field: patient[field] for field in CONTACT_FIELDS},
+            "contact_version": patient["contact_version"]}
 
 
 def contact_changed(before: dict, after: dict) -> bool:
@@ -107,9 +109,9 @@ def normalised_icd10cm(code: str) -> str | None:
 # --- treatment plans --------------------------------------------------------------------------
 
 DRAFT, ACTIVE, RETIRED = "draft", "active", "retired"
-# DESIGN: an infusion lasts at least two hours. The ceiling is a plausibility bound: no office day
-# holds more, and a typo of 1200 for 120 should be caught here, not at the booking desk.
-MINIMUM_INFUSION_MINUTES = 120
+# DESIGN: an infusion lasts at least two hours (clinic.events.MINIMUM_INFUSION_MINUTES). The ceiling
+# is a plausibility bound: no office day holds more, and a typo of 1200 for 120 should be caught
+# here, not at the booking desk.
 MAXIMUM_INFUSION_MINUTES = 600
 # A rate only means something for a drug that runs in over time.
 ROUTES_WITH_RATE = ("IV", "SC")
@@ -152,6 +154,12 @@ def decimal_text(value: Decimal | None) -> str | None:
     return format(value.normalize(), "f")
 
 
+def stored_drugs(drugs: list[dict]) -> list[dict]:
+    """Drugs as kept in the plan's JSON: doses as exact decimal text, names without surrounding spaces."""
+    return [{**drug, "name": drug["name"].strip(), "dose": decimal_text(drug["dose"]),
+             "max_per_24h": decimal_text(drug.get("max_per_24h")), "rate": drug.get("rate")} for drug in drugs]
+
+
 def ensure_editable(plan: dict) -> None:
     if plan["status"] != DRAFT:
         raise Conflict(f"only a draft plan can be changed; this plan is {plan['status']}",
@@ -180,8 +188,12 @@ def retirement_is_news(plan: dict) -> bool:
     return plan["status"] == ACTIVE
 
 
-def activated_payload(plan: dict, replaces_plan_id: str | None) -> dict:
-    """records.treatment_plan.activated: what scheduling and sessions need, and no free-text notes."""
+def activated_payload(plan: dict, replaces_plan_id: str | None, *, plan_sequence: int) -> dict:
+    """records.treatment_plan.activated: what scheduling and sessions need, and no free-text notes.
+
+    `plan_sequence` is the patient's plan sequence after this event (one more per activation or
+    retirement announced): scheduling keeps one plan per patient and orders the events by it.
+    """
     return {
         "plan_id": plan["id"],
         "patient_id": plan["patient_id"],
@@ -189,8 +201,11 @@ def activated_payload(plan: dict, replaces_plan_id: str | None) -> dict:
         "drugs": [{key: drug.get(key) for key in ("name", "dose", "unit", "route", "purpose", "rate", "max_per_24h")}
                   for drug in plan["drugs"]],
         "replaces_plan_id": replaces_plan_id,
+        "plan_sequence": plan_sequence,
     }
 
 
-def retired_payload(plan: dict, replaced_by_plan_id: str | None = None) -> dict:
-    return {"plan_id": plan["id"], "patient_id": plan["patient_id"], "replaced_by_plan_id": replaced_by_plan_id}
+def retired_payload(plan: dict, replaced_by_plan_id: str | None = None, *, plan_sequence: int) -> dict:
+    """records.treatment_plan.retired, with the patient's plan sequence after this event."""
+    return {"plan_id": plan["id"], "patient_id": plan["patient_id"], "replaced_by_plan_id": replaced_by_plan_id,
+            "plan_sequence": plan_sequence}

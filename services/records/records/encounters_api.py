@@ -6,11 +6,11 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields
 
+from clinic.audit import READ, audited
 from clinic.events import AlertSummary, DrugGiven
-from clinic.web import engine
-from records import db
-from records.api_support import CLINICAL_READERS, existing_patient, local_date
-from records.audit import READ, audited
+from clinic.web import reading, settings
+from records.roles import CLINICAL_READERS
+from records.services import encounters
 
 blp = Blueprint("encounters", __name__, url_prefix="/patients", description="The encounter history.")
 
@@ -36,12 +36,14 @@ class Encounters(MethodView):
     @audited(READ, "encounter", CLINICAL_READERS)
     @blp.response(200, EncounterOut(many=True))
     def get(self, patient_id):
-        """A patient's infusion encounters, newest first: room, times, drugs given with doses, pain before and
-        after, the highest NEWS2 score and the alerts raised."""
-        with engine().connect() as connection:
-            existing_patient(connection, patient_id)
-            encounters = db.list_encounters(connection, str(patient_id))
+        """A patient's infusion encounters, newest first, each with what happened in it.
+
+        Room, times, drugs given with doses, pain before and after, the highest NEWS2 score and the alerts raised.
+        """
+        with reading() as connection:
+            found = encounters.patient_encounters(connection, patient_id)
+        zone = settings().timezone
         # Stored as the event's JSON; loaded again so times and doses are dumped as the types they are.
-        return [{**encounter, "date": local_date(encounter["started_at"]),
+        return [{**encounter, "date": encounter["started_at"].astimezone(zone).date(),
                  "drugs_given": DrugGiven(many=True).load(encounter["drugs_given"]),
-                 "alerts": AlertSummary(many=True).load(encounter["alerts"])} for encounter in encounters]
+                 "alerts": AlertSummary(many=True).load(encounter["alerts"])} for encounter in found]

@@ -1,4 +1,4 @@
-"""The PHI access audit on the real PostgreSQL: every read and write of a patient's data says who, when,
+"""The PHI access audit, on PostgreSQL and on SQLite: every read and write of a patient's data says who, when,
 which patient, what and whether they were let in; a write and its audit row commit together."""
 
 from __future__ import annotations
@@ -8,15 +8,16 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import sqlalchemy as sa
 
+from clinic import audit
 from clinic.db import new_id
 from clinic.testing import assert_error
 from records import db
-from tests.integration import test_records_support as support
-from tests.integration.test_records_support import audit_rows, draft_plan, outbox_events, register
-
-records_database, records_engine, client = support.records_database, support.records_engine, support.client
+from tests.integration.records.support import audit_rows, draft_plan, outbox_events, register
 
 NOT_PATIENT_DATA = {"health.healthz", "health.readyz", "api-docs.openapi_json", "api-docs.openapi_swagger_ui", "static"}
+
+# A caller's correlation id is kept when it is a UUID (anything else is replaced at the edge).
+CORRELATION_ID = "0b6b3c1e-4d1f-4c55-9a1e-5f2d6c7e8a01"
 
 
 def test_every_view_of_patient_data_is_audited_and_every_change_in_its_transaction(client):
@@ -27,7 +28,7 @@ def test_every_view_of_patient_data_is_audited_and_every_change_in_its_transacti
             continue
         view_class = app.view_functions[rule.endpoint].view_class
         for method in rule.methods - {"HEAD", "OPTIONS"}:
-            action, resource, write = getattr(view_class, method.lower())._records_audit
+            action, resource, write = getattr(view_class, method.lower())._clinic_audit
             assert write == (method != "GET"), f"{method} {rule.rule} is audited as {'a write' if write else 'a read'}"
             checked += 1
     assert checked >= 15
@@ -36,11 +37,11 @@ def test_every_view_of_patient_data_is_audited_and_every_change_in_its_transacti
 def test_a_read_names_who_in_which_role_which_patient_and_what(client, records_engine):
     patient = register(client)
     response = client.get(f"/patients/{patient['id']}", headers={**client.as_role("nurse", subject="nurse-7"),
-                                                                  "X-Correlation-ID": "audit-read-1"})
+                                                                  "X-Correlation-ID": CORRELATION_ID})
     assert response.status_code == 200
     row, = audit_rows(records_engine, patient_id=patient["id"], action="read")
     assert (row["subject"], row["roles"], row["resource"], row["outcome"], row["correlation_id"]) == (
-        "nurse-7", "nurse", "patient", "allowed", "audit-read-1")
+        "nurse-7", "nurse", "patient", "allowed", CORRELATION_ID)
     assert datetime.now(timezone.utc) - row["occurred_at"] < timedelta(minutes=1)
 
 
@@ -90,10 +91,10 @@ def test_a_write_and_its_audit_row_commit_together_or_not_at_all(client, records
     row, = audit_rows(records_engine, resource_id=plan["id"], action="activate")
     assert (row["subject"], row["patient_id"], row["outcome"]) == ("dr-a", plan["patient_id"], "allowed")
 
-    def audit_unavailable(connection, rows):
+    def audit_unavailable(connection, table, rows):
         raise RuntimeError("the audit table cannot be written")
 
-    monkeypatch.setattr(db, "add_audit_rows", audit_unavailable)
+    monkeypatch.setattr(audit, "write", audit_unavailable)
     outbox_before = len(outbox_events(records_engine))
     response = client.post("/patients", json={"given_name": "Unaudited", "family_name": "Change", "birth_date": "1990-01-01",
                                               "sex": "male", "email": "unaudited@example.org"}, headers=client.as_role("front_desk"))
@@ -106,10 +107,10 @@ def test_a_write_and_its_audit_row_commit_together_or_not_at_all(client, records
 def test_data_is_not_served_when_its_read_cannot_be_audited(client, monkeypatch):
     patient = register(client)
 
-    def audit_unavailable(connection, rows):
+    def audit_unavailable(connection, table, rows):
         raise RuntimeError("the audit table cannot be written")
 
-    monkeypatch.setattr(db, "add_audit_rows", audit_unavailable)
+    monkeypatch.setattr(audit, "write", audit_unavailable)
     response = client.get(f"/patients/{patient['id']}", headers=client.as_role("nurse"))
     assert response.status_code == 500 and patient["family_name"] not in response.get_data(as_text=True)
 

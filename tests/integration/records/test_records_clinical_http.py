@@ -1,24 +1,20 @@
-"""Patients, diagnoses and the headache diary over HTTP on the real PostgreSQL: search, corrections,
+"""Patients, diagnoses and the headache diary over HTTP, on PostgreSQL and on SQLite: search, corrections,
 one diary entry a day, the summary with its trend around infusions, and bad input answered 4xx."""
 
 from __future__ import annotations
 
 from datetime import date, datetime, time, timedelta, timezone
-from zoneinfo import ZoneInfo
 
 import pytest
 
 from clinic.db import new_id, utcnow
 from clinic.testing import assert_error
 from records import db
-from tests.integration import test_records_support as support
-from tests.integration.test_records_support import outbox_events, register
-
-records_database, records_engine, client = support.records_database, support.records_engine, support.client
+from tests.integration.records.support import outbox_events, register
 
 
 def today(client) -> date:
-    return datetime.now(ZoneInfo(client.settings.clinic_timezone)).date()
+    return datetime.now(client.settings.timezone).date()
 
 
 # --- patients ---------------------------------------------------------------------------------
@@ -62,7 +58,10 @@ def test_correcting_a_name_sends_the_contact_again_and_keeps_the_search_current(
     changed = client.patch(f"/patients/{patient['id']}", json={"given_name": "John", "birth_date": "1979-06-15"}, headers=desk)
     assert changed.status_code == 200 and changed.get_json()["birth_date"] == "1979-06-15"
     contacts = outbox_events(records_engine, "records.patient.contact_changed", about=patient["id"])
-    assert [event.data["given_name"] for event in contacts] == ["Jon", "John"]
+    assert [(event.data["given_name"], event.data["contact_version"]) for event in contacts] == [("Jon", 1), ("John", 2)]
+    # A change that is no contact detail (the birth date) sends nothing and leaves the contact version as it is.
+    assert client.patch(f"/patients/{patient['id']}", json={"birth_date": "1979-06-16"}, headers=desk).status_code == 200
+    assert len(outbox_events(records_engine, "records.patient.contact_changed", about=patient["id"])) == 2
     found = client.get("/patients", query_string={"name": "john park"}, headers=desk).get_json()
     assert patient["id"] in {row["id"] for row in found}
 
@@ -184,9 +183,9 @@ def test_the_front_desk_neither_reads_nor_writes_the_diary(client):
     assert diary_entry(client, patient["id"], today(client), role="neurologist").status_code == 201
 
 
-def add_encounter(engine, patient_id: str, day: date, tz: str, pain=(8, 3)) -> None:
+def add_encounter(engine, patient_id: str, day: date, zone, pain=(8, 3)) -> None:
     """An infusion on `day` (clinic time), as the worker records it from sessions.session.completed."""
-    started = datetime.combine(day, time(10), tzinfo=ZoneInfo(tz)).astimezone(timezone.utc)
+    started = datetime.combine(day, time(10), tzinfo=zone).astimezone(timezone.utc)
     with engine.begin() as connection:
         connection.execute(db.encounters.insert().values(
             id=new_id(), session_id=new_id(), appointment_id=new_id(), patient_id=patient_id, room_id=new_id(), room_name="Infusion 1",
@@ -205,7 +204,7 @@ def test_the_summary_shows_frequency_intensity_overuse_and_the_trend_around_an_i
         headache = offset % 3 == 0
         assert diary_entry(client, patient["id"], infusion + timedelta(days=offset), headache=headache,
                            intensity=4 if headache else None).status_code == 201
-    add_encounter(records_engine, patient["id"], infusion, client.settings.clinic_timezone)
+    add_encounter(records_engine, patient["id"], infusion, client.settings.timezone)
 
     response = client.get(f"/patients/{patient['id']}/diary/summary", query_string={"days": 90, "around_days": 30},
                           headers=client.as_role("nurse"))

@@ -1,4 +1,4 @@
-"""Records over HTTP on the real PostgreSQL: bad input and bad identity get clear errors, never a 500,
+"""Records over HTTP, on PostgreSQL and on SQLite: bad input and bad identity get clear errors, never a 500,
 and a database that goes away is a 503 that heals without a restart."""
 
 from __future__ import annotations
@@ -11,34 +11,14 @@ import pytest
 import sqlalchemy as sa
 
 from clinic import events
-from clinic.auth import issue_token
-from clinic.db import create_engine, migrate
 from clinic.testing import assert_error, eventually
-from records import db
-from records.app import create_app
+from records import db, domain
+from tests.integration.records.support import outbox_events, register
 
 PATIENT = {"given_name": "Ana", "family_name": "Reyes", "birth_date": "1984-03-09", "sex": "female", "email": "ana@example.org"}
 
-
-@pytest.fixture(scope="module")
-def records_database(module_database):
-    migrate(create_engine(module_database), db.MIGRATIONS)
-    return module_database
-
-
-@pytest.fixture
-def client(records_database, settings_for):
-    settings = settings_for("records", records_database)
-    app = create_app(settings)
-    client = app.test_client()
-    client.settings = settings
-
-    def as_role(*roles):
-        return {"Authorization": f"Bearer {issue_token(settings, 'tester', roles)}"}
-
-    client.as_role = as_role
-    yield client
-    app.extensions["clinic.engine"].dispose()
+# A caller's correlation id is kept when it is a UUID (anything else is replaced at the edge).
+CORRELATION_ID = "3f0c2a4e-8b7d-4e61-a2c5-9d1e0f4b7c17"
 
 
 def test_a_malformed_body_is_a_400(client):
@@ -88,29 +68,47 @@ def test_a_wrong_role_is_a_403(client):
     assert "front_desk" in error["details"]["required_roles"]
 
 
-def test_registering_writes_the_patient_and_both_events_in_one_transaction(client, records_database):
-    headers = {**client.as_role("front_desk"), "X-Correlation-ID": "desk-request-17"}
+def test_registering_writes_the_patient_and_both_events_in_one_transaction(client, records_engine):
+    headers = {**client.as_role("front_desk"), "X-Correlation-ID": CORRELATION_ID}
     response = client.post("/patients", json=PATIENT, headers=headers)
     assert response.status_code == 201
     patient = response.get_json()
-    engine = create_engine(records_database)
-    with engine.connect() as connection:
+    with records_engine.connect() as connection:
         stored = connection.execute(sa.select(db.outbox.c.event_type, db.outbox.c.body)).all()
-    engine.dispose()
     mine = [events.parse(row.body) for row in stored if patient["id"] in row.body]
-    assert [event.type for event in mine] == ["records.patient.registered", "records.patient.contact_changed"]
-    assert {event.correlation_id for event in mine} == {"desk-request-17"}
+    assert [event.type for event in mine] == [events.PATIENT_REGISTERED, events.PATIENT_CONTACT_CHANGED]
+    assert {event.correlation_id for event in mine} == {CORRELATION_ID}
+    assert mine[1].data["contact_version"] == 1
 
     again = client.post("/patients", json={**PATIENT, "given_name": "ANA "}, headers=client.as_role("front_desk"))
     error = assert_error(again, 409, "conflict")
     assert error["details"]["patient_id"] == patient["id"]
 
 
+def test_a_record_number_drawn_twice_is_drawn_again_and_the_registration_succeeds(client, records_engine, monkeypatch):
+    taken = register(client)["medical_record_number"]
+    drawn = []
+
+    def draw_the_taken_number_first():
+        drawn.append(taken if not drawn else original())
+        return drawn[-1]
+
+    original = domain.new_medical_record_number
+    monkeypatch.setattr(domain, "new_medical_record_number", draw_the_taken_number_first)
+    response = client.post("/patients", json={**PATIENT, "email": "second-draw@example.org"}, headers=client.as_role("front_desk"))
+    assert response.status_code == 201, response.get_data(as_text=True)
+    assert drawn[0] == taken and response.get_json()["medical_record_number"] == drawn[1] != taken
+    registered = [event for event in outbox_events(records_engine, events.PATIENT_REGISTERED)
+                  if str(event.data["patient_id"]) == response.get_json()["id"]]
+    assert len(registered) == 1, "the first attempt left nothing behind"
+
+
 def test_an_unknown_patient_is_a_404(client):
     assert_error(client.get("/patients/7b0f0d3e-6a56-4a4b-9a8e-1d2f3c4b5a69", headers=client.as_role("nurse")), 404, "not_found")
 
 
-def test_a_stopped_database_is_a_503_and_recovers_without_a_restart(client, postgres):
+def test_a_stopped_database_is_a_503_and_recovers_without_a_restart(postgres_client, postgres):
+    client = postgres_client
     headers = client.as_role("front_desk")
     assert client.get("/readyz").status_code == 200
     postgres.stop_server()

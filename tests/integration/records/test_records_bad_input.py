@@ -6,11 +6,9 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
+from clinic.testing import assert_error
 from records import db
-from tests.integration import test_records_support as support
-from tests.integration.test_records_support import KETOROLAC, draft_plan, register
-
-records_database, records_engine, client = support.records_database, support.records_engine, support.client
+from tests.integration.records.support import KETOROLAC, draft_plan, register
 
 ODD_VALUES = [None, "", "x", "\x00", " " * 3, "9" * 400, 0, -1, 1.5, 10**30, 1e308, True, [], [None], {}, {"a": 1},
               "2999-12-31", "0001-01-01", "1e999999", "NaN"]
@@ -85,3 +83,22 @@ def test_no_query_makes_a_read_fail_with_a_500(client, ids, path, valid, role):
             for query in ({**valid, name: value}, {name: value}):
                 response = client.get(url, query_string=query, headers=client.as_role(role))
                 assert response.status_code < 500, f"{query!r}: {response.get_data(as_text=True)}"
+
+
+def _stored_updated_at(engine, table, row_id):
+    with engine.connect() as connection:
+        return connection.execute(sa.select(table.c.updated_at).where(table.c.id == row_id)).scalar_one()
+
+
+@pytest.mark.parametrize("body", [None, {}], ids=["no body", "empty object"])
+def test_a_change_that_changes_nothing_is_a_422_and_touches_nothing(client, records_engine, ids, body):
+    diagnosis = client.post(f"/patients/{ids['p']}/diagnoses", json={"code": "G43.709", "description": "Chronic migraine"},
+                            headers=client.as_role("neurologist")).get_json()
+    changes = [(f"/patients/{ids['p']}", "front_desk", db.patients, ids["p"]),
+               (f"/patients/{ids['p']}/diagnoses/{diagnosis['id']}", "neurologist", db.diagnoses, diagnosis["id"]),
+               (f"/treatment-plans/{ids['plan']}", "neurologist", db.treatment_plans, ids["plan"])]
+    for url, role, table, row_id in changes:
+        before = _stored_updated_at(records_engine, table, row_id)
+        sent = {} if body is None else {"json": body}
+        assert_error(client.patch(url, headers=client.as_role(role), **sent), 422, "validation_failed")
+        assert _stored_updated_at(records_engine, table, row_id) == before, url

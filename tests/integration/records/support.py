@@ -1,66 +1,34 @@
-"""Fixtures and helpers shared by the records integration tests (no tests here).
-
-Import the fixtures a module needs by name, e.g. `from tests.integration.test_records_support import client`.
-Each importing module gets its own fresh records database on the session's PostgreSQL.
-"""
+"""Helpers for records' integration tests that are not fixtures (those are in conftest.py)."""
 
 from __future__ import annotations
 
 import itertools
 import json
 
-import pytest
 import sqlalchemy as sa
 
 from clinic import events
-from clinic.auth import issue_token
-from clinic.db import create_engine, migrate
+from clinic.db import rows_of
 from records import db
-from records.app import create_app
 
 _emails = itertools.count(1)
 
-
-@pytest.fixture(scope="module")
-def records_database(module_database):
-    migrate(create_engine(module_database), db.MIGRATIONS)
-    return module_database
+KETOROLAC = {"name": "ketorolac", "dose": "30", "unit": "mg", "route": "IV", "purpose": "pain", "max_per_24h": "120"}
+ONDANSETRON = {"name": "ondansetron", "dose": 4, "unit": "mg", "route": "IV", "purpose": "nausea_vomiting"}
 
 
-@pytest.fixture
-def records_engine(records_database):
-    engine = create_engine(records_database)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
-def client(records_database, settings_for):
-    settings = settings_for("records", records_database)
-    app = create_app(settings)
-    client = app.test_client()
-    client.settings = settings
-    client.application = app
-
-    def as_role(*roles, subject="tester"):
-        return {"Authorization": f"Bearer {issue_token(settings, subject, roles)}"}
-
-    client.as_role = as_role
-    yield client
-    app.extensions["clinic.engine"].dispose()
+def unique_email() -> str:
+    """An email address no other registration in this test run has used."""
+    return f"patient{next(_emails)}@example.org"
 
 
 def register(client, **changes) -> dict:
     """A newly registered patient (front desk), with an email no other test uses."""
     patient = {"given_name": "Lena", "family_name": "Park", "birth_date": "1979-06-14", "sex": "female",
-               "email": f"patient{next(_emails)}@example.org", **changes}
+               "email": unique_email(), **changes}
     response = client.post("/patients", json=patient, headers=client.as_role("front_desk"))
     assert response.status_code == 201, response.get_data(as_text=True)
     return response.get_json()
-
-
-KETOROLAC = {"name": "ketorolac", "dose": "30", "unit": "mg", "route": "IV", "purpose": "pain", "max_per_24h": "120"}
-ONDANSETRON = {"name": "ondansetron", "dose": 4, "unit": "mg", "route": "IV", "purpose": "nausea_vomiting"}
 
 
 def draft_plan(client, patient_id: str, **changes) -> dict:
@@ -92,4 +60,4 @@ def audit_rows(engine, **equal) -> list[dict]:
     for column, value in equal.items():
         query = query.where(db.audit_log.c[column] == value)
     with engine.connect() as connection:
-        return [dict(row) for row in connection.execute(query).mappings()]
+        return rows_of(connection, query)

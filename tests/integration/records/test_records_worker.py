@@ -19,10 +19,7 @@ from clinic.testing.listening import listening
 from clinic.worker import Worker
 from records import db
 from records.handlers import HANDLERS
-from tests.integration import test_records_support as support
-from tests.integration.test_records_support import KETOROLAC, draft_plan, register
-
-records_database, records_engine, client = support.records_database, support.records_engine, support.client
+from tests.integration.records.support import KETOROLAC, draft_plan, register
 
 
 @pytest.fixture
@@ -86,6 +83,8 @@ def test_records_events_leave_through_the_outbox_with_the_shared_schemas_payload
         second["id"], first["id"], 240)
     assert [(drug["name"], drug["dose"], drug["max_per_24h"]) for drug in reactivated["drugs"]] == [("ketorolac", 15, None)]
     assert (str(retired["plan_id"]), retired["replaced_by_plan_id"]) == (second["id"], None)
+    assert (contact["contact_version"], opted_out["contact_version"]) == (1, 2)
+    assert [event["plan_sequence"] for event in (activated, replaced, reactivated, retired)] == [1, 2, 3, 4]
     eventually(lambda: pending_count(records_engine, db.outbox) == 0, message="the outbox drained")
 
 

@@ -1,4 +1,4 @@
-"""Treatment plans over HTTP on the real PostgreSQL: the lifecycle, the events it writes to the outbox
+"""Treatment plans over HTTP, on PostgreSQL and on SQLite: the lifecycle, the events it writes to the outbox
 (parsed against the shared schemas), bad input, and one active plan per patient under concurrency."""
 
 from __future__ import annotations
@@ -11,11 +11,7 @@ import sqlalchemy as sa
 from clinic.db import new_id, utcnow
 from clinic.testing import assert_error
 from records import db
-from tests.integration import test_records_support as support
-from tests.integration.test_records_support import KETOROLAC, ONDANSETRON, draft_plan, outbox_events, register
-
-# The shared fixtures, used by name below.
-records_database, records_engine, client = support.records_database, support.records_engine, support.client
+from tests.integration.records.support import KETOROLAC, ONDANSETRON, draft_plan, outbox_events, register
 
 
 def activate(client, plan_id, role="neurologist"):
@@ -38,11 +34,12 @@ def test_a_plan_goes_from_draft_to_active_to_retired_and_says_so_on_the_bus(clie
             for d in activated.data["drugs"]] == [("ketorolac", "30", "mg", "IV", "pain", "120"),
                                                    ("ondansetron", "4", "mg", "IV", "nausea_vomiting", None)]
     assert "notes" not in activated.data and activated.data["replaces_plan_id"] is None
+    assert activated.data["plan_sequence"] == 1
 
     retired = client.post(f"/treatment-plans/{plan['id']}/retire", headers=client.as_role("neurologist"))
     assert retired.status_code == 200 and retired.get_json()["status"] == "retired"
     event, = outbox_events(records_engine, "records.treatment_plan.retired", about=plan["id"])
-    assert event.data["replaced_by_plan_id"] is None
+    assert event.data["replaced_by_plan_id"] is None and event.data["plan_sequence"] == 2
 
 
 def test_activating_a_second_plan_retires_the_first_in_the_same_transaction(client, records_engine):
@@ -56,10 +53,11 @@ def test_activating_a_second_plan_retires_the_first_in_the_same_transaction(clie
     assert plans[first["id"]]["status"] == "retired" and plans[first["id"]]["replaced_by_plan_id"] == second["id"]
     assert plans[second["id"]]["status"] == "active"
     # Retired first, so a consumer that clears the patient's plan on retirement ends with the new one.
-    mine = [(event.type, str(event.data["plan_id"])) for event in outbox_events(records_engine, about=patient["id"])
-            if event.type.startswith("records.treatment_plan")]
-    assert mine == [("records.treatment_plan.activated", first["id"]), ("records.treatment_plan.retired", first["id"]),
-                    ("records.treatment_plan.activated", second["id"])]
+    # The patient's plan sequence orders them for a consumer that keeps one plan per patient: retired n+1, activated n+2.
+    mine = [(event.type, str(event.data["plan_id"]), event.data["plan_sequence"])
+            for event in outbox_events(records_engine, about=patient["id"]) if event.type.startswith("records.treatment_plan")]
+    assert mine == [("records.treatment_plan.activated", first["id"], 1), ("records.treatment_plan.retired", first["id"], 2),
+                    ("records.treatment_plan.activated", second["id"], 3)]
     replacing, = outbox_events(records_engine, "records.treatment_plan.activated", about=second["id"])
     assert str(replacing.data["replaces_plan_id"]) == first["id"]
 
@@ -190,6 +188,9 @@ def test_two_neurologists_activating_two_drafts_at_once_leave_exactly_one_active
     retired = outbox_events(records_engine, "records.treatment_plan.retired", about=patient["id"])
     assert len(activated) == len(drafts) and len(retired) == len(drafts) - 1
     assert str(activated[-1].data["plan_id"]) == active[0]["id"], "the last activation announced is the plan in force"
+    sequences = sorted(event.data["plan_sequence"] for event in activated + retired)
+    assert sequences == list(range(1, 2 * len(drafts))), "each event one more of the patient's plan sequence, none twice"
+    assert max(activated, key=lambda event: event.data["plan_sequence"]) is activated[-1]
 
 
 def test_the_database_itself_refuses_a_second_active_plan(client, records_engine):

@@ -15,12 +15,28 @@ from records import db
 from records.app import create_app
 
 
-def test_the_migrations_build_what_records_db_describes_and_go_down_and_up_again(empty_database):
+@pytest.mark.parametrize("down_to", ["0002", "0001"])
+def test_the_migrations_build_what_records_db_describes_and_go_down_and_up_again(empty_database, down_to):
     migrate(empty_database, db.MIGRATIONS)
     assert schema_differences(empty_database, db.metadata) == []
-    downgrade(empty_database, db.MIGRATIONS, "0001")
+    downgrade(empty_database, db.MIGRATIONS, down_to)
     migrate(empty_database, db.MIGRATIONS)
     assert schema_differences(empty_database, db.metadata) == []
+
+
+def test_patients_registered_before_their_versions_existed_start_at_zero(empty_database):
+    migrate(empty_database, db.MIGRATIONS, revision="0002")
+    now = utcnow()
+    with empty_database.begin() as connection:
+        connection.execute(sa.text(
+            "INSERT INTO patients (id, medical_record_number, given_name, family_name, birth_date, sex, email, phone, "
+            "preferred_contact, email_opt_out, identity_key, search_name, created_at, updated_at) VALUES "
+            "('a1b2c3d4-0000-4000-8000-000000000002', '123456782', 'Ana', 'Reyes', :born, 'female', 'ana@example.org', NULL, "
+            "'email', false, 'k2', 'ana reyes', :now, :now)"), {"born": date(1984, 3, 9), "now": now})
+    migrate(empty_database, db.MIGRATIONS)
+    with empty_database.connect() as connection:
+        patient = db.get_patient(connection, "a1b2c3d4-0000-4000-8000-000000000002")
+    assert (patient["contact_version"], patient["plan_sequence"]) == (0, 0)
 
 
 def test_patients_registered_before_the_upgrade_can_be_found_after_it(empty_database):

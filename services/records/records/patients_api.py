@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import sqlalchemy as sa
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
-from clinic.db import new_id, utcnow
-from clinic.errors import Conflict, RuleViolation
+from clinic.audit import CREATE, READ, SEARCH, UPDATE, audited, concerning
 from clinic.events import CONTACT_PREFERENCES
-from clinic.outbox import add_event
-from clinic.web import engine
-from records import SERVICE, audit, db, domain
-from records.api_support import DEMOGRAPHICS_READERS, REGISTRARS, existing_patient, not_in_future, plain_text
-from records.audit import CREATE, READ, SEARCH, UPDATE, audited
+from clinic.validation import plain_text
+from clinic.web import reading, unit_of_work
+from records import domain
+from records.roles import DEMOGRAPHICS_READERS, REGISTRARS
+from records.services import patients
+from records.validators import Change, not_in_future
 
 blp = Blueprint("patients", __name__, url_prefix="/patients", description="Patients and their contact details.")
 
@@ -41,7 +40,7 @@ class PatientIn(Schema):
             raise ValidationError(problem[1], problem[0])
 
 
-class PatientPatch(Schema):
+class PatientPatch(Change):
     given_name = fields.String(validate=NAME)
     family_name = fields.String(validate=NAME)
     birth_date = fields.Date(validate=not_in_future("a birth date"))
@@ -92,10 +91,9 @@ class Patients(MethodView):
         accents ignored): "mar sil" finds Maria Silva. At most 50 patients, by family name.
         The search terms are never logged; each patient shown is recorded in the PHI audit.
         """
-        words = domain.search_words(query.get("name") or "")
-        with engine().connect() as connection:
-            found = db.search_patients(connection, words, query.get("birth_date"), SEARCH_LIMIT)
-        audit.concerning(patient_ids=[patient["id"] for patient in found])
+        with reading() as connection:
+            found = patients.find_patients(connection, query.get("name") or "", query.get("birth_date"), SEARCH_LIMIT)
+        concerning(patient_ids=[patient["id"] for patient in found])
         return found
 
     @audited(CREATE, "patient", REGISTRARS, write=True)
@@ -108,21 +106,7 @@ class Patients(MethodView):
         A medical record number is generated. The patient's contact details go to
         notifications (records.patient.contact_changed) in the same transaction.
         """
-        now = utcnow()
-        key = domain.identity_key(data["given_name"], data["family_name"], data["birth_date"], data["email"])
-        patient = {**data, "id": new_id(), "identity_key": key, "search_name": domain.search_name(data["given_name"], data["family_name"]),
-                   "created_at": now, "updated_at": now}
-        audit.concerning(patient_id=patient["id"])
-        try:
-            with audit.transaction() as connection:
-                patient["medical_record_number"] = _unused_record_number(connection)
-                connection.execute(db.patients.insert().values(**patient))
-                add_event(connection, db.outbox, SERVICE, "records.patient.registered", {"patient_id": patient["id"]})
-                add_event(connection, db.outbox, SERVICE, "records.patient.contact_changed", domain.contact_details(patient))
-        except sa.exc.IntegrityError:
-            _raise_if_duplicate(key)
-            raise
-        return patient
+        return patients.register_patient(unit_of_work(), data)
 
 
 @blp.route("/<uuid:patient_id>")
@@ -131,8 +115,8 @@ class PatientById(MethodView):
     @blp.response(200, PatientOut)
     def get(self, patient_id):
         """A patient's demographics and contact details."""
-        with engine().connect() as connection:
-            return existing_patient(connection, patient_id)
+        with reading() as connection:
+            return patients.existing_patient(connection, patient_id)
 
     @audited(UPDATE, "patient", REGISTRARS, write=True)
     @blp.arguments(PatientPatch())
@@ -140,44 +124,4 @@ class PatientById(MethodView):
     @blp.alt_response(409, description="The change would make this patient a duplicate of another.")
     def patch(self, changes, patient_id):
         """Change a patient's name, birth date, sex or contact details; a contact change is sent on to notifications."""
-        try:
-            with audit.transaction() as connection:
-                before = existing_patient(connection, patient_id, for_update=True)
-                after = {**before, **changes, "updated_at": utcnow()}
-                problem = domain.reachability_problem(after)
-                if problem:
-                    raise RuleViolation(problem[1], {problem[0]: [problem[1]]})
-                after["identity_key"] = domain.identity_key(after["given_name"], after["family_name"], after["birth_date"], after["email"])
-                after["search_name"] = domain.search_name(after["given_name"], after["family_name"])
-                connection.execute(db.patients.update().where(db.patients.c.id == before["id"]).values(
-                    **changes, identity_key=after["identity_key"], search_name=after["search_name"], updated_at=after["updated_at"]))
-                if domain.contact_changed(before, after):
-                    add_event(connection, db.outbox, SERVICE, "records.patient.contact_changed", domain.contact_details(after))
-        except sa.exc.IntegrityError:
-            _raise_if_duplicate(after["identity_key"], str(patient_id))
-            raise
-        return after
-
-
-def _raise_if_duplicate(identity_key: str, own_id: str | None = None) -> None:
-    """Turn the database's refusal of a second registration of one person into a 409 naming the first.
-
-    The 409 tells the caller that patient's id and record number, so the audit names that patient.
-    """
-    with engine().connect() as lookup:
-        existing = db.find_by_identity_key(lookup, identity_key)
-    if existing is None or existing["id"] == own_id:
-        return
-    audit.concerning(patient_id=existing["id"])
-    raise Conflict(
-        "a patient with this name, birth date and email is already registered",
-        {"patient_id": existing["id"], "medical_record_number": existing["medical_record_number"]},
-    )
-
-
-def _unused_record_number(connection) -> str:
-    while True:
-        number = domain.new_medical_record_number()
-        taken = connection.execute(sa.select(db.patients.c.id).where(db.patients.c.medical_record_number == number)).first()
-        if not taken:
-            return number
+        return patients.change_patient(unit_of_work(), patient_id, changes)
