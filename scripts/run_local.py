@@ -43,8 +43,9 @@ def main() -> int:
         for service, port in PORTS.items():
             settings = load_settings(service, env)
             migrate(create_engine(settings.database_url), importlib.import_module(f"{service}.db").MIGRATIONS)
-            children.append(_spawn(f"{service}-web", [str(BIN / "gunicorn"), "--bind", f"127.0.0.1:{port}", "--workers", "1",
-                                                      "--threads", "4", "--log-level", "warning", f"{service}.app:create_app()"], env))
+            children.append(_spawn(f"{service}-web", [str(BIN / "gunicorn"), "-c", "python:clinic.gunicorn_conf",
+                                                      "--bind", f"127.0.0.1:{port}", "--workers", "1", "--threads", "4",
+                                                      "--log-level", "warning", f"{service}.app:create_app()"], env))
             children.append(_spawn(f"{service}-worker", [str(BIN / f"{service}-worker")], env))
         for port in [MAIL_PORT, *PORTS.values()]:
             wait_for_port(port, 30, what=f"port {port}")

@@ -1,64 +1,48 @@
 """The Flask side every service shares: the app factory, one error shape, health checks, correlation ids.
 
-Every 4xx and 5xx answers {"error": {"code", "message", "details"}}. Domain
-exceptions (clinic.errors) are translated here and nowhere else; a database that
-is away is a 503, never a hang or a 500.
+Every 4xx and 5xx answers {"error": {"code", "message", "details"}} (clinic.http_errors). Domain
+exceptions (clinic.errors) are translated here and nowhere else; a database that is away is a 503,
+never a hang or a 500. What every request passes before a view is clinic.http_edge; what the OpenAPI
+documents say beyond flask-smorest's defaults is clinic.openapi.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from datetime import datetime
 
-import marshmallow as ma
 import sqlalchemy as sa
-from flask import Flask, current_app, g, jsonify, request
+from flask import Flask, current_app, g, request
 from flask_smorest import Api, Blueprint
 from sqlalchemy.engine import Engine
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
-from clinic import audit, bus
+from clinic import audit, bus, http_edge, openapi
 from clinic.auth import Principal
 from clinic.config import Settings
-from clinic.correlation import new_correlation_id, reset_correlation_id, set_correlation_id
 from clinic.db import create_engine, is_conflict_victim, is_unavailable, ping, utcnow
 from clinic.db import reading as db_reading
 from clinic.errors import ClinicError
+from clinic.http_edge import CORRELATION_HEADER  # noqa: F401 - the header's name, as other modules know it
+from clinic.http_errors import HTTP_CODES, ErrorBody, ErrorSchema, error_response  # noqa: F401 - re-exported
 from clinic.logs import configure_logging
 from clinic.unit_of_work import UnitOfWork
 
 log = logging.getLogger(__name__)
 
-CORRELATION_HEADER = "X-Correlation-ID"
-
-
-class ErrorBody(ma.Schema):
-    code = ma.fields.String(metadata={"description": "Stable machine-readable code, e.g. validation_failed"})
-    message = ma.fields.String(metadata={"description": "What went wrong, for a person"})
-    details = ma.fields.Dict(metadata={"description": "Fields at fault, or what the request conflicts with"})
-
-
-class ErrorSchema(ma.Schema):
-    error = ma.fields.Nested(ErrorBody)
-
-
-def error_response(status: int, code: str, message: str, details: dict | None = None):
-    response = jsonify({"error": {"code": code, "message": message, "details": details or {}}})
-    response.status_code = status
-    return response
-
-
-_HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
-               409: "conflict", 413: "too_large", 415: "unsupported_media_type", 422: "validation_failed",
-               429: "too_many_requests", 503: "unavailable"}
+# Headers a refusal carries to say what to do next: Allow (405), WWW-Authenticate (401), Retry-After.
+_KEPT_ERROR_HEADERS = ("Allow", "WWW-Authenticate", "Retry-After")
 
 
 class ClinicApi(Api):
     ERROR_SCHEMA = ErrorSchema
 
     def handle_http_exception(self, error: HTTPException):
+        if isinstance(error, NotFound) and request.url_rule is None:
+            error = _explained_not_found(error)
+            if not isinstance(error, HTTPException):
+                return error
         data = getattr(error, "data", None) or {}
         details = data.get("errors") or data.get("messages") or {}
         # webargs reports by location ({"json": {"field": [...]}}); a single location is flattened
@@ -70,11 +54,29 @@ class ClinicApi(Api):
             details = {"_schema": details}
         else:
             message = data.get("message") or _validation_message(error.code, details) or error.description
-        code = _HTTP_CODES.get(error.code, "error")
+        if isinstance(error, MethodNotAllowed) and error.valid_methods:
+            details = {"allowed": sorted(error.valid_methods)}
+        elif error.code == 413:
+            message = f"the body is larger than {http_edge.MAX_BODY_BYTES} bytes"
+        code = HTTP_CODES.get(error.code, "error")
         response = error_response(error.code, code, message, details)
+        for name, value in error.get_headers():
+            if name in _KEPT_ERROR_HEADERS:
+                response.headers[name] = value
         for name, value in (data.get("headers") or {}).items():
             response.headers[name] = value
         return response
+
+
+def _explained_not_found(error: NotFound):
+    """A path no route matched: a 422 naming the malformed id when the path has a route's shape (rather
+    than the router's "check your spelling"), a 405 when that shape has other methods, else the 404."""
+    found = http_edge.malformed_path_parameters(current_app, request.path, request.method)
+    if isinstance(found, MethodNotAllowed):
+        return found
+    if found:
+        return error_response(422, "validation_failed", "malformed in the path: " + ", ".join(sorted(found)), found)
+    return NotFound("no such path on this service")
 
 
 def _validation_message(status, details):
@@ -120,6 +122,7 @@ health = Blueprint("health", __name__, description="Is this service up, and can 
 
 
 @health.route("/healthz")
+@health.doc(security=[])
 @health.response(200)
 def healthz():
     """The process is up."""
@@ -127,6 +130,7 @@ def healthz():
 
 
 @health.route("/readyz")
+@health.doc(security=[])
 @health.response(200)
 @health.alt_response(503, schema=ErrorSchema)
 def readyz():
@@ -168,41 +172,24 @@ def create_service_app(service_settings: Settings, blueprints, title: str, metad
             "components": {"securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}},
             "security": [{"bearerAuth": []}],
         },
-        MAX_CONTENT_LENGTH=1024 * 1024,
+        MAX_CONTENT_LENGTH=http_edge.MAX_BODY_BYTES,
     )
     app.extensions["clinic.engine"] = db_engine or create_engine(service_settings.database_url, service_settings.database_timeout_seconds)
     app.extensions["clinic.metadata"] = metadata
     app.extensions["clinic.clock"] = clock
-    api = ClinicApi(app)
+    # `<date:day>` in a route: a plausible day, documented as one (before any blueprint adds its routes).
+    app.url_map.converters["date"] = http_edge.DayConverter
+    # Filled as blueprints are documented: what the edge holds each operation to.
+    contracts: dict = {}
+    api = ClinicApi(app, spec_kwargs={"extra_plugins": [openapi.DocumentedEdge(contracts)]})
+    openapi.teach_fields(api)
+    api.register_converter(http_edge.DayConverter, http_edge.day_parameter_schema)
     api.register_blueprint(health)
     for blueprint in blueprints:
         api.register_blueprint(blueprint)
-    _install_request_hooks(app)
+    http_edge.install(app, contracts)
     _install_error_handlers(app)
     return app
-
-
-def _install_request_hooks(app: Flask) -> None:
-    @app.before_request
-    def _start():
-        g.correlation_id = request.headers.get(CORRELATION_HEADER, "")[:100] or new_correlation_id()
-        g.correlation_token = set_correlation_id(g.correlation_id)
-        g.started = time.perf_counter()
-
-    @app.after_request
-    def _finish(response):
-        response.headers[CORRELATION_HEADER] = g.get("correlation_id", "")
-        if request.path not in ("/healthz", "/readyz"):
-            # Path ids are opaque UUIDs; query strings (names, birth dates) are never logged.
-            log.info("%s %s %s %.1fms", request.method, request.path, response.status_code,
-                     (time.perf_counter() - g.get("started", time.perf_counter())) * 1000)
-        return response
-
-    @app.teardown_request
-    def _reset(_exc):
-        token = g.pop("correlation_token", None)
-        if token is not None:
-            reset_correlation_id(token)
 
 
 def _install_error_handlers(app: Flask) -> None:

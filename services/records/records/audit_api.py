@@ -41,10 +41,16 @@ class DayOrMoment(fields.Field):
         return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
+# What DayOrMoment takes, as the OpenAPI states it: a day, or a UTC moment to the second, 1900-2999.
+DAY_OR_MOMENT = r"^(19[0-9]{2}|2[0-9]{3})-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])(T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]Z)?$"
+
+
 class AuditQuery(Schema):
     patient_id = fields.UUID(load_default=None)
-    since = DayOrMoment(data_key="from", load_default=None, metadata={"description": "From this day or moment, included"})
-    until = DayOrMoment(data_key="to", load_default=None, metadata={"description": "To this moment (excluded) or through this day"})
+    since = DayOrMoment(data_key="from", load_default=None, metadata={"description": "From this day or moment, included",
+                                                                      "type": "string", "pattern": DAY_OR_MOMENT})
+    until = DayOrMoment(data_key="to", load_default=None, metadata={"description": "To this moment (excluded) or through this day",
+                                                                    "type": "string", "pattern": DAY_OR_MOMENT})
     limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
     offset = fields.Integer(load_default=0, validate=validate.Range(min=0, max=10_000_000))
 

@@ -18,7 +18,8 @@ blp = Blueprint("diagnoses", __name__, url_prefix="/patients", description="Diag
 
 
 class DiagnosisIn(Schema):
-    code = fields.String(required=True, metadata={"description": "ICD-10-CM, with or without the dot: G43.709, G44.41"})
+    code = fields.String(required=True, metadata={"description": "ICD-10-CM, with or without the dot: G43.709, G44.41",
+                                                  "pattern": r"^[A-Za-z][0-9][0-9A-Za-z](\.?[0-9A-Za-z]{1,4})?$"})
     description = fields.String(required=True, validate=plain_text(500))
     onset_date = fields.Date(load_default=None, allow_none=True, validate=not_in_future("an onset date"))
     status = fields.String(load_default="active", validate=validate.OneOf(domain.DIAGNOSIS_STATUSES))

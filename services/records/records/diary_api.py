@@ -14,7 +14,7 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate, valida
 
 from clinic.audit import CREATE, READ, UPDATE, audited
 from clinic.errors import RuleViolation
-from clinic.validation import PLAUSIBLE_DAY
+from clinic.validation import PLAUSIBLE_DAY, stated_as
 from clinic.web import current_principal, reading, settings, unit_of_work
 from records.diary import ACUTE_MEDICATION_KINDS, entry_problem
 from records.roles import CLINICAL_READERS, DIARY_WRITERS
@@ -31,7 +31,8 @@ class DiaryDayIn(Schema):
     worst_intensity = fields.Integer(load_default=None, allow_none=True, strict=True, validate=validate.Range(min=0, max=10),
                                      metadata={"description": "Worst pain of the day, 0–10; needed on a headache day"})
     acute_medication = fields.List(fields.String(validate=validate.OneOf(ACUTE_MEDICATION_KINDS)), load_default=list,
-                                   metadata={"description": "Kinds of acute medication taken that day; empty when none"})
+                                   metadata={"description": "Kinds of acute medication taken that day; empty when none",
+                                             "uniqueItems": True})
 
     @validates("acute_medication")
     def each_kind_once(self, value, data_key: str):
@@ -39,6 +40,10 @@ class DiaryDayIn(Schema):
             raise ValidationError("list each kind of medication once")
 
     @validates_schema
+    @stated_as(anyOf=[{"properties": {"headache": {"enum": [True]}, "worst_intensity": {"type": "integer", "minimum": 1, "maximum": 10}},
+                       "required": ["worst_intensity"]},
+                      {"properties": {"headache": {"enum": [False]}, "worst_intensity": {"type": "integer", "nullable": True,
+                                                                                          "enum": [None, 0]}}}])
     def consistent(self, data, **_):
         problem = entry_problem(data["headache"], data["worst_intensity"])
         if problem:

@@ -8,7 +8,7 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate, valida
 
 from clinic.audit import CREATE, READ, SEARCH, UPDATE, audited, concerning
 from clinic.events import CONTACT_PREFERENCES
-from clinic.validation import plain_text
+from clinic.validation import EmailAddress, plain_text
 from clinic.web import reading, unit_of_work
 from records import domain
 from records.roles import DEMOGRAPHICS_READERS, REGISTRARS
@@ -28,7 +28,7 @@ class PatientIn(Schema):
     family_name = fields.String(required=True, validate=NAME)
     birth_date = fields.Date(required=True, validate=not_in_future("a birth date"))
     sex = fields.String(required=True, validate=validate.OneOf(domain.SEXES))
-    email = fields.Email(load_default=None, allow_none=True, validate=validate.Length(max=254))
+    email = EmailAddress(load_default=None, allow_none=True)
     phone = fields.String(load_default=None, allow_none=True, validate=PHONE)
     preferred_contact = fields.String(load_default="email", validate=validate.OneOf(CONTACT_PREFERENCES))
     email_opt_out = fields.Boolean(load_default=False)
@@ -45,7 +45,7 @@ class PatientPatch(Change):
     family_name = fields.String(validate=NAME)
     birth_date = fields.Date(validate=not_in_future("a birth date"))
     sex = fields.String(validate=validate.OneOf(domain.SEXES))
-    email = fields.Email(allow_none=True, validate=validate.Length(max=254))
+    email = EmailAddress(allow_none=True)
     phone = fields.String(allow_none=True, validate=PHONE)
     preferred_contact = fields.String(validate=validate.OneOf(CONTACT_PREFERENCES))
     email_opt_out = fields.Boolean()

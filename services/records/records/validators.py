@@ -7,7 +7,7 @@ from datetime import date
 
 from marshmallow import Schema, ValidationError, validates_schema
 
-from clinic.validation import FIRST_PLAUSIBLE_DAY
+from clinic.validation import PastDay
 from clinic.web import now, settings
 
 
@@ -16,16 +16,10 @@ def clinic_today() -> date:
     return now().astimezone(settings().timezone).date()
 
 
-def not_in_future(what: str):
-    """A field validator: `what` (a birth date, an onset date) is not after today nor before 1900."""
-
-    def check(value: date) -> None:
-        if value > clinic_today():
-            raise ValidationError(f"{what} cannot be in the future")
-        if value < FIRST_PLAUSIBLE_DAY:
-            raise ValidationError(f"{what} before 1900 is not plausible")
-
-    return check
+def not_in_future(what: str) -> PastDay:
+    """A field validator: `what` (a birth date, an onset date) is not after today nor before 1900
+    (documented in the OpenAPI as the years 1900 to last year)."""
+    return PastDay(what, clinic_today)
 
 
 class Change(Schema):

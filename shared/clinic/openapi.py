@@ -1,0 +1,217 @@
+"""The OpenAPI documents say what the services enforce, so a client generated from one can be trusted.
+
+flask-smorest and apispec document marshmallow's own validators; this module adds the rest, once for
+every service:
+
+- each clinic.validation validator's own `openapi(field)` keywords (text lengths and patterns, the
+  plausible years of a date, an email's length and form), and each schema-level rule's (`anyOf` for
+  "at least one of");
+- numbers as JSON Schema says them: a decimal sent and answered as text is a string with a decimal
+  pattern (never `minimum: "0"`), an exclusive bound is exclusive, an integer without bounds is a
+  64-bit one (what the edge accepts, clinic.http_edge);
+- per operation, what the shared edge answers: 415 and 413 for a body, 422 wherever there is input,
+  at least one property in a PATCH body.
+
+While documenting each operation it also records what the edge must enforce for it (EdgeContract):
+whether it takes a JSON body and which query parameters are integers. The edge reads those, so what
+is documented and what is enforced come from the same place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+import marshmallow as ma
+from apispec import BasePlugin
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+# Decimals written as text: digits with an optional fraction (what the services write back, too).
+DECIMAL_PATTERN = r"^-?[0-9]+(\.[0-9]+)?$"
+NON_NEGATIVE_DECIMAL_PATTERN = r"^[0-9]+(\.[0-9]+)?$"
+POSITIVE_DECIMAL_PATTERN = r"^(0*[1-9][0-9]*(\.[0-9]+)?|0+\.[0-9]*[1-9][0-9]*)$"
+
+ERROR_SCHEMA_REF = {"$ref": "#/components/schemas/Error"}
+
+
+def _error(description: str) -> dict:
+    return {"description": description, "content": {"application/json": {"schema": ERROR_SCHEMA_REF}}}
+
+
+EDGE_RESPONSES = {
+    "413": _error("The body is larger than the service accepts (1 MiB)."),
+    "415": _error("The body is not JSON: send it with Content-Type: application/json."),
+}
+INPUT_RESPONSE = _error("Invalid input: details name each field at fault (a malformed id in the path, a value out of "
+                        "range or of the wrong form, a missing or empty body, a body nested too deeply).")
+
+
+@dataclass(frozen=True)
+class EdgeContract:
+    """What the shared edge holds one operation to (clinic.http_edge)."""
+
+    takes_body: bool = False
+    body_required: bool = False
+    # Names of the integer query parameters (held to 64 bits; their own bounds are the schema's).
+    integer_query: frozenset[str] = frozenset()
+
+
+# --- fields -------------------------------------------------------------------------------------
+
+
+def validator_keywords(self, field: ma.fields.Field, ret: dict, **kwargs) -> dict:
+    """apispec attribute function: the keywords each validator's `openapi(field)` hook states.
+
+    Bounds are combined with what apispec already found (the tighter wins); a second pattern is
+    added as an allOf, since a schema holds one."""
+    for validator in field.validators:
+        hook = getattr(validator, "openapi", None)
+        if not callable(hook):
+            continue
+        for key, value in hook(field).items():
+            _merge(ret, key, value)
+    return {}
+
+
+def _merge(ret: dict, key: str, value) -> None:
+    if key in ("minLength", "minimum", "minItems") and key in ret:
+        ret[key] = max(ret[key], value)
+    elif key in ("maxLength", "maximum", "maxItems") and key in ret:
+        ret[key] = min(ret[key], value)
+    elif key == "pattern" and "pattern" in ret and ret["pattern"] != value:
+        ret.setdefault("allOf", []).append({"pattern": value})
+    else:
+        ret[key] = value
+
+
+def numbers_as_documented(self, field: ma.fields.Field, ret: dict, **kwargs) -> dict:
+    """apispec attribute function: numbers and their bounds as JSON Schema says them."""
+    ranges = [v for v in field.validators if isinstance(v, ma.validate.Range)]
+    if isinstance(field, ma.fields.Decimal):
+        _decimal(field, ret, ranges)
+    elif isinstance(field, ma.fields.Integer):
+        _integer(ret, ranges)
+    elif isinstance(field, ma.fields.Number):
+        _exclusive_bounds(ret, ranges)
+    return {}
+
+
+def _decimal(field: ma.fields.Decimal, ret: dict, ranges: list) -> None:
+    if not field.as_string:
+        for key in ("minimum", "maximum"):
+            if key in ret:
+                ret[key] = _plain_number(Decimal(str(ret[key])))
+        _exclusive_bounds(ret, ranges)
+        return
+    # Answered as text ("30", "0.5"), and taken as text too: a string, its bounds in its pattern.
+    ret["type"] = "string"
+    ret["format"] = "decimal"
+    ret.pop("minimum", None)
+    ret.pop("maximum", None)
+    if not ranges:
+        return
+    low = max((r.min for r in ranges if r.min is not None), default=None)
+    exclusive = any(r.min is not None and not r.min_inclusive and r.min == low for r in ranges)
+    highs = [r.max for r in ranges if r.max is not None]
+    if low is not None and Decimal(low) == 0:
+        ret["pattern"] = POSITIVE_DECIMAL_PATTERN if exclusive else NON_NEGATIVE_DECIMAL_PATTERN
+    else:
+        ret["pattern"] = DECIMAL_PATTERN
+    bounds = []
+    if low is not None:
+        bounds.append(f"{'more than' if exclusive else 'at least'} {low}")
+    if highs:
+        bounds.append(f"at most {min(highs)}")
+    ret["description"] = f"{ret['description'].rstrip('.')}. " if ret.get("description") else ""
+    ret["description"] += f"A decimal number as text, {' and '.join(bounds)}."
+
+
+def _integer(ret: dict, ranges: list) -> None:
+    # An exclusive bound of an integer is the next integer in.
+    for r in ranges:
+        if r.min is not None and not r.min_inclusive and ret.get("minimum") == r.min:
+            ret["minimum"] = r.min + 1
+        if r.max is not None and not r.max_inclusive and ret.get("maximum") == r.max:
+            ret["maximum"] = r.max - 1
+    ret["minimum"] = max(ret.get("minimum", INT64_MIN), INT64_MIN)
+    ret["maximum"] = min(ret.get("maximum", INT64_MAX), INT64_MAX)
+
+
+def _exclusive_bounds(ret: dict, ranges: list) -> None:
+    for r in ranges:
+        if r.min is not None and not r.min_inclusive and "minimum" in ret:
+            ret["exclusiveMinimum"] = True
+        if r.max is not None and not r.max_inclusive and "maximum" in ret:
+            ret["exclusiveMaximum"] = True
+
+
+def _plain_number(value: Decimal):
+    return int(value) if value == value.to_integral_value() else float(value)
+
+
+# --- schemas and operations ---------------------------------------------------------------------
+
+
+class DocumentedEdge(BasePlugin):
+    """apispec plugin: schema-level rules, the edge's answers per operation, and the edge contracts.
+
+    `contracts` is filled as operations are documented: (rule, METHOD) -> EdgeContract."""
+
+    def __init__(self, contracts: dict):
+        self.contracts = contracts
+
+    def schema_helper(self, name, definition, **kwargs):
+        schema = kwargs.get("schema")
+        schema_class = schema if isinstance(schema, type) else type(schema)
+        rules = [value.openapi_rule for klass in reversed(schema_class.__mro__)
+                 for value in vars(klass).values() if hasattr(value, "openapi_rule")]
+        if not rules:
+            return None
+        properties = definition.get("properties", {})
+        stated = [rule.openapi(properties) for rule in rules]
+        return stated[0] if len(stated) == 1 else {"allOf": stated}
+
+    def operation_helper(self, path=None, operations=None, **kwargs):
+        rule = kwargs.get("rule")
+        for method, operation in (operations or {}).items():
+            if method not in ("get", "put", "post", "patch", "delete"):
+                continue
+            contract = _contract(operation)
+            if rule is not None:
+                self.contracts[(rule.rule, method.upper())] = contract
+            _document(method, operation, contract, has_path_parameters=bool(rule is not None and rule.arguments))
+
+
+def _contract(operation: dict) -> EdgeContract:
+    body = operation.get("requestBody")
+    integers = frozenset(parameter["name"] for parameter in operation.get("parameters", [])
+                         if isinstance(parameter, dict) and parameter.get("in") == "query"
+                         and parameter.get("schema", {}).get("type") == "integer")
+    return EdgeContract(takes_body=body is not None, body_required=bool(body and body.get("required")),
+                        integer_query=integers)
+
+
+def _document(method: str, operation: dict, contract: EdgeContract, has_path_parameters: bool) -> None:
+    responses = operation.setdefault("responses", {})
+    if contract.takes_body:
+        for status, response in EDGE_RESPONSES.items():
+            responses.setdefault(status, response)
+        if method == "patch":
+            # A PATCH changes at least one thing: `{}` is refused (422), so it is not documented as valid.
+            for media in operation["requestBody"].get("content", {}).values():
+                if "schema" in media:
+                    media["schema"] = {"allOf": [media["schema"]], "minProperties": 1}
+    has_input = contract.takes_body or has_path_parameters or any(
+        isinstance(p, dict) and p.get("in") == "query" for p in operation.get("parameters", []))
+    if has_input:
+        responses.setdefault("422", INPUT_RESPONSE)
+
+
+def teach_fields(api) -> None:
+    """Give `api` (a flask-smorest Api) the field keywords above; before any blueprint is registered,
+    since fields are documented as their blueprint is."""
+    converter = api.ma_plugin.converter
+    # Numbers first: a validator's own keywords (a dose's pattern) are more specific and come on top.
+    converter.add_attribute_function(numbers_as_documented)
+    converter.add_attribute_function(validator_keywords)
