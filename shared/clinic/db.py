@@ -263,7 +263,8 @@ def keep_newest(connection, table: sa.Table, row: dict, key: tuple[str, ...], ve
         set_={name: statement.excluded[name] for name in row if name not in key},
         where=statement.excluded[version_column] > table.c[version_column],
     )
-    return connection.execute(statement).rowcount == 1
+    # preserve_rowcount: SQLAlchemy keeps an INSERT's rowcount only when asked (it would read -1 on PostgreSQL).
+    return connection.execute(statement.execution_options(preserve_rowcount=True)).rowcount == 1
 
 
 def row_of(connection, query) -> dict | None:

@@ -48,6 +48,7 @@ class UnitOfWork:
         self._outbox = metadata.tables.get("outbox")
         self._audit_table = metadata.tables.get("audit_log")
         self._transaction = None
+        self._audit_written_with_change = False
         self.connection: Connection | None = None
         self.now: datetime | None = None
 
@@ -74,6 +75,7 @@ class UnitOfWork:
         self._transaction = transaction(self.engine, self.refusals)
         self.connection = self._transaction.__enter__()
         self.now = self.clock()
+        self._audit_written_with_change = False
         return self
 
     def __exit__(self, exc_type, exc, traceback) -> bool:
@@ -82,7 +84,7 @@ class UnitOfWork:
         work, self._transaction = self._transaction, None
         audited = exc_type is None and self.access is not None and self._audit_table is not None
         try:
-            if audited:
+            if audited and not self._audit_written_with_change:
                 try:
                     audit_log.write(self.connection, self._audit_table, self.access.rows(audit_log.ALLOWED))
                 except BaseException:
@@ -102,6 +104,15 @@ class UnitOfWork:
     def event_row(self, event_type: str, data: dict, version: int = 1) -> dict:
         """The outbox row of an event, for a statement that writes it together with the change itself."""
         return outbox_row(self.producer, event_type, data, version)
+
+    def audit_rows(self) -> list[dict]:
+        """The request's audit rows as they stand, for a statement that writes them together with the
+        change (as event_row is for an event): the unit of work then writes none of its own at commit.
+        [] when nothing is audited (the worker). Call it after the attempt's last audit.concerning()."""
+        if self.access is None or self._audit_table is None:
+            return []
+        self._audit_written_with_change = True
+        return self.access.rows(audit_log.ALLOWED)
 
     def _outbox_table(self) -> sa.Table:
         if self._outbox is None:

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from clinic import events
-from scheduling import domain
+from scheduling import payloads
 from scheduling.domain import SchedulingRules
 from scheduling.handlers import make_handlers
 
@@ -16,21 +16,23 @@ ROOM = {"id": str(uuid.uuid4()), "name": "Infusion 1", "kind": "infusion", "acti
 APPOINTMENT = {"id": str(uuid.uuid4()), "patient_id": str(uuid.uuid4()), "kind": "infusion", "room_id": ROOM["id"],
                "starts_at": STARTS, "ends_at": STARTS + timedelta(minutes=150), "status": "booked",
                "room_blocked_until": STARTS + timedelta(minutes=165), "patient_busy_until": STARTS + timedelta(minutes=150),
-               "plan_id": str(uuid.uuid4()), "cancel_reason": None}
+               "plan_id": str(uuid.uuid4()), "cancel_reason": None, "version": 3}
 PREVIOUS = {**APPOINTMENT, "starts_at": STARTS - timedelta(days=1), "room_id": str(uuid.uuid4())}
 
 PAYLOADS = {
-    "scheduling.appointment.booked": (domain.booked_payload(APPOINTMENT, ROOM),
-                                      {"appointment_id", "patient_id", "kind", "room_id", "room_name", "starts_at", "ends_at"}),
-    "scheduling.appointment.rescheduled": (domain.rescheduled_payload(APPOINTMENT, ROOM, PREVIOUS),
+    "scheduling.appointment.booked": (payloads.booked_payload(APPOINTMENT, ROOM),
+                                      {"appointment_id", "patient_id", "kind", "room_id", "room_name", "starts_at", "ends_at",
+                                       "appointment_version"}),
+    "scheduling.appointment.rescheduled": (payloads.rescheduled_payload(APPOINTMENT, ROOM, PREVIOUS),
                                            {"appointment_id", "patient_id", "kind", "room_id", "room_name", "starts_at", "ends_at",
-                                            "previous_starts_at", "previous_room_id"}),
-    "scheduling.appointment.cancelled": (domain.cancelled_payload(APPOINTMENT),
-                                         {"appointment_id", "patient_id", "kind", "starts_at"}),
-    "scheduling.appointment.checked_in": (domain.checked_in_payload(APPOINTMENT, ROOM, APPOINTMENT["plan_id"], STARTS),
+                                            "previous_starts_at", "previous_room_id", "appointment_version"}),
+    "scheduling.appointment.cancelled": (payloads.cancelled_payload(APPOINTMENT),
+                                         {"appointment_id", "patient_id", "kind", "starts_at", "appointment_version"}),
+    "scheduling.appointment.checked_in": (payloads.checked_in_payload(APPOINTMENT, ROOM, APPOINTMENT["plan_id"], STARTS),
                                           {"appointment_id", "patient_id", "kind", "room_id", "room_name", "plan_id", "starts_at",
-                                           "ends_at", "checked_in_at"}),
-    "scheduling.appointment.no_show": (domain.no_show_payload(APPOINTMENT), {"appointment_id", "patient_id", "starts_at"}),
+                                           "ends_at", "checked_in_at", "appointment_version"}),
+    "scheduling.appointment.no_show": (payloads.no_show_payload(APPOINTMENT), {"appointment_id", "patient_id", "starts_at",
+                                                                               "appointment_version"}),
 }
 
 
@@ -40,11 +42,11 @@ def test_each_scheduling_payload_matches_its_schema_and_carries_ids_and_times_on
     serialised = events.serialise_payload(event_type, payload)
     assert set(serialised) == expected_fields
     loaded = events.schema_for(event_type, 1).load(serialised)
-    assert str(loaded["appointment_id"]) == APPOINTMENT["id"]
+    assert str(loaded["appointment_id"]) == APPOINTMENT["id"] and loaded["appointment_version"] == 3
 
 
 def test_a_follow_up_check_in_carries_no_plan():
-    payload = domain.checked_in_payload({**APPOINTMENT, "kind": "follow_up"}, ROOM, None, STARTS)
+    payload = payloads.checked_in_payload({**APPOINTMENT, "kind": "follow_up"}, ROOM, None, STARTS)
     assert events.serialise_payload("scheduling.appointment.checked_in", payload)["plan_id"] is None
 
 

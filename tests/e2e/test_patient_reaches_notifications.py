@@ -73,7 +73,8 @@ def _consumers(rabbitmq_url: str, queue: str) -> int:
 
 def test_a_registered_patient_reaches_the_notifications_contact_copy(clinic_stack):
     settings = clinic_stack["settings"]
-    headers = {"Authorization": f"Bearer {issue_token(settings, 'desk-1', ['front_desk'])}", "X-Correlation-ID": "6c1d2e3f-4a5b-4c6d-8e7f-8091a2b3c4d5"}
+    headers = {"Authorization": f"Bearer {issue_token(settings, 'desk-1', ['front_desk'])}",
+               "X-Correlation-ID": "6c1d2e3f-4a5b-4c6d-8e7f-8091a2b3c4d5"}
     patient = {"given_name": "Noor", "family_name": "Haddad", "birth_date": "1990-07-21", "sex": "female",
                "email": "noor@example.org", "phone": "+1 555 010 0199", "preferred_contact": "sms"}
 

@@ -19,8 +19,8 @@ NOW = datetime(2030, 1, 7, 11, 0, tzinfo=timezone.utc)          # Monday 06:00 i
 NINE = datetime(2030, 1, 7, 14, 0, tzinfo=timezone.utc)         # Monday 09:00 in New York
 
 
-def plan(minutes: int | None = 150, plan_id: str | None = "plan-1", at: datetime = NOW) -> PlanCopy:
-    return PlanCopy("patient-1", plan_id, minutes, at)
+def plan(minutes: int | None = 150, plan_id: str | None = "plan-1", version: int = 1) -> PlanCopy:
+    return PlanCopy("patient-1", plan_id, minutes, version)
 
 
 def appointment(kind="infusion", status="booked", starts_at=NINE, minutes=120, turnover=15) -> dict:
@@ -83,13 +83,16 @@ def test_a_start_right_now_is_allowed():
 
 @pytest.mark.parametrize("room, kind, why", [
     (None, "infusion", "no room with this id"),
-    ({"name": "Exam A", "kind": "exam", "active": True}, "infusion", "needs an infusion room"),
-    ({"name": "Infusion 1", "kind": "infusion", "active": True}, "follow_up", "needs an exam room"),
-    ({"name": "Infusion 1", "kind": "infusion", "active": False}, "infusion", "not in use"),
+    ({"name": "Exam A", "kind": "exam", "active": True}, "infusion",
+     "an infusion appointment needs an infusion room; Exam A is an exam room"),
+    ({"name": "Infusion 1", "kind": "infusion", "active": True}, "follow_up",
+     "a follow-up appointment needs an exam room; Infusion 1 is an infusion room"),
+    ({"name": "Infusion 1", "kind": "infusion", "active": False}, "infusion", "room Infusion 1 is not in use"),
 ])
 def test_the_room_must_exist_be_in_use_and_fit_the_kind(room, kind, why):
-    with pytest.raises(RuleViolation, match=why):
+    with pytest.raises(RuleViolation) as refused:
         domain.check_room(room, kind, "r-1")
+    assert refused.value.message == why
 
 
 @pytest.mark.parametrize("action, status, allowed", [
@@ -106,6 +109,20 @@ def test_an_appointment_moves_booked_checked_in_completed_or_cancelled_or_no_sho
         with pytest.raises(Conflict) as refused:
             domain.ensure_allowed(action, appointment(status=status))
         assert refused.value.details == {"appointment_id": "a-1", "status": status}
+        assert "_" not in refused.value.message  # words, not codes
+
+
+@pytest.mark.parametrize("action, status, message", [
+    ("no_show", "no_show", "the appointment is a no-show already"),
+    ("check_in", "checked_in", "the appointment is checked in already"),
+    ("no_show", "checked_in", "cannot record a no-show for an appointment that is checked in (only one that is booked)"),
+    ("cancel", "completed", "cannot cancel an appointment that is completed (only one that is booked or checked in)"),
+    ("reschedule", "cancelled", "cannot reschedule an appointment that is cancelled (only one that is booked)"),
+])
+def test_a_refused_action_reads_as_a_sentence(action, status, message):
+    with pytest.raises(Conflict) as refused:
+        domain.ensure_allowed(action, appointment(status=status))
+    assert refused.value.message == message
 
 
 def test_check_in_is_on_the_day_and_before_the_end():
@@ -160,24 +177,19 @@ def test_the_follow_up_is_looked_for_from_the_local_day_two_weeks_after_the_infu
 # --- the plan copy --------------------------------------------------------------------------
 
 
-def test_a_newer_activation_replaces_the_copy_and_an_older_one_is_ignored():
-    stored = plan(150, "plan-2", at=NOW)
-    assert domain.plan_after_activation(stored, "patient-1", "plan-3", 180, NOW + timedelta(seconds=1)) == \
-        PlanCopy("patient-1", "plan-3", 180, NOW + timedelta(seconds=1))
-    assert domain.plan_after_activation(stored, "patient-1", "plan-1", 120, NOW - timedelta(days=1)) is None
-    assert domain.plan_after_activation(None, "patient-1", "plan-1", 120, NOW).plan_id == "plan-1"
+def test_an_activation_makes_the_plan_the_one_in_force_at_its_sequence():
+    assert domain.copy_after_activation("patient-1", "plan-3", 180, 7) == PlanCopy("patient-1", "plan-3", 180, 7)
+    assert domain.copy_after_activation("patient-1", "plan-3", 180, 7).is_active
 
 
-def test_retiring_the_active_plan_keeps_the_patient_known_without_a_plan():
-    stored = plan(150, "plan-2", at=NOW)
-    retired = domain.plan_after_retirement(stored, "patient-1", "plan-2", NOW + timedelta(minutes=1))
-    assert retired == PlanCopy("patient-1", None, None, NOW + timedelta(minutes=1)) and not retired.is_active
-    # A plan replaced earlier, retired now: the active one stays.
-    assert domain.plan_after_retirement(stored, "patient-1", "plan-1", NOW + timedelta(minutes=1)) is None
-    # A retirement seen first: the late activation of that plan does not bring it back.
-    first = domain.plan_after_retirement(None, "patient-1", "plan-1", NOW)
-    assert first.plan_id is None
-    assert domain.plan_after_activation(first, "patient-1", "plan-1", 150, NOW - timedelta(hours=1)) is None
+def test_a_retirement_leaves_the_patient_known_without_a_plan_at_its_sequence():
+    retired = domain.copy_after_retirement("patient-1", 8)
+    assert retired == PlanCopy("patient-1", None, None, 8) and not retired.is_active
+
+
+def test_an_event_without_a_plan_sequence_counts_as_zero():
+    assert domain.copy_after_activation("patient-1", "plan-1", 150, None).version == 0
+    assert domain.copy_after_retirement("patient-1", None).version == 0
 
 
 # --- settings -------------------------------------------------------------------------------

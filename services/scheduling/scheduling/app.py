@@ -8,8 +8,9 @@ from datetime import datetime
 from clinic.config import Settings, load_settings
 from clinic.db import utcnow
 from clinic.web import create_service_app
-from scheduling import SERVICE, api, board_api, db, rooms_api
+from scheduling import SERVICE, appointments_api, availability_api, board_api, closures_api, office_hours_api, rooms_api
 from scheduling.config import load_rules
+from scheduling.db import metadata
 from scheduling.domain import SchedulingRules
 
 
@@ -18,10 +19,8 @@ def create_app(settings: Settings | None = None, rules: SchedulingRules | None =
     """The app; `rules` default to the environment's, `clock` (the current UTC time) is replaceable for tests."""
     settings = settings or load_settings(SERVICE)
     rules = rules or load_rules(settings)
-    app = create_service_app(settings, [rooms_api.rooms, rooms_api.hours, rooms_api.closures_blp, api.blp, api.availability,
-                                        board_api.blp],
-                             title="Scheduling", metadata=db.metadata, clock=clock,
+    blueprints = [rooms_api.blp, office_hours_api.blp, closures_api.blp, appointments_api.blp, availability_api.blp, board_api.blp]
+    app = create_service_app(settings, blueprints, title="Scheduling", metadata=metadata, clock=clock,
                              description="Infusion and exam rooms, office hours, appointments.", **options)
     app.extensions["scheduling.rules"] = rules
-    app.extensions["scheduling.clock"] = clock
     return app

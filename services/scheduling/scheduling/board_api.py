@@ -1,4 +1,4 @@
-"""The day board: for each room, the day's appointments in order, for the staff apps."""
+"""The day board: for each room, the day's appointments in order, for the staff apps (audited: it shows patients)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,15 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields
 
-from clinic.auth import FRONT_DESK, NEUROLOGIST, NURSE, requires_roles
+from clinic import audit
+from clinic.audit import READ, audited, no_patient
+from clinic.auth import FRONT_DESK, NEUROLOGIST, NURSE
 from clinic.validation import PLAUSIBLE_DAY
-from clinic.web import engine
-from scheduling import db, office_hours
-from scheduling.api import AppointmentOut, now, rules, shown
+from clinic.web import now, reading
+from scheduling.appointments_api import AppointmentOut, shown
+from scheduling.db import appointments, rooms
+from scheduling.local_time import local_day_bounds
+from scheduling.request_context import rules
 
 blp = Blueprint("board", __name__, url_prefix="/board", description="The day at a glance, room by room.")
 
@@ -39,21 +43,24 @@ class BoardOut(Schema):
 
 @blp.route("")
 class Board(MethodView):
-    @requires_roles(FRONT_DESK, NURSE, NEUROLOGIST)
+    @audited(READ, "board", (FRONT_DESK, NURSE, NEUROLOGIST), patient_of=no_patient)
     @blp.arguments(BoardQuery(), location="query")
     @blp.response(200, BoardOut)
     def get(self, query):
-        """Each room in use (and any room out of use that still has appointments that day), by name, with the
-        day's appointments in start order and their status: booked, checked_in, completed, cancelled, no_show.
+        """The day's appointments room by room, each room with its appointments in start order and their status.
+
+        Every room in use is shown, by name, and any room out of use that still has appointments that
+        day. Statuses: booked, checked_in, completed, cancelled, no_show.
         """
         tz = rules().timezone
         day = query["date"] or now().astimezone(tz).date()
-        starts_from, starts_before = office_hours.local_day_bounds(day, tz)
-        with engine().connect() as connection:
-            all_rooms = db.list_rooms(connection)
-            appointments = db.find_appointments(connection, starts_from=starts_from, starts_before=starts_before, limit=MOST_ON_A_DAY)
+        starts_from, starts_before = local_day_bounds(day, tz)
+        with reading() as connection:
+            all_rooms = rooms.listed(connection)
+            found = appointments.find(connection, starts_from=starts_from, starts_before=starts_before, limit=MOST_ON_A_DAY)
+        audit.concerning(patient_ids=[appointment["patient_id"] for appointment in found])
         by_room: dict[str, list[dict]] = {}
-        for appointment in appointments:
+        for appointment in found:
             by_room.setdefault(appointment["room_id"], []).append(shown(appointment))
         board = [{"room_id": room["id"], "name": room["name"], "kind": room["kind"], "active": room["active"],
                   "appointments": by_room.get(room["id"], [])}

@@ -9,14 +9,13 @@
 | SCHEDULING_FOLLOW_UP_SEARCH_DAYS | 28 | how many days from then to look for a free exam-room slot |
 | SCHEDULING_NO_SHOW_GRACE_MINUTES | 15 | a no-show can be recorded only this long after the start |
 
-The clinic's time zone is the shared CLINIC_TIMEZONE (clinic.config.Settings.clinic_timezone).
+The clinic's time zone is the shared CLINIC_TIMEZONE (clinic.config.Settings.timezone).
 """
 
 from __future__ import annotations
 
 import os
 from datetime import timedelta
-from zoneinfo import ZoneInfo
 
 from clinic.config import ConfigurationError, Settings, read_int
 from scheduling.domain import SchedulingRules
@@ -37,7 +36,7 @@ def load_rules(settings: Settings, env=None) -> SchedulingRules:
         # A grid that does not divide the hour would drift off the clock face from one hour to the next.
         raise ConfigurationError(f"SCHEDULING_GRID_MINUTES must divide 60, got {grid}")
     return SchedulingRules(
-        timezone=ZoneInfo(settings.clinic_timezone),  # checked when the settings were read
+        timezone=settings.timezone,  # built once here, checked when the settings were read
         turnover=timedelta(minutes=_bounded(env, "SCHEDULING_TURNOVER_MINUTES", 15, 0, 240)),
         follow_up_length=timedelta(minutes=_bounded(env, "SCHEDULING_FOLLOW_UP_MINUTES", 30, 5, 240)),
         grid=timedelta(minutes=grid),

@@ -2,7 +2,8 @@
 
 An appointment holds two things for a span of time: its room and its patient.
   - the room from the start until `room_blocked_until`: the end, plus the turnover gap after an
-    infusion (the recliner is cleaned and made ready before the next patient);
+    infusion (the recliner is cleaned and made ready before the next patient; `turnover_after`).
+    Staff see this moment as the appointment's `room_free_at`;
   - the patient from the start until `patient_busy_until`: the end.
 Booked, checked-in and completed appointments hold both; cancelled and no-show ones hold nothing.
 A completed appointment holds them only until its actual end (see `released_after_session`).
@@ -14,10 +15,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from clinic.errors import Conflict, RuleViolation
+from clinic.errors import Conflict, NotFound, RuleViolation
+from clinic.events import APPOINTMENT_KINDS, MINIMUM_INFUSION_MINUTES
 
-INFUSION, FOLLOW_UP = "infusion", "follow_up"
-APPOINTMENT_KINDS = (INFUSION, FOLLOW_UP)
+INFUSION, FOLLOW_UP = APPOINTMENT_KINDS
 
 INFUSION_ROOM, EXAM_ROOM = "infusion", "exam"
 ROOM_KINDS = (INFUSION_ROOM, EXAM_ROOM)
@@ -31,12 +32,13 @@ HOLDING_STATUSES = (BOOKED, CHECKED_IN, COMPLETED)
 
 SESSION_COMPLETED, SESSION_ABORTED = "completed", "aborted"
 
-# Clinical rule (DESIGN.md): an infusion lasts at least two hours, whatever the plan says.
-MINIMUM_INFUSION_MINUTES = 120
 # A start further ahead than this is almost certainly a typing slip (2062 for 2026).
 BOOKING_HORIZON_DAYS = 400
 # The slot finder looks at most this far in one request, which bounds its work.
 AVAILABILITY_MAX_DAYS = 31
+# A 409 for a change that would strand appointments lists this many, enough for a person to act on;
+# its count says how many there are in all.
+LISTED_IN_CONFLICTS = 50
 
 # Which statuses each action may start from. Anything else is a 409 naming the status.
 ALLOWED_FROM = {
@@ -46,6 +48,11 @@ ALLOWED_FROM = {
     "no_show": (BOOKED,),
     "complete": (BOOKED, CHECKED_IN),
 }
+# How refusals name actions and statuses, for people.
+_ACTION_WORDS = {"reschedule": "reschedule", "cancel": "cancel", "check_in": "check in", "no_show": "record a no-show for",
+                 "complete": "complete"}
+_STATUS_WORDS = {BOOKED: "booked", CHECKED_IN: "checked in", COMPLETED: "completed", CANCELLED: "cancelled", NO_SHOW: "a no-show"}
+_LEADS_TO = {"cancel": CANCELLED, "check_in": CHECKED_IN, "no_show": NO_SHOW, "complete": COMPLETED}
 
 
 @dataclass(frozen=True)
@@ -63,42 +70,35 @@ class SchedulingRules:
 
 @dataclass(frozen=True)
 class PlanCopy:
-    """What scheduling knows of a patient: the active treatment plan, if any (None once retired)."""
+    """What scheduling knows of a patient: the active treatment plan, if any (None once retired), as of
+    the patient's plan sequence `version`.
+
+    Records numbers each patient's plan events, one more at each activation or retirement (replacing
+    plan A by plan B is "A retired" at n+1, then "B activated" at n+2). A copy is replaced only by one
+    of a higher number, whatever order the events arrive in and whatever the clocks of the machines
+    that wrote them said: a late activation never brings back a plan retired since. An event from
+    before records numbered them counts as 0.
+    """
 
     patient_id: str
     plan_id: str | None
     infusion_minutes: int | None
-    changed_at: datetime
+    version: int = 0
 
     @property
     def is_active(self) -> bool:
         return self.plan_id is not None
 
 
-def plan_after_activation(stored: PlanCopy | None, patient_id: str, plan_id: str, infusion_minutes: int,
-                          occurred_at: datetime) -> PlanCopy | None:
-    """The plan copy after records activated a plan, or None when the event changes nothing.
-
-    Events can arrive out of order after a redelivery: one older than what the copy already
-    reflects is ignored, so a late activation never brings back a plan retired since.
-    """
-    if stored is not None and occurred_at < stored.changed_at:
-        return None
-    return PlanCopy(patient_id, plan_id, infusion_minutes, occurred_at)
+def copy_after_activation(patient_id: str, plan_id: str, infusion_minutes: int, plan_sequence: int | None) -> PlanCopy:
+    """The copy records' treatment_plan.activated makes: this plan is in force."""
+    return PlanCopy(patient_id, plan_id, infusion_minutes, plan_sequence or 0)
 
 
-def plan_after_retirement(stored: PlanCopy | None, patient_id: str, plan_id: str, occurred_at: datetime) -> PlanCopy | None:
-    """The plan copy after records retired a plan, or None when the event changes nothing.
-
-    Retiring a plan that is no longer the active one (a newer plan replaced it) changes nothing.
-    A retirement seen before any activation still makes the patient known, with no active plan,
-    and keeps an older activation that arrives late from taking effect.
-    """
-    if stored is None:
-        return PlanCopy(patient_id, None, None, occurred_at)
-    if occurred_at < stored.changed_at or stored.plan_id != plan_id:
-        return None
-    return PlanCopy(patient_id, None, None, occurred_at)
+def copy_after_retirement(patient_id: str, plan_sequence: int | None) -> PlanCopy:
+    """The copy records' treatment_plan.retired makes: no plan in force (a replacing plan's activation
+    follows with the next number). The patient stays known, for follow-up visits."""
+    return PlanCopy(patient_id, None, None, plan_sequence or 0)
 
 
 def require_known_patient(kind: str, plan: PlanCopy | None, patient_id: str) -> None:
@@ -136,8 +136,8 @@ def check_plan_fits_booking(appointment: dict, plan: PlanCopy, rules: Scheduling
         )
 
 
-def room_held_for(kind: str, rules: SchedulingRules) -> timedelta:
-    """How long after the end the room stays held: the turnover gap after an infusion only."""
+def turnover_after(kind: str, rules: SchedulingRules) -> timedelta:
+    """How long after the end the room stays held: the turnover gap after an infusion, none after a visit."""
     return rules.turnover if kind == INFUSION else timedelta(0)
 
 
@@ -156,7 +156,7 @@ class Span:
 
 def span_for(kind: str, starts_at: datetime, plan: PlanCopy | None, rules: SchedulingRules) -> Span:
     ends_at = starts_at + appointment_length(kind, plan, rules)
-    return Span(starts_at, ends_at, ends_at + room_held_for(kind, rules))
+    return Span(starts_at, ends_at, ends_at + turnover_after(kind, rules))
 
 
 def check_start(starts_at: datetime, now: datetime) -> None:
@@ -180,16 +180,40 @@ def check_room(room: dict | None, kind: str, room_id: str) -> None:
         raise RuleViolation(f"room {room['name']} is not in use", {"room_id": ["room is inactive"]})
     needed = ROOM_KIND_FOR[kind]
     if room["kind"] != needed:
-        raise RuleViolation(f"a {kind.replace('_', '-')} appointment needs an {needed} room; {room['name']} is an {room['kind']} room",
-                            {"room_id": [f"not an {needed} room"]})
+        raise RuleViolation(f"{_a(kind.replace('_', '-'))} appointment needs {_a(needed)} room; "
+                            f"{room['name']} is {_a(room['kind'])} room", {"room_id": [f"not {_a(needed)} room"]})
+
+
+def _a(word: str) -> str:
+    """The word with its indefinite article: "an infusion", "an exam", "a follow-up"."""
+    return f"{'an' if word[:1] in 'aeiou' else 'a'} {word}"
+
+
+def found(appointment: dict | None, appointment_id: str) -> dict:
+    """The appointment, or a 404 naming the id asked for."""
+    if appointment is None:
+        raise NotFound("no appointment with this id", {"appointment_id": appointment_id})
+    return appointment
+
+
+def refuse_stranding(message: str, stranded: list[dict]) -> None:
+    """A 409 listing the booked appointments a change to rooms or the calendar would strand, if any."""
+    if stranded:
+        raise Conflict(message, {"appointment_id": stranded[0]["id"], "count": len(stranded),
+                                 "appointment_ids": [appointment["id"] for appointment in stranded[:LISTED_IN_CONFLICTS]]})
 
 
 def ensure_allowed(action: str, appointment: dict) -> None:
+    """A 409 unless the appointment's status lets this action happen (ALLOWED_FROM)."""
     status = appointment["status"]
-    if status not in ALLOWED_FROM[action]:
-        allowed = " or ".join(ALLOWED_FROM[action])
-        raise Conflict(f"cannot {action.replace('_', ' ')} an appointment that is {status.replace('_', ' ')} (only when {allowed})",
-                       {"appointment_id": appointment["id"], "status": status})
+    if status in ALLOWED_FROM[action]:
+        return
+    if _LEADS_TO.get(action) == status:
+        message = f"the appointment is {_STATUS_WORDS[status]} already"
+    else:
+        allowed = " or ".join(_STATUS_WORDS[allowed] for allowed in ALLOWED_FROM[action])
+        message = f"cannot {_ACTION_WORDS[action]} an appointment that is {_STATUS_WORDS[status]} (only one that is {allowed})"
+    raise Conflict(message, {"appointment_id": appointment["id"], "status": status})
 
 
 def check_check_in_time(appointment: dict, now: datetime, tz: ZoneInfo) -> None:
@@ -220,7 +244,7 @@ def released_after_session(appointment: dict, ended_at: datetime, rules: Schedul
     Never before the start, so a session begun early leaves an empty hold, not an inverted one.
     """
     start = appointment["starts_at"]
-    room_until = min(appointment["room_blocked_until"], max(start, ended_at + room_held_for(appointment["kind"], rules)))
+    room_until = min(appointment["room_blocked_until"], max(start, ended_at + turnover_after(appointment["kind"], rules)))
     patient_until = min(appointment["patient_busy_until"], max(start, ended_at))
     return room_until, patient_until
 
@@ -230,43 +254,3 @@ def follow_up_search_start(ended_at: datetime, now: datetime, rules: SchedulingR
     day = ended_at.astimezone(rules.timezone).date() + timedelta(days=rules.follow_up_after_days)
     midnight = datetime(day.year, day.month, day.day, tzinfo=rules.timezone)
     return max(midnight.astimezone(now.tzinfo), now)
-
-
-# --- event payloads (checked against the shared schemas by clinic.outbox.add_event) ------------
-
-
-def booked_payload(appointment: dict, room: dict) -> dict:
-    return {
-        "appointment_id": appointment["id"],
-        "patient_id": appointment["patient_id"],
-        "kind": appointment["kind"],
-        "room_id": room["id"],
-        "room_name": room["name"],
-        "starts_at": appointment["starts_at"],
-        "ends_at": appointment["ends_at"],
-    }
-
-
-def rescheduled_payload(appointment: dict, room: dict, previous: dict) -> dict:
-    return {**booked_payload(appointment, room), "previous_starts_at": previous["starts_at"], "previous_room_id": previous["room_id"]}
-
-
-def cancelled_payload(appointment: dict) -> dict:
-    return {
-        "appointment_id": appointment["id"],
-        "patient_id": appointment["patient_id"],
-        "kind": appointment["kind"],
-        "starts_at": appointment["starts_at"],
-    }
-
-
-def checked_in_payload(appointment: dict, room: dict, plan_id: str | None, checked_in_at: datetime) -> dict:
-    return {
-        **booked_payload(appointment, room),
-        "plan_id": plan_id,
-        "checked_in_at": checked_in_at,
-    }
-
-
-def no_show_payload(appointment: dict) -> dict:
-    return {"appointment_id": appointment["id"], "patient_id": appointment["patient_id"], "starts_at": appointment["starts_at"]}

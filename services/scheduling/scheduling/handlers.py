@@ -4,8 +4,8 @@
     sessions.session.completed                   the appointment is completed; the return office visit is booked
     sessions.session.aborted                     the appointment is completed; no return visit is booked
 
-Each runs inside the inbox's transaction (clinic.inbox.apply_once), so a redelivered event has no
-second effect; the session handlers are idempotent on their own as well.
+Each runs in the unit of work the inbox opened for the event (clinic.inbox.apply_once), so a
+redelivered event has no second effect; each is safe to apply twice on its own as well.
 """
 
 from __future__ import annotations
@@ -13,50 +13,40 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
-from clinic.db import one_at_a_time, utcnow
-from clinic.events import Event
+from clinic.events import PLAN_ACTIVATED, PLAN_RETIRED, SESSION_ABORTED, SESSION_COMPLETED, Event
 from clinic.inbox import Handler
 from clinic.unit_of_work import UnitOfWork
-from scheduling import db, domain, services
+from scheduling import domain
 from scheduling.domain import SchedulingRules
+from scheduling.services.after_session import record_session_end
+from scheduling.services.plan_copies import keep_plan_copy
 
 
 def keep_active_plan(uow: UnitOfWork, event: Event) -> None:
-    connection = uow.connection
     data = event.data
-    patient_id = str(data["patient_id"])
-    # A retirement and the activation that follows it may be applied by two worker replicas at once.
-    one_at_a_time(connection, f"plan-copy:{patient_id}")
-    updated = domain.plan_after_activation(db.get_plan_copy(connection, patient_id), patient_id, str(data["plan_id"]),
-                                           data["infusion_minutes"], event.occurred_at)
-    if updated is not None:
-        db.save_plan_copy(connection, updated)
+    keep_plan_copy(uow, domain.copy_after_activation(str(data["patient_id"]), str(data["plan_id"]), data["infusion_minutes"],
+                                                     data.get("plan_sequence")))
 
 
 def forget_retired_plan(uow: UnitOfWork, event: Event) -> None:
-    connection = uow.connection
     data = event.data
-    patient_id = str(data["patient_id"])
-    one_at_a_time(connection, f"plan-copy:{patient_id}")
-    updated = domain.plan_after_retirement(db.get_plan_copy(connection, patient_id), patient_id, str(data["plan_id"]), event.occurred_at)
-    if updated is not None:
-        db.save_plan_copy(connection, updated)
+    keep_plan_copy(uow, domain.copy_after_retirement(str(data["patient_id"]), data.get("plan_sequence")))
 
 
-def make_handlers(rules: SchedulingRules, clock: Callable[[], datetime] = utcnow) -> dict[str, Handler]:
-    """The handlers, bound to the clinic's scheduling rules (the session handlers book follow-ups)."""
+def make_handlers(rules: SchedulingRules, clock: Callable[[], datetime] | None = None) -> dict[str, Handler]:
+    """The handlers, bound to the clinic's scheduling rules (the session handlers book follow-ups).
+    `clock` replaces the time the inbox gives each event's unit of work (tests run the clinic in 2030)."""
 
-    def complete_appointment(uow: UnitOfWork, event: Event) -> None:
-        services.record_session_end(uow.connection, rules, clock(), str(event.data["appointment_id"]), event.data["ended_at"],
-                                    domain.SESSION_COMPLETED)
-
-    def end_aborted_appointment(uow: UnitOfWork, event: Event) -> None:
-        services.record_session_end(uow.connection, rules, clock(), str(event.data["appointment_id"]), event.data["ended_at"],
-                                    domain.SESSION_ABORTED)
+    def session_ended(outcome: str) -> Handler:
+        def handle(uow: UnitOfWork, event: Event) -> None:
+            if clock is not None:
+                uow.now = clock()
+            record_session_end(uow, rules, str(event.data["appointment_id"]), event.data["ended_at"], outcome)
+        return handle
 
     return {
-        "records.treatment_plan.activated": keep_active_plan,
-        "records.treatment_plan.retired": forget_retired_plan,
-        "sessions.session.completed": complete_appointment,
-        "sessions.session.aborted": end_aborted_appointment,
+        PLAN_ACTIVATED: keep_active_plan,
+        PLAN_RETIRED: forget_retired_plan,
+        SESSION_COMPLETED: session_ended(domain.SESSION_COMPLETED),
+        SESSION_ABORTED: session_ended(domain.SESSION_ABORTED),
     }

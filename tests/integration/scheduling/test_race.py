@@ -13,28 +13,14 @@ import pytest
 import sqlalchemy as sa
 
 from clinic.auth import issue_token
-from scheduling import db
+from clinic.db import create_engine, migrate, new_id, utcnow
 from scheduling.app import create_app
+from scheduling.db import MIGRATIONS, booking_sql, calendar, tables
 from scheduling.domain import SchedulingRules
-from tests.integration import test_scheduling_http as scheduling_fixtures
-from tests.integration.test_scheduling_http import MONDAY, NY, OFFICE_HOURS, Clinic, Clock, empty_tables, local
-
-# The shared fixtures, under the names tests ask for.
-scheduling_database = scheduling_fixtures.scheduling_database
+from scheduling.services.booking import lost_a_race
+from tests.integration.scheduling.support import MONDAY, NY, OFFICE_HOURS, Clinic, Clock, local
 
 RACERS = 50
-
-
-@pytest.fixture
-def racing_clinic(scheduling_database, settings_for):
-    # 50 requests at once queue for the connection pool's 15 connections: give them time to get one.
-    settings = settings_for("scheduling", scheduling_database, database_timeout_seconds=30)
-    app = create_app(settings, rules=SchedulingRules(timezone=NY), clock=Clock(local(MONDAY, "06:00")))
-    clinic = Clinic(app, app.extensions["scheduling.clock"], settings)
-    empty_tables(clinic.engine)
-    assert clinic.call("PUT", "/office-hours", role="admin", json=OFFICE_HOURS).status_code == 200
-    yield clinic
-    clinic.engine.dispose()
 
 
 def race(clinic: Clinic, bodies: list[dict]) -> list[tuple[int, dict]]:
@@ -69,7 +55,7 @@ def assert_one_winner(results: list[tuple[int, dict]]) -> str:
 
 def holding(clinic: Clinic) -> list[tuple[str, str]]:
     with clinic.engine.connect() as connection:
-        return connection.execute(sa.select(db.appointments.c.id, db.appointments.c.status)).all()
+        return connection.execute(sa.select(tables.appointments.c.id, tables.appointments.c.status)).all()
 
 
 def test_50_bookings_racing_for_one_room_and_time_make_one_appointment(racing_clinic):
@@ -108,11 +94,9 @@ def test_racing_without_a_room_fills_the_free_rooms_and_no_more(racing_clinic):
 
 @pytest.fixture
 def bare_postgres_database(postgres):
-    from clinic.db import create_engine, migrate
-
     url = postgres.create_database("scheduling")
     engine = create_engine(url)
-    migrate(engine, db.MIGRATIONS)
+    migrate(engine, MIGRATIONS)
     yield engine
     engine.dispose()
     postgres.drop_database(url)
@@ -120,23 +104,19 @@ def bare_postgres_database(postgres):
 
 def test_postgresql_itself_refuses_a_room_or_a_patient_held_twice(bare_postgres_database):
     """The rule lives in the database: rows written past the application are refused just the same."""
-    from datetime import timedelta
-
-    from clinic.db import new_id, utcnow
-
     engine = bare_postgres_database
     now = utcnow()
     rooms = [new_id(), new_id()]
     with engine.begin() as connection:
         for number, room_id in enumerate(rooms):
-            connection.execute(db.rooms.insert().values(id=room_id, name=f"Infusion {number}", kind="infusion", active=True,
+            connection.execute(tables.rooms.insert().values(id=room_id, name=f"Infusion {number}", kind="infusion", active=True,
                                                          created_at=now, updated_at=now))
     start = local(MONDAY, "09:00")
 
     def insert(room_id, patient_id, starts_at, minutes=120, turnover=15, status="booked"):
         ends_at = starts_at + timedelta(minutes=minutes)
         with engine.begin() as connection:
-            connection.execute(db.appointments.insert().values(
+            connection.execute(tables.appointments.insert().values(
                 id=new_id(), patient_id=patient_id, kind="infusion", status=status, room_id=room_id, starts_at=starts_at,
                 ends_at=ends_at, room_blocked_until=ends_at + timedelta(minutes=turnover), patient_busy_until=ends_at,
                 booked_at=now, updated_at=now))
@@ -144,7 +124,8 @@ def test_postgresql_itself_refuses_a_room_or_a_patient_held_twice(bare_postgres_
     def refused(*args, **kwargs):
         with pytest.raises(sa.exc.IntegrityError) as caught:
             insert(*args, **kwargs)
-        return db.violated_exclusion(caught.value)
+        assert lost_a_race(caught.value)
+        return {tables.ROOM_CONSTRAINT: "room", tables.PATIENT_CONSTRAINT: "patient"}[caught.value.orig.diag.constraint_name]
 
     patient = new_id()
     insert(rooms[0], patient, start)
@@ -163,7 +144,7 @@ def test_a_calendar_change_made_through_another_process_reaches_this_ones_bookin
     """Each process caches the calendar; the version an admin's change bumps makes every process read it again."""
     desk = racing_clinic
     admin_app = create_app(desk.settings, rules=SchedulingRules(timezone=NY), clock=Clock(local(MONDAY, "06:00")))
-    admin = Clinic(admin_app, admin_app.extensions["scheduling.clock"], desk.settings)
+    admin = Clinic(admin_app, admin_app.extensions["clinic.clock"], desk.settings)
     room = desk.room("Infusion 1")
     tuesday, wednesday = MONDAY + timedelta(days=1), MONDAY + timedelta(days=2)
     assert desk.book(desk.plan(minutes=120), local(MONDAY, "09:00"), room_id=room["id"]).status_code == 201   # caches the calendar
@@ -181,23 +162,21 @@ def test_a_booking_that_read_the_calendar_just_before_a_change_is_made_again(rac
     """The window the insert's version check closes: the first statement's snapshot predates a change that
     committed while it waited for the calendar lock. Simulated by having that statement report the old version
     while this process still caches the old calendar."""
-    from scheduling import services
-
     clinic = racing_clinic
     room = clinic.room("Infusion 1")
     with clinic.engine.connect() as connection:
-        current = db.read_calendar(connection)
-    services._calendars[clinic.engine] = db.Calendar(current.version - 1, current.template, current.closures)
-    real_context, calls = db.booking_context, []
+        current = calendar.read_calendar(connection)
+        calendar.remember(connection, calendar.Calendar(current.version - 1, current.template, current.closures))
+    real_context, calls = booking_sql.booking_context, []
 
     def stale_first(connection, patient_id, room_id):
         context = real_context(connection, patient_id, room_id)
         calls.append(context.calendar_version)
         if len(calls) == 1:
-            return db.BookingContext(context.calendar_version - 1, context.plan, context.room)
+            return booking_sql.BookingContext(context.calendar_version - 1, context.plan, context.room)
         return context
 
-    monkeypatch.setattr(db, "booking_context", stale_first)
+    monkeypatch.setattr(booking_sql, "booking_context", stale_first)
     response = clinic.book(clinic.plan(minutes=120), local(MONDAY, "09:00"), room_id=room["id"])
     assert response.status_code == 201, response.get_data(as_text=True)
     postgresql = clinic.engine.dialect.name == "postgresql"

@@ -9,19 +9,17 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from clinic.errors import RuleViolation
-from scheduling.office_hours import (
-    Busy,
+from scheduling.local_time import (
     OpenInterval,
-    ceil_to_grid,
     check_open,
     check_template,
-    free_slots,
     local_dates,
     local_day_bounds,
     local_to_utc,
     open_windows,
     within,
 )
+from scheduling.slot_finder import Busy, ceil_to_grid, free_slots
 
 NY = ZoneInfo("America/New_York")
 UTC = timezone.utc

@@ -1,4 +1,4 @@
-"""Office hours and closures, turned into open windows in UTC, and the free slots inside them.
+"""The clinic's wall clock: office hours and closures in local time, turned into open windows in UTC.
 
 Office hours are a weekly template in the clinic's local time ("Mondays 08:00-12:00 and
 13:00-17:00") and closures are local dates. Everything else in scheduling is UTC, so each local
@@ -9,7 +9,7 @@ Wall-clock times that do not exist or occur twice (only around 01:00-03:00 on a 
 a time inside the spring-forward gap is read as if the clocks had not moved yet (02:30 becomes
 03:30 new time); a time that occurs twice is its first occurrence. Python's zoneinfo does
 exactly this for fold=0, which is what datetime.combine gives.
-No framework imports: plain rules, tested in tests/unit.
+No framework imports: plain rules, tested in tests/unit (the free slots inside the windows: slot_finder).
 """
 
 from __future__ import annotations
@@ -134,58 +134,3 @@ def check_open(start: datetime, end: datetime, template: Sequence[OpenInterval],
     else:
         message = f"the clinic has no office hours on {WEEKDAYS[day.weekday()].title()}s"
     raise RuleViolation(message, {"starts_at": ["outside office hours"], "office_hours": hours, "timezone": tz.key})
-
-
-# --- free slots -----------------------------------------------------------------------------
-
-
-class Busy:
-    """The times something (a room, a patient) is already held, for fast overlap questions."""
-
-    def __init__(self, intervals: Iterable[Window]):
-        self._intervals = merge(intervals)
-        self._starts = [start for start, _ in self._intervals]
-
-    def overlaps(self, start: datetime, end: datetime) -> bool:
-        # Merged intervals are sorted by start and by end alike: among those starting before `end`,
-        # only the last can reach past `start`.
-        index = bisect.bisect_left(self._starts, end) - 1
-        return index >= 0 and self._intervals[index][1] > start
-
-
-@dataclass(frozen=True)
-class Slot:
-    room_id: str
-    starts_at: datetime
-    ends_at: datetime
-
-
-def ceil_to_grid(moment: datetime, grid: timedelta, tz: ZoneInfo) -> datetime:
-    """The first time at or after `moment` that is on the grid of the local wall clock (08:00, 08:15, ...)."""
-    local = moment.astimezone(tz)
-    # Same tzinfo on both sides: the difference is wall-clock time since local midnight.
-    since_midnight = local - local.replace(hour=0, minute=0, second=0, microsecond=0)
-    past = since_midnight % grid
-    return moment if not past else moment + (grid - past)
-
-
-def free_slots(windows: Sequence[Window], length: timedelta, room_hold: timedelta, grid: timedelta, tz: ZoneInfo,
-               not_before: datetime, rooms: Sequence[tuple[str, Busy]], patient: Busy, limit: int) -> list[Slot]:
-    """Free (room, start, end) slots inside the windows, earliest first, rooms in the order given.
-
-    A slot starts on the local grid, lies inside one window, leaves the patient free for
-    [start, end) and the room free for [start, end + room_hold) (the turnover gap may run past closing).
-    """
-    slots: list[Slot] = []
-    for window_start, window_end in windows:
-        moment = ceil_to_grid(max(window_start, not_before), grid, tz)
-        while moment + length <= window_end:
-            end = moment + length
-            if not patient.overlaps(moment, end):
-                for room_id, busy in rooms:
-                    if not busy.overlaps(moment, end + room_hold):
-                        slots.append(Slot(room_id, moment, end))
-                        if len(slots) >= limit:
-                            return slots
-            moment += grid
-    return slots

@@ -7,10 +7,6 @@ import uuid
 import pytest
 
 from clinic.testing import assert_error
-from tests.integration import test_scheduling_http as scheduling_fixtures
-
-clinic = scheduling_fixtures.clinic
-scheduling_database = scheduling_fixtures.scheduling_database
 
 FAR = ["9999-12-31", "0001-01-01"]
 

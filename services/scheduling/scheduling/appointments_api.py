@@ -1,55 +1,43 @@
-"""Scheduling's HTTP API for appointments and the slot finder.
+"""Scheduling's HTTP API for appointments: booking, rescheduling, cancellation, check-in, no-shows, and the lists.
 
 Times go in and out as ISO 8601 with a UTC offset (a time without one is refused); each
 appointment also shows its times in the clinic's local time, for people. Dates in queries are
-the clinic's local dates.
+the clinic's local dates. Every view reads or changes patient data, so each is audited
+(clinic.audit): who looked at or changed which patient's appointments.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from flask import current_app
 from flask.views import MethodView
 from flask_smorest import Blueprint
-from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import Schema, fields, validate
 
-from clinic.auth import FRONT_DESK, NEUROLOGIST, NURSE, requires_roles
+from clinic import audit
+from clinic.audit import CREATE, READ, SEARCH, UPDATE, audited, no_patient
+from clinic.auth import FRONT_DESK, NEUROLOGIST, NURSE
 from clinic.errors import NotFound
-from clinic.validation import PLAUSIBLE_DAY, PLAUSIBLE_MOMENT, plain_text
-from clinic.web import current_principal, engine
-from scheduling import db, domain, office_hours, services
-from scheduling.domain import SchedulingRules
+from clinic.validation import PLAUSIBLE_DAY, PLAUSIBLE_MOMENT, at_least_one_of, plain_text
+from clinic.web import reading, unit_of_work
+from scheduling import domain
+from scheduling.db import appointments
+from scheduling.local_time import local_day_bounds
+from scheduling.request_context import actor, rules
+from scheduling.services import booking, lifecycle
 
 blp = Blueprint("appointments", __name__, url_prefix="/appointments",
                 description="Infusions and follow-up visits: booking, rescheduling, check-in, cancellation, no-shows.")
-availability = Blueprint("availability", __name__, url_prefix="/availability", description="Free slots to book.")
 
 READERS = (FRONT_DESK, NURSE, NEUROLOGIST)
-
-
-def rules() -> SchedulingRules:
-    return current_app.extensions["scheduling.rules"]
-
-
-def now() -> datetime:
-    return current_app.extensions["scheduling.clock"]()
-
-
-def actor() -> str:
-    """The staff member making the change, as recorded beside it."""
-    return current_principal().subject[:200]
-
-
-def local_iso(moment: datetime | None) -> str | None:
-    return moment.astimezone(rules().timezone).isoformat() if moment else None
 
 
 class AppointmentIn(Schema):
     patient_id = fields.UUID(required=True)
     kind = fields.String(required=True, validate=validate.OneOf(domain.APPOINTMENT_KINDS))
     starts_at = fields.AwareDateTime(required=True, validate=PLAUSIBLE_MOMENT,
-                                     metadata={"description": "ISO 8601 with a UTC offset, on a whole minute"})
+                                     metadata={"description": "ISO 8601 with a UTC offset, on a whole minute",
+                                               "pattern": r"T[0-9]{2}:[0-9]{2}(:00(\.0+)?)?(Z|[+-][0-9]{2}:[0-9]{2})$"})
     room_id = fields.UUID(load_default=None, allow_none=True,
                           metadata={"description": "Leave out for the first free room of the right kind"})
 
@@ -59,10 +47,7 @@ class RescheduleIn(Schema):
     room_id = fields.UUID(load_default=None, allow_none=True,
                           metadata={"description": "Leave out to stay in the same room if it is free, else the first free one"})
 
-    @validates_schema
-    def something_to_change(self, data, **_):
-        if data.get("starts_at") is None and data.get("room_id") is None:
-            raise ValidationError("give a new start, a new room, or both", "starts_at")
+    something_to_change = at_least_one_of("starts_at", "room_id", message="give a new start, a new room, or both")
 
 
 class CancelIn(Schema):
@@ -110,24 +95,12 @@ class AppointmentOut(Schema):
     no_show_by = fields.String(allow_none=True)
     updated_by = fields.String(allow_none=True, metadata={
         "description": "Who made the latest change; empty when it came from the clinic's own software (a session's end)"})
+    version = fields.Integer(metadata={
+        "description": "1 when booked, one more at each change; the events about the appointment carry it as appointment_version"})
 
 
-class SlotQuery(Schema):
-    patient_id = fields.UUID(required=True)
-    kind = fields.String(required=True, validate=validate.OneOf(domain.APPOINTMENT_KINDS))
-    from_ = fields.AwareDateTime(required=True, data_key="from", validate=PLAUSIBLE_MOMENT)
-    to = fields.AwareDateTime(required=True, validate=PLAUSIBLE_MOMENT)
-    room_id = fields.UUID(load_default=None)
-    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=500))
-
-
-class SlotOut(Schema):
-    room_id = fields.String()
-    room_name = fields.String()
-    starts_at = fields.DateTime()
-    ends_at = fields.DateTime()
-    starts_at_local = fields.String()
-    ends_at_local = fields.String()
+def local_iso(moment: datetime | None) -> str | None:
+    return moment.astimezone(rules().timezone).isoformat() if moment else None
 
 
 def shown(item: dict) -> dict:
@@ -139,13 +112,13 @@ def utc(moment: datetime | None) -> datetime | None:
     return moment.astimezone(timezone.utc) if moment else None
 
 
-def _id(value) -> str | None:
+def id_or_none(value) -> str | None:
     return str(value) if value is not None else None
 
 
 @blp.route("")
 class Appointments(MethodView):
-    @requires_roles(FRONT_DESK)
+    @audited(CREATE, "appointment", (FRONT_DESK,), write=True, patient_of=no_patient)
     @blp.arguments(AppointmentIn())
     @blp.response(201, AppointmentOut)
     @blp.alt_response(409, description="The room or the patient is taken then; details.appointment_id names the appointment in the way.")
@@ -158,91 +131,79 @@ class Appointments(MethodView):
         takes an exam room. The appointment lies wholly inside office hours, not on a closure. With
         no room given, the first free room of the right kind (by name) is taken.
         """
-        request = services.BookingRequest(patient_id=str(data["patient_id"]), kind=data["kind"],
-                                          starts_at=utc(data["starts_at"]), room_id=_id(data["room_id"]), booked_by=actor())
-        return shown(services.book(engine(), rules(), now(), request))
+        request = booking.BookingRequest(patient_id=str(data["patient_id"]), kind=data["kind"], starts_at=utc(data["starts_at"]),
+                                         room_id=id_or_none(data["room_id"]), booked_by=actor())
+        return shown(booking.book(unit_of_work(refusals=booking.REFUSALS), rules(), request))
 
-    @requires_roles(*READERS)
+    @audited(SEARCH, "appointment", READERS, patient_of=no_patient)
     @blp.arguments(AppointmentQuery(), location="query")
     @blp.response(200, AppointmentOut(many=True))
     def get(self, query):
         """Appointments, earliest first, filtered by local date, room, patient, status."""
-        bounds = office_hours.local_day_bounds(query["date"], rules().timezone) if query["date"] else (None, None)
-        with engine().connect() as connection:
-            found = db.find_appointments(
-                connection, starts_from=bounds[0], starts_before=bounds[1], room_id=_id(query["room_id"]),
-                patient_id=_id(query["patient_id"]), status=query["status"], needs_follow_up=query["needs_follow_up"],
+        bounds = local_day_bounds(query["date"], rules().timezone) if query["date"] else (None, None)
+        with reading() as connection:
+            found = appointments.find(
+                connection, starts_from=bounds[0], starts_before=bounds[1], room_id=id_or_none(query["room_id"]),
+                patient_id=id_or_none(query["patient_id"]), status=query["status"], needs_follow_up=query["needs_follow_up"],
                 limit=query["limit"], offset=query["offset"])
+        audit.concerning(patient_ids=[appointment["patient_id"] for appointment in found])
         return [shown(appointment) for appointment in found]
 
 
 @blp.route("/<uuid:appointment_id>")
 class AppointmentById(MethodView):
-    @requires_roles(*READERS)
+    @audited(READ, "appointment", READERS, resource_arg="appointment_id", patient_of=no_patient)
     @blp.response(200, AppointmentOut)
     def get(self, appointment_id):
         """One appointment."""
-        with engine().connect() as connection:
-            appointment = db.appointment_view(connection, str(appointment_id))
+        with reading() as connection:
+            appointment = appointments.shown(connection, str(appointment_id))
         if appointment is None:
             raise NotFound("no appointment with this id", {"appointment_id": str(appointment_id)})
+        audit.concerning(patient_id=appointment["patient_id"])
         return shown(appointment)
 
 
 @blp.route("/<uuid:appointment_id>/reschedule")
 class Reschedule(MethodView):
-    @requires_roles(FRONT_DESK)
+    @audited(UPDATE, "appointment", (FRONT_DESK,), write=True, resource_arg="appointment_id", patient_of=no_patient)
     @blp.arguments(RescheduleIn())
     @blp.response(200, AppointmentOut)
     @blp.alt_response(409, description="Not booked any more, or the new time collides (details name the appointment).")
     def post(self, data, appointment_id):
         """Move a booked appointment to a new start and/or room, under the same rules as booking."""
-        return shown(services.reschedule(engine(), rules(), now(), str(appointment_id), utc(data["starts_at"]), _id(data["room_id"]),
-                                         actor()))
+        return shown(booking.reschedule(unit_of_work(refusals=booking.REFUSALS), rules(), str(appointment_id), utc(data["starts_at"]),
+                                        id_or_none(data["room_id"]), actor()))
 
 
 @blp.route("/<uuid:appointment_id>/cancel")
 class Cancel(MethodView):
-    @requires_roles(FRONT_DESK)
+    @audited(UPDATE, "appointment", (FRONT_DESK,), write=True, resource_arg="appointment_id", patient_of=no_patient)
     @blp.arguments(CancelIn())
     @blp.response(200, AppointmentOut)
     @blp.alt_response(409, description="Already cancelled, completed or a no-show.")
     def post(self, data, appointment_id):
         """Cancel a booked or checked-in appointment, with the reason; the room and the patient are free again."""
-        return shown(services.cancel(engine(), now(), str(appointment_id), data["reason"], actor()))
+        return shown(lifecycle.cancel(unit_of_work(), str(appointment_id), data["reason"], actor()))
 
 
 @blp.route("/<uuid:appointment_id>/check-in")
 class CheckIn(MethodView):
-    @requires_roles(FRONT_DESK)
+    @audited(UPDATE, "appointment", (FRONT_DESK,), write=True, resource_arg="appointment_id", patient_of=no_patient)
     @blp.response(200, AppointmentOut)
     @blp.alt_response(409, description="Not booked (already checked in, cancelled, ...).")
     @blp.alt_response(422, description="Not the day of the appointment, its time is over, or no active plan for an infusion.")
     def post(self, appointment_id):
         """The patient has arrived (on the day, before the scheduled end). Sessions opens the infusion session from this."""
-        return shown(services.check_in(engine(), rules(), now(), str(appointment_id), actor()))
+        return shown(lifecycle.check_in(unit_of_work(), rules(), str(appointment_id), actor()))
 
 
 @blp.route("/<uuid:appointment_id>/no-show")
 class NoShow(MethodView):
-    @requires_roles(FRONT_DESK)
+    @audited(UPDATE, "appointment", (FRONT_DESK,), write=True, resource_arg="appointment_id", patient_of=no_patient)
     @blp.response(200, AppointmentOut)
+    @blp.alt_response(409, description="Not booked (checked in, cancelled, a no-show already, ...).")
     @blp.alt_response(422, description="Too early: the grace period after the start has not passed.")
     def post(self, appointment_id):
         """The patient did not come. Allowed once the grace period after the start has passed; frees the room."""
-        return shown(services.mark_no_show(engine(), rules(), now(), str(appointment_id), actor()))
-
-
-@availability.route("")
-class Availability(MethodView):
-    @requires_roles(*READERS)
-    @availability.arguments(SlotQuery(), location="query")
-    @availability.response(200, SlotOut(many=True))
-    def get(self, query):
-        """Free slots for a patient: (room, start, end) of the right length and room kind, inside office hours,
-        on the clinic's booking grid, where both room and patient are free; earliest first, at most `limit`.
-        """
-        with engine().connect() as connection:
-            slots = services.find_availability(connection, rules(), now(), str(query["patient_id"]), query["kind"],
-                                               utc(query["from_"]), utc(query["to"]), _id(query["room_id"]), query["limit"])
-        return [shown(slot) for slot in slots]
+        return shown(lifecycle.mark_no_show(unit_of_work(), rules(), str(appointment_id), actor()))

@@ -1,4 +1,4 @@
-"""scheduling.db.overlaps means the same on PostgreSQL (ranges, for the GiST indexes) and on SQLite
+"""scheduling.db.booking_sql.overlaps means the same on PostgreSQL (ranges, for the GiST indexes) and on SQLite
 (comparisons): a hold [starts, until) overlaps [start, end), and an empty hold overlaps nothing."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from clinic.db import UtcDateTime, create_engine
-from scheduling.db import overlaps
+from scheduling.db.booking_sql import overlaps
 
 T = datetime(2031, 3, 4, 14, 0, tzinfo=timezone.utc)
 

@@ -1,159 +1,18 @@
 """Scheduling over HTTP, on the real PostgreSQL and on SQLite: rooms, office hours, closures, booking.
 
-Every rule answers with a clear 4xx naming its reason, never a 500. The clinic's clock is
-fixed (Monday 7 January 2030, 06:00 in New York) so "the past" and "today" mean the same on any
-day the tests run. The fixtures here are shared by the other scheduling test modules.
+Every rule answers with a clear 4xx naming its reason, never a 500. The fixtures are in conftest.py,
+the clinic's fixed clock and the steps tests take in support.py.
 """
 
 from __future__ import annotations
 
 import uuid
-from datetime import date, datetime, time, timedelta, timezone
-from zoneinfo import ZoneInfo
+from datetime import date, datetime, timedelta, timezone
 
 import pytest
-import sqlalchemy as sa
 
-from clinic.auth import issue_token
-from clinic.db import create_engine, migrate
-from clinic.events import Event
 from clinic.testing import assert_error
-from scheduling import db
-from scheduling.app import create_app
-from scheduling.domain import SchedulingRules
-from scheduling.handlers import forget_retired_plan, keep_active_plan
-
-NY = ZoneInfo("America/New_York")
-MONDAY = date(2030, 1, 7)
-WEEKDAY_HOURS = [{"opens": "08:00", "closes": "18:00"}]
-OFFICE_HOURS = {name: WEEKDAY_HOURS for name in ("monday", "tuesday", "wednesday", "thursday", "friday")}
-FAR_PAST = datetime(2000, 1, 1, tzinfo=timezone.utc)
-
-
-def local(day: date, hhmm: str) -> datetime:
-    """A clinic-local wall-clock time as an aware datetime."""
-    return datetime.combine(day, time.fromisoformat(hhmm), tzinfo=NY)
-
-
-class Clock:
-    """The clinic's clock for a test: fixed until the test moves it."""
-
-    def __init__(self, moment: datetime):
-        self.moment = moment
-
-    def __call__(self) -> datetime:
-        return self.moment.astimezone(timezone.utc)
-
-    def set(self, moment: datetime) -> None:
-        self.moment = moment
-
-
-class Clinic:
-    """The scheduling app under test, and the steps tests take with it."""
-
-    def __init__(self, app, clock: Clock, settings):
-        self.app = app
-        self.client = app.test_client()
-        self.clock = clock
-        self.settings = settings
-        self.engine = app.extensions["clinic.engine"]
-
-    def headers(self, *roles: str, subject: str = "tester") -> dict:
-        return {"Authorization": f"Bearer {issue_token(self.settings, subject, roles)}"}
-
-    def call(self, method: str, path: str, role: str = "front_desk", subject: str = "tester", **kwargs):
-        return self.client.open(path, method=method, headers=self.headers(role, subject=subject), **kwargs)
-
-    def room(self, name: str, kind: str = "infusion") -> dict:
-        response = self.call("POST", "/rooms", role="admin", json={"name": name, "kind": kind})
-        assert response.status_code == 201, response.get_data(as_text=True)
-        return response.get_json()
-
-    def plan(self, patient_id: str | None = None, minutes: int = 150, plan_id: str | None = None,
-             at: datetime | None = None) -> str:
-        """records activated a plan for the patient (applied as the worker would); returns the patient id."""
-        patient_id = patient_id or str(uuid.uuid4())
-        event = Event(type="records.treatment_plan.activated", producer="records",
-                      data={"plan_id": plan_id or str(uuid.uuid4()), "patient_id": patient_id, "infusion_minutes": minutes},
-                      occurred_at=at or datetime.now(timezone.utc))
-        with self.engine.begin() as connection:
-            keep_active_plan(connection, event)
-        return patient_id
-
-    def retire(self, patient_id: str) -> None:
-        with self.engine.connect() as connection:
-            copy = db.get_plan_copy(connection, patient_id)
-        event = Event(type="records.treatment_plan.retired", producer="records",
-                      data={"plan_id": copy.plan_id, "patient_id": patient_id})
-        with self.engine.begin() as connection:
-            forget_retired_plan(connection, event)
-
-    def book(self, patient_id: str, starts_at: datetime, kind: str = "infusion", room_id: str | None = None, role="front_desk"):
-        body = {"patient_id": patient_id, "kind": kind, "starts_at": starts_at.isoformat()}
-        if room_id:
-            body["room_id"] = room_id
-        return self.call("POST", "/appointments", role=role, json=body)
-
-    def booked(self, patient_id: str, starts_at: datetime, kind: str = "infusion", room_id: str | None = None) -> dict:
-        response = self.book(patient_id, starts_at, kind, room_id)
-        assert response.status_code == 201, response.get_data(as_text=True)
-        return response.get_json()
-
-    def events(self, event_type: str | None = None) -> list[dict]:
-        """The events in the outbox, oldest first: [{"type", "data"}]."""
-        import json
-
-        with self.engine.connect() as connection:
-            rows = connection.execute(sa.select(db.outbox.c.body).order_by(db.outbox.c.position)).scalars().all()
-        found = [json.loads(body) for body in rows]
-        return [{"type": e["type"], "data": e["data"]} for e in found if event_type in (None, e["type"])]
-
-    def count(self, **where) -> int:
-        query = sa.select(sa.func.count()).select_from(db.appointments)
-        for column, value in where.items():
-            query = query.where(db.appointments.c[column] == value)
-        with self.engine.connect() as connection:
-            return connection.execute(query).scalar_one()
-
-
-def migrated_database(request, tmp_path_factory) -> str:
-    if request.param == "postgresql":
-        postgres = request.getfixturevalue("postgres")
-        url = postgres.create_database("scheduling")
-        request.addfinalizer(lambda: postgres.drop_database(url))
-    else:
-        url = f"sqlite:///{tmp_path_factory.mktemp('scheduling') / 'scheduling.db'}"
-    engine = create_engine(url)
-    migrate(engine, db.MIGRATIONS)
-    engine.dispose()
-    return url
-
-
-@pytest.fixture(scope="module", params=["postgresql", "sqlite"])
-def scheduling_database(request, tmp_path_factory):
-    """A migrated scheduling database: each test module runs once on PostgreSQL and once on SQLite."""
-    return migrated_database(request, tmp_path_factory)
-
-
-def empty_tables(engine) -> None:
-    with engine.begin() as connection:
-        for table in (db.appointments, db.rooms, db.closures, db.office_hours, db.plan_copies, db.outbox, db.inbox):
-            connection.execute(table.delete())
-
-
-@pytest.fixture
-def clinic(scheduling_database, settings_for):
-    """An empty clinic open Monday to Friday 08:00-18:00 New York time; the clock at Monday 06:00."""
-    settings = settings_for("scheduling", scheduling_database, clinic_timezone="America/New_York")
-    clock = Clock(local(MONDAY, "06:00"))
-    app = create_app(settings, rules=SchedulingRules(timezone=NY), clock=clock)
-    clinic = Clinic(app, clock, settings)
-    empty_tables(clinic.engine)
-    response = clinic.call("PUT", "/office-hours", role="admin", json=OFFICE_HOURS)
-    assert response.status_code == 200, response.get_data(as_text=True)
-    yield clinic
-    clinic.engine.dispose()
-
+from tests.integration.scheduling.support import MONDAY, OFFICE_HOURS, WEEKDAY_HOURS, local
 
 # --- rooms ----------------------------------------------------------------------------------
 
@@ -183,6 +42,29 @@ def test_a_second_room_with_the_same_name_is_a_409_naming_the_first(clinic):
     other = clinic.room("Infusion 9")
     error = assert_error(clinic.call("PATCH", f"/rooms/{other['id']}", role="admin", json={"name": "Infusion 1"}), 409)
     assert error["details"]["room_id"] == first["id"]
+
+
+@pytest.mark.parametrize("name", ["infusion 1", "INFUSION 1", "  Infusion 1  "])
+def test_room_names_are_unique_whatever_their_case(clinic, name):
+    first = clinic.room("Infusion 1")
+    error = assert_error(clinic.call("POST", "/rooms", role="admin", json={"name": name, "kind": "infusion"}), 409, "conflict")
+    assert error["details"] == {"room_id": first["id"]} and "Infusion 1" in error["message"]
+    other = clinic.room("Infusion 2")
+    error = assert_error(clinic.call("PATCH", f"/rooms/{other['id']}", role="admin", json={"name": name}), 409)
+    assert error["details"] == {"room_id": first["id"]}
+    # A room may change the case of its own name.
+    renamed = clinic.call("PATCH", f"/rooms/{first['id']}", role="admin", json={"name": "INFUSION 1"})
+    assert renamed.status_code == 200 and renamed.get_json()["name"] == "INFUSION 1"
+    assert [room["name"] for room in clinic.call("GET", "/rooms").get_json()] == ["INFUSION 1", "Infusion 2"]
+
+
+@pytest.mark.parametrize("body", [{}, None])
+def test_a_room_change_with_nothing_to_change_is_a_422_and_changes_nothing(clinic, body):
+    room = clinic.room("Infusion 1")
+    clinic.clock.set(local(MONDAY, "07:00"))
+    response = clinic.call("PATCH", f"/rooms/{room['id']}", role="admin", **({"json": body} if body is not None else {}))
+    assert_error(response, 422)
+    assert clinic.call("GET", f"/rooms/{room['id']}").get_json() == room
 
 
 @pytest.mark.parametrize("body, field", [({"name": "", "kind": "exam"}, "name"), ({"name": "R", "kind": "ward"}, "kind"),
@@ -237,6 +119,17 @@ def test_bad_office_hours_are_a_422_naming_the_day(clinic, week, field):
     assert field in error["details"]
 
 
+@pytest.mark.parametrize("body", [{}, None])
+def test_office_hours_without_a_week_are_a_422_not_a_closed_clinic(clinic, body):
+    response = clinic.call("PUT", "/office-hours", role="admin", **({"json": body} if body is not None else {}))
+    assert_error(response, 422)
+    assert clinic.call("GET", "/office-hours").get_json()["monday"] == WEEKDAY_HOURS
+    # Closing every day is still possible, by saying so day by day.
+    closed = {name: [] for name in OFFICE_HOURS}
+    assert clinic.call("PUT", "/office-hours", role="admin", json=closed).status_code == 200
+    assert clinic.call("GET", "/office-hours").get_json()["monday"] == []
+
+
 def test_office_hours_that_would_strand_a_booking_are_refused(clinic):
     room = clinic.room("Infusion 1")
     booking = clinic.booked(clinic.plan(), local(MONDAY, "15:00"), room_id=room["id"])
@@ -255,7 +148,9 @@ def test_closures_are_listed_and_can_be_lifted(clinic):
     assert_error(clinic.call("POST", "/closures", role="admin", json={"date": "2030-01-09", "reason": "again"}), 409)
     assert clinic.call("DELETE", "/closures/2030-01-09", role="admin").status_code == 204
     assert_error(clinic.call("DELETE", "/closures/2030-01-09", role="admin"), 404)
-    assert_error(clinic.call("DELETE", "/closures/not-a-date", role="admin"), 404)
+    error = assert_error(clinic.call("DELETE", "/closures/not-a-date", role="admin"), 422, "validation_failed")
+    assert "day" in error["details"]
+    assert_error(clinic.call("DELETE", "/closures/2030-02-30", role="admin"), 422)
     assert [c["date"] for c in clinic.call("GET", "/closures").get_json()] == ["2030-12-25"]
 
 
@@ -285,7 +180,9 @@ def test_an_infusion_lasts_the_plan_and_takes_the_first_free_infusion_room(clini
 
     [event] = clinic.events("scheduling.appointment.booked")
     assert event["data"] == {"appointment_id": booked["id"], "patient_id": patient, "kind": "infusion", "room_id": first["id"],
-                             "room_name": "Infusion 1", "starts_at": "2030-01-07T14:00:00+00:00", "ends_at": "2030-01-07T16:30:00+00:00"}
+                             "room_name": "Infusion 1", "starts_at": "2030-01-07T14:00:00+00:00", "ends_at": "2030-01-07T16:30:00+00:00",
+                             "appointment_version": 1}
+    assert booked["version"] == 1
 
 
 def test_an_infusion_never_lasts_less_than_two_hours_and_a_follow_up_takes_an_exam_room(clinic):
@@ -380,9 +277,10 @@ def test_the_wrong_unknown_or_inactive_room_is_a_422_saying_so(clinic):
     infusion = clinic.room("Infusion 1")
     patient = clinic.plan()
     error = assert_error(clinic.book(patient, local(MONDAY, "09:00"), room_id=exam["id"]), 422)
-    assert "needs an infusion room" in error["message"] and "room_id" in error["details"]
+    assert error["message"] == "an infusion appointment needs an infusion room; Exam A is an exam room"
+    assert error["details"] == {"room_id": ["not an infusion room"]}
     error = assert_error(clinic.book(patient, local(MONDAY, "09:00"), kind="follow_up", room_id=infusion["id"]), 422)
-    assert "needs an exam room" in error["message"]
+    assert error["message"] == "a follow-up appointment needs an exam room; Infusion 1 is an infusion room"
     error = assert_error(clinic.book(patient, local(MONDAY, "09:00"), room_id=str(uuid.uuid4())), 422)
     assert error["details"] == {"room_id": ["unknown room"]}
     clinic.call("PATCH", f"/rooms/{exam['id']}", role="admin", json={"active": False})

@@ -9,12 +9,7 @@ from datetime import date, datetime, timedelta, timezone
 import pytest
 
 from clinic.testing import assert_error
-from tests.integration import test_scheduling_http as scheduling_fixtures
-from tests.integration.test_scheduling_http import MONDAY, local
-
-# The shared fixtures, under the names tests ask for.
-clinic = scheduling_fixtures.clinic
-scheduling_database = scheduling_fixtures.scheduling_database
+from tests.integration.scheduling.support import MONDAY, local
 
 TUESDAY = MONDAY + timedelta(days=1)
 
@@ -75,6 +70,38 @@ def test_a_cancelled_appointment_cannot_be_rescheduled(clinic):
     assert "cancelled" in error["message"]
 
 
+def test_each_change_is_the_appointments_next_version_and_its_event_says_which(clinic):
+    one, two = clinic.room("Infusion 1"), clinic.room("Infusion 2")
+    booked = clinic.booked(clinic.plan(minutes=120), local(MONDAY, "09:00"), room_id=one["id"])
+    path = f"/appointments/{booked['id']}"
+    moved = clinic.call("POST", f"{path}/reschedule", json={"starts_at": local(MONDAY, "10:00").isoformat()}).get_json()
+    unchanged = clinic.call("POST", f"{path}/reschedule", json={"starts_at": local(MONDAY, "10:00").isoformat()}).get_json()
+    again = clinic.call("POST", f"{path}/reschedule", json={"room_id": two["id"]}).get_json()
+    clinic.clock.set(local(MONDAY, "09:55"))
+    arrived = clinic.call("POST", f"{path}/check-in").get_json()
+    cancelled = clinic.call("POST", f"{path}/cancel", json={"reason": "felt unwell at the desk"}).get_json()
+    assert [booked["version"], moved["version"], unchanged["version"], again["version"], arrived["version"], cancelled["version"]] == \
+        [1, 2, 2, 3, 4, 5]
+    published = [(e["type"].rsplit(".", 1)[1], e["data"]["appointment_version"]) for e in clinic.events()]
+    assert published == [("booked", 1), ("rescheduled", 2), ("rescheduled", 3), ("checked_in", 4), ("cancelled", 5)]
+
+
+@pytest.mark.parametrize("first, then, message", [
+    ("no-show", "no-show", "the appointment is a no-show already"),
+    ("no-show", "check-in", "cannot check in an appointment that is a no-show (only one that is booked)"),
+    ("cancel", "cancel", "the appointment is cancelled already"),
+])
+def test_a_refused_change_says_why_in_words(clinic, first, then, message):
+    clinic.room("Infusion 1")
+    booked = clinic.booked(clinic.plan(), local(MONDAY, "09:00"))
+    clinic.clock.set(local(MONDAY, "09:20"))
+    body = {"json": {"reason": "unwell"}} if first == "cancel" else {}
+    assert clinic.call("POST", f"/appointments/{booked['id']}/{first}", **body).status_code == 200
+    body = {"json": {"reason": "unwell"}} if then == "cancel" else {}
+    error = assert_error(clinic.call("POST", f"/appointments/{booked['id']}/{then}", **body), 409, "conflict")
+    assert error["message"] == message
+
+
 # --- cancel ---------------------------------------------------------------------------------
 
 
@@ -88,7 +115,7 @@ def test_cancelling_frees_the_room_and_the_patient_and_tells_the_others(clinic):
     assert (response.get_json()["status"], response.get_json()["cancel_reason"]) == ("cancelled", "patient unwell")
     [event] = clinic.events("scheduling.appointment.cancelled")
     assert event["data"] == {"appointment_id": booked["id"], "patient_id": patient, "kind": "infusion",
-                             "starts_at": "2030-01-07T14:00:00+00:00"}  # the free-text reason stays here
+                             "starts_at": "2030-01-07T14:00:00+00:00", "appointment_version": 2}  # the free-text reason stays here
     assert clinic.book(patient, local(MONDAY, "09:00"), room_id=room["id"]).status_code == 201
     assert_error(clinic.call("POST", f"/appointments/{booked['id']}/cancel", json={"reason": "again"}), 409)
     assert_error(clinic.call("POST", f"/appointments/{uuid.uuid4()}/cancel", json={"reason": "x"}), 404)
@@ -150,7 +177,8 @@ def test_a_no_show_waits_for_the_grace_period_and_frees_the_room(clinic):
     response = clinic.call("POST", f"/appointments/{booked['id']}/no-show")
     assert response.status_code == 200 and response.get_json()["status"] == "no_show"
     [event] = clinic.events("scheduling.appointment.no_show")
-    assert event["data"] == {"appointment_id": booked["id"], "patient_id": patient, "starts_at": "2030-01-07T14:00:00+00:00"}
+    assert event["data"] == {"appointment_id": booked["id"], "patient_id": patient, "starts_at": "2030-01-07T14:00:00+00:00",
+                             "appointment_version": 2}
     assert clinic.book(clinic.plan(minutes=120), local(MONDAY, "09:30"), room_id=room["id"]).status_code == 201
     assert_error(clinic.call("POST", f"/appointments/{booked['id']}/check-in"), 409)
 

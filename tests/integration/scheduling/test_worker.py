@@ -13,18 +13,14 @@ import pytest
 import sqlalchemy as sa
 
 from clinic import bus, events
+from clinic.db import rows_of
 from clinic.testing import assert_error, eventually
 from clinic.testing.listening import listening
 from clinic.worker import Worker
-from scheduling import db
+from scheduling.db import metadata, plan_copies, tables
 from scheduling.domain import SchedulingRules
 from scheduling.handlers import make_handlers
-from tests.integration import test_scheduling_http as scheduling_fixtures
-from tests.integration.test_scheduling_http import MONDAY, NY, local
-
-# The shared fixtures, under the names tests ask for.
-clinic = scheduling_fixtures.clinic
-scheduling_database = scheduling_fixtures.scheduling_database
+from tests.integration.scheduling.support import MONDAY, NY, local, plan_activated, plan_retired
 
 TWO_WEEKS_LATER = MONDAY + timedelta(days=14)
 
@@ -32,7 +28,7 @@ TWO_WEEKS_LATER = MONDAY + timedelta(days=14)
 @pytest.fixture
 def worker(clinic):
     """The scheduling worker (consumer and outbox relay) on the clinic's database, the test's bus namespace and clock."""
-    running = Worker(clinic.settings, db.metadata, make_handlers(SchedulingRules(timezone=NY), clinic.clock), engine=clinic.engine)
+    running = Worker(clinic.settings, metadata, make_handlers(SchedulingRules(timezone=NY), clinic.clock), engine=clinic.engine)
     thread = threading.Thread(target=running.run, name="scheduling-worker", daemon=True)
     thread.start()
     assert running.consumer.ready.wait(15), "the worker did not connect to the broker"
@@ -61,13 +57,6 @@ def appointment_events(clinic):
         yield lambda: [json.loads(body) for _, body in received()]
 
 
-def plan_activated(patient_id: str, minutes: int = 150, plan_id: str | None = None) -> events.Event:
-    data = {"plan_id": plan_id or str(uuid.uuid4()), "patient_id": patient_id, "infusion_minutes": minutes,
-            "drugs": [{"name": "ketorolac", "dose": "30", "unit": "mg", "route": "IV", "purpose": "pain"}]}
-    return events.Event(type="records.treatment_plan.activated", producer="records",
-                        data=events.serialise_payload("records.treatment_plan.activated", data))
-
-
 def session_ended(appointment: dict, ended_at: datetime, completed: bool = True) -> events.Event:
     data = {"session_id": str(uuid.uuid4()), "appointment_id": appointment["id"], "patient_id": appointment["patient_id"],
             "room_id": appointment["room_id"], "ended_at": ended_at}
@@ -83,18 +72,17 @@ def session_ended(appointment: dict, ended_at: datetime, completed: bool = True)
 
 def plan_copy(clinic, patient_id: str):
     with clinic.engine.connect() as connection:
-        return db.get_plan_copy(connection, patient_id)
+        return plan_copies.get(connection, patient_id)
 
 
 def applied(clinic, event: events.Event) -> bool:
     with clinic.engine.connect() as connection:
-        return connection.execute(sa.select(db.inbox.c.event_id).where(db.inbox.c.event_id == event.id)).first() is not None
+        return connection.execute(sa.select(tables.inbox.c.event_id).where(tables.inbox.c.event_id == event.id)).first() is not None
 
 
 def follow_ups_of(clinic, appointment_id: str) -> list[dict]:
     with clinic.engine.connect() as connection:
-        rows = connection.execute(sa.select(db.appointments).where(db.appointments.c.follow_up_of == appointment_id)).mappings().all()
-    return [dict(row) for row in rows]
+        return rows_of(connection, sa.select(tables.appointments).where(tables.appointments.c.follow_up_of == appointment_id))
 
 
 def test_the_plan_copy_follows_records_and_decides_who_may_have_an_infusion(clinic, worker, publish):
@@ -102,22 +90,20 @@ def test_the_plan_copy_follows_records_and_decides_who_may_have_an_infusion(clin
     patient = str(uuid.uuid4())
     assert_error(clinic.book(patient, local(MONDAY, "09:00")), 422)
 
-    activated = publish(plan_activated(patient, minutes=165))
+    activated = publish(plan_activated(patient, minutes=165, sequence=1))
     eventually(lambda: plan_copy(clinic, patient), message="the plan copy")
     booked = clinic.booked(patient, local(MONDAY, "09:00"))
     assert booked["ends_at_local"] == "2030-01-07T11:45:00-05:00"
     assert booked["plan_id"] == activated.data["plan_id"]
 
     # A newer plan replaces it: the next booking lasts the new plan's time.
-    newer = publish(plan_activated(patient, minutes=200))
+    newer = publish(plan_activated(patient, minutes=200, sequence=3))
     eventually(lambda: plan_copy(clinic, patient).plan_id == newer.data["plan_id"], message="the newer plan")
     # Retiring the replaced plan, late, changes nothing; retiring the active one stops infusions.
-    stale = publish(events.Event(type="records.treatment_plan.retired", producer="records",
-                                 data={"plan_id": activated.data["plan_id"], "patient_id": patient}))
+    stale = publish(plan_retired(patient, activated.data["plan_id"], sequence=2))
     eventually(lambda: applied(clinic, stale), message="the late retirement handled")
     assert clinic.booked(patient, local(MONDAY + timedelta(days=1), "09:00"))["ends_at_local"] == "2030-01-08T12:20:00-05:00"
-    retired = publish(events.Event(type="records.treatment_plan.retired", producer="records",
-                                   data={"plan_id": newer.data["plan_id"], "patient_id": patient}))
+    retired = publish(plan_retired(patient, newer.data["plan_id"], sequence=4))
     eventually(lambda: applied(clinic, retired), message="the retirement applied")
     error = assert_error(clinic.book(patient, local(MONDAY + timedelta(days=2), "09:00")), 422)
     assert "active treatment plan" in error["message"]
