@@ -71,8 +71,9 @@ import psycopg  # noqa: E402
 from benchmarks.servers import fresh_database, scratch_directory, start_postgres  # noqa: E402
 from clinic.auth import issue_token  # noqa: E402
 from clinic.config import load_settings  # noqa: E402
-from clinic.db import create_engine, migrate  # noqa: E402
+from clinic.db import create_engine  # noqa: E402
 from clinic.localservers import free_port, wait_for_port  # noqa: E402
+from clinic.migrations import migrate  # noqa: E402
 
 TIMEZONE = "America/New_York"
 NY = ZoneInfo(TIMEZONE)

@@ -17,8 +17,9 @@ import time
 from pathlib import Path
 
 from clinic.config import load_settings
-from clinic.db import create_engine, migrate
+from clinic.db import create_engine
 from clinic.localservers import LocalRabbitMQ, ServerNotAvailable, wait_for_port
+from clinic.migrations import migrate
 
 ROOT = Path(__file__).resolve().parent.parent
 VAR = Path(os.environ.get("CLINIC_VAR_DIR", ROOT / "var")).resolve()

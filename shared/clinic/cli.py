@@ -18,7 +18,8 @@ import sys
 
 from clinic import auth, bus
 from clinic.config import ConfigurationError, load_settings
-from clinic.db import create_engine, migrate
+from clinic.db import create_engine
+from clinic.migrations import migrate
 
 SERVICES = ("scheduling", "sessions", "records", "notifications")
 

@@ -1,7 +1,7 @@
 """The transactional outbox: events are rows written in the business transaction, published later.
 
-`add_event` is called inside the transaction that makes the change, so the event
-exists exactly when the change does. The `Relay` publishes unpublished rows in
+A use case writes its events with its unit of work (clinic.unit_of_work), inside the
+transaction that makes the change, so the event exists exactly when the change does. The `Relay` publishes unpublished rows in
 order, with publisher confirms, and marks a row published only after the broker
 confirmed it. While the broker is away it retries with backoff; rows wait, none
 are lost. A relay killed between the confirm and the mark publishes the row
@@ -28,14 +28,10 @@ log = logging.getLogger(__name__)
 _RELAY_LOCK_KEY = 0x6F7574626F78  # "outbox"
 
 
-def add_event(connection: Connection, outbox: sa.Table, producer: str, event_type: str, data: dict, version: int = 1) -> None:
-    """Write an event in the caller's transaction. The payload is checked against the shared schema first."""
-    connection.execute(outbox.insert(), outbox_row(producer, event_type, data, version))
-
-
 def outbox_row(producer: str, event_type: str, data: dict, version: int = 1) -> dict:
-    """The outbox row that carries an event, its payload checked against the shared schema: for a
-    statement that writes the event together with the change itself (add_event is the usual way)."""
+    """The outbox row that carries an event, its payload checked against the shared schema
+    (UnitOfWork.add_event writes it; UnitOfWork.event_row hands it to a statement that writes it
+    together with the change itself)."""
     payload = events.serialise_payload(event_type, data, version)
     event = events.Event(type=event_type, version=version, data=payload, producer=producer, correlation_id=current_correlation_id())
     return {"event_id": event.id, "event_type": event.type, "body": event.to_json(), "created_at": event.occurred_at, "attempts": 0}

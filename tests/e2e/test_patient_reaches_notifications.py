@@ -14,8 +14,9 @@ import pytest
 import requests
 
 from clinic.auth import issue_token
-from clinic.db import create_engine, migrate
+from clinic.db import create_engine
 from clinic.localservers import free_port, wait_for_port
+from clinic.migrations import migrate
 from clinic.testing import eventually
 
 BIN = Path(sys.executable).parent

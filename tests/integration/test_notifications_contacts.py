@@ -11,8 +11,9 @@ import pytest
 
 from clinic import events
 from clinic.auth import issue_token
-from clinic.db import create_engine, migrate
+from clinic.db import create_engine
 from clinic.inbox import APPLIED, apply_once
+from clinic.migrations import migrate
 from clinic.testing.migrations import downgrade, schema_differences
 from notifications import db
 from notifications.app import create_app

@@ -7,7 +7,8 @@ import uuid
 from datetime import datetime, timedelta, timezone
 
 from clinic import bus, events
-from clinic.db import create_engine, migrate
+from clinic.db import create_engine
+from clinic.migrations import migrate
 from clinic.testing import eventually
 from clinic.worker import Worker
 from notifications import db

@@ -14,8 +14,9 @@ import sqlalchemy as sa
 
 from clinic.audit import Access
 from clinic.auth import Principal
-from clinic.db import create_engine, migrate, rows_of
+from clinic.db import create_engine, rows_of
 from clinic.errors import Conflict, NotFound, RuleViolation
+from clinic.migrations import migrate
 from clinic.unit_of_work import UnitOfWork
 from scheduling import SERVICE
 from scheduling.db import MIGRATIONS, metadata, plan_copies, tables

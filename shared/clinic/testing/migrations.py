@@ -17,7 +17,7 @@ from sqlalchemy.engine import Engine
 
 
 def downgrade(engine: Engine, migrations_dir: Path | str, revision: str) -> None:
-    """Take the database down to `revision` with the service's migrations (clinic.db.migrate goes up)."""
+    """Take the database down to `revision` with the service's migrations (clinic.migrations.migrate goes up)."""
     config = Config()
     config.set_main_option("script_location", str(migrations_dir))
     with engine.begin() as connection:

@@ -13,7 +13,8 @@ from flask import Flask
 
 from clinic.auth import STAFF_ROLES, issue_token
 from clinic.config import load_settings
-from clinic.db import create_engine, migrate
+from clinic.db import create_engine
+from clinic.migrations import migrate
 
 SERVICES = ("records", "scheduling", "notifications", "sessions")
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import pytest
 
 from clinic.auth import issue_token
-from clinic.db import create_engine, migrate
+from clinic.db import create_engine
+from clinic.migrations import migrate
 from records import db
 from records.app import create_app
 

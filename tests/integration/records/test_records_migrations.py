@@ -9,7 +9,8 @@ import pytest
 import sqlalchemy as sa
 
 from clinic.auth import issue_token
-from clinic.db import create_engine, migrate, utcnow
+from clinic.db import create_engine, utcnow
+from clinic.migrations import migrate
 from clinic.testing.migrations import downgrade, schema_differences
 from records import db
 from records.app import create_app

@@ -17,8 +17,9 @@ import sqlalchemy as sa
 
 from clinic import events
 from clinic.auth import issue_token
-from clinic.db import create_engine, migrate, rows_of
+from clinic.db import create_engine, rows_of
 from clinic.inbox import APPLIED, apply_once
+from clinic.migrations import migrate
 from scheduling import SERVICE
 from scheduling.db import MIGRATIONS, metadata, plan_copies, tables
 from scheduling.handlers import forget_retired_plan, keep_active_plan

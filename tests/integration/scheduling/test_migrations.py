@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from clinic.db import migrate, new_id, utcnow
+from clinic.db import new_id, utcnow
+from clinic.migrations import migrate
 from clinic.testing.migrations import downgrade, schema_differences
 from scheduling.db import MIGRATIONS, appointments, metadata, plan_copies
 from scheduling.domain import copy_after_activation

@@ -13,7 +13,8 @@ import pytest
 import sqlalchemy as sa
 
 from clinic.auth import issue_token
-from clinic.db import create_engine, migrate, new_id, utcnow
+from clinic.db import create_engine, new_id, utcnow
+from clinic.migrations import migrate
 from scheduling.app import create_app
 from scheduling.db import MIGRATIONS, booking_sql, calendar, tables
 from scheduling.domain import SchedulingRules

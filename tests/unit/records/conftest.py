@@ -10,7 +10,8 @@ import sqlalchemy as sa
 
 from clinic import audit, events
 from clinic.auth import Principal
-from clinic.db import create_engine, migrate, rows_of
+from clinic.db import create_engine, rows_of
+from clinic.migrations import migrate
 from clinic.unit_of_work import UnitOfWork
 from records import SERVICE, db
 from records.services import patients

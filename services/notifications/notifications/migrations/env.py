@@ -1,4 +1,4 @@
-from clinic.db import run_migrations
+from clinic.migrations import run_migrations
 from notifications.db import metadata
 
 run_migrations(metadata)

@@ -1,4 +1,4 @@
-from clinic.db import run_migrations
+from clinic.migrations import run_migrations
 from records.db import metadata
 
 run_migrations(metadata)

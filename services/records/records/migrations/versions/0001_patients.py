@@ -6,7 +6,7 @@ Revision ID: 0001
 import sqlalchemy as sa
 from alembic import op
 
-from clinic.db import create_messaging_tables
+from clinic.migrations import create_messaging_tables
 
 revision = "0001"
 down_revision = None
