@@ -2,14 +2,11 @@
 
 import uuid
 from datetime import datetime, timedelta, timezone
-from zoneinfo import ZoneInfo
 
 import pytest
 
 from clinic import events
 from scheduling import payloads
-from scheduling.domain import SchedulingRules
-from scheduling.handlers import make_handlers
 
 STARTS = datetime(2030, 1, 7, 14, 0, tzinfo=timezone.utc)
 ROOM = {"id": str(uuid.uuid4()), "name": "Infusion 1", "kind": "infusion", "active": True}
@@ -48,10 +45,3 @@ def test_each_scheduling_payload_matches_its_schema_and_carries_ids_and_times_on
 def test_a_follow_up_check_in_carries_no_plan():
     payload = payloads.checked_in_payload({**APPOINTMENT, "kind": "follow_up"}, ROOM, None, STARTS)
     assert events.serialise_payload("scheduling.appointment.checked_in", payload)["plan_id"] is None
-
-
-def test_scheduling_handles_exactly_the_events_the_design_gives_it():
-    handlers = make_handlers(SchedulingRules(timezone=ZoneInfo("America/New_York")))
-    assert set(handlers) == {"records.treatment_plan.activated", "records.treatment_plan.retired",
-                             "sessions.session.completed", "sessions.session.aborted"}
-    assert all((event_type, 1) in events.SCHEMAS for event_type in handlers)

@@ -20,6 +20,7 @@ from clinic.auth import issue_token
 from clinic.db import create_engine, rows_of
 from clinic.inbox import APPLIED, apply_once
 from clinic.migrations import migrate
+from records import domain as records_domain
 from scheduling import SERVICE
 from scheduling.db import MIGRATIONS, metadata, plan_copies, tables
 from scheduling.handlers import forget_retired_plan, keep_active_plan
@@ -61,15 +62,16 @@ def sent(event_type: str, data: dict, producer: str, occurred_at: datetime | Non
 
 def plan_activated(patient_id: str, minutes: int = 150, plan_id: str | None = None, sequence: int | None = 1,
                    occurred_at: datetime | None = None) -> events.Event:
-    """records.treatment_plan.activated for a plan with one drug; `sequence` is the patient's plan sequence."""
-    return sent(events.PLAN_ACTIVATED, {"plan_id": plan_id or str(uuid.uuid4()), "patient_id": patient_id, "infusion_minutes": minutes,
-                                            "drugs": [KETOROLAC], "replaces_plan_id": None, "plan_sequence": sequence},
-                    "records", occurred_at)
+    """records.treatment_plan.activated for a plan with one drug, built by records' own payload builder;
+    `sequence` is the patient's plan sequence (None: as records wrote it before sequences existed)."""
+    plan = {"id": plan_id or str(uuid.uuid4()), "patient_id": patient_id, "infusion_minutes": minutes, "drugs": [KETOROLAC]}
+    return sent(events.PLAN_ACTIVATED, records_domain.activated_payload(plan, None, plan_sequence=sequence), "records", occurred_at)
 
 
 def plan_retired(patient_id: str, plan_id: str, sequence: int | None = 2, occurred_at: datetime | None = None) -> events.Event:
-    return sent(events.PLAN_RETIRED, {"plan_id": plan_id, "patient_id": patient_id, "plan_sequence": sequence},
-                    "records", occurred_at)
+    """records.treatment_plan.retired, built by records' own payload builder."""
+    plan = {"id": plan_id, "patient_id": patient_id}
+    return sent(events.PLAN_RETIRED, records_domain.retired_payload(plan, plan_sequence=sequence), "records", occurred_at)
 
 
 def apply(engine, event: events.Event) -> None:

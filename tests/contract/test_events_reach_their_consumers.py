@@ -1,0 +1,222 @@
+"""Each event a service consumes, exactly as its producer's own code writes it, applied by the consumer's
+own handler: the producer's use cases run on its own database, the rows they leave in its outbox are
+read back as the consumer's worker receives them (clinic.events.parse), and applied through the
+consumer's inbox on the consumer's own database. SQLite files, no broker: what is held here is the
+contract between the two codebases, not the delivery (tests/integration covers that).
+
+Sessions has no producer code yet; its events are built from the shared schema alone until it has,
+and the test says so. A consumer that starts handling a new event type fails the last test until a
+case here covers it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+import pytest
+import sqlalchemy as sa
+
+from clinic import audit, events
+from clinic.auth import Principal
+from clinic.db import create_engine, row_of
+from clinic.inbox import APPLIED, apply_once
+from clinic.migrations import migrate
+from clinic.unit_of_work import UnitOfWork
+
+NY = ZoneInfo("America/New_York")
+MONDAY = date(2030, 1, 7)
+NOW = datetime.combine(MONDAY - timedelta(days=7), time(9), tzinfo=NY)
+PAIN = {"name": "ketorolac", "dose": Decimal("30"), "unit": "mg", "route": "IV", "purpose": "pain", "rate": None,
+        "max_per_24h": Decimal("120")}
+NAUSEA = {"name": "ondansetron", "dose": Decimal("4"), "unit": "mg", "route": "IV", "purpose": "nausea_vomiting", "rate": None,
+          "max_per_24h": None}
+
+# (event type, consuming service) pairs the cases below deliver; the last test holds it against the handlers.
+COVERED: set[tuple[str, str]] = set()
+
+
+class Service:
+    """One service's own database, units of work as its views and workers get them, and its outbox."""
+
+    def __init__(self, name: str, tmp_path, handlers: dict | None = None):
+        package = __import__(f"{name}.db", fromlist=["db"])
+        self.name, self.db, self.handlers = name, package, handlers or {}
+        self.engine = create_engine(f"sqlite:///{tmp_path / f'{name}.db'}")
+        migrate(self.engine, package.MIGRATIONS)
+
+    def uow(self, role: str, **options) -> UnitOfWork:
+        access = audit.Access(Principal(f"{role}-1", (role,)), audit.UPDATE, "contract", None)
+        return UnitOfWork(self.engine, self.db.metadata, self.name, clock=lambda: NOW, access=access, **options)
+
+    def published(self, event_type: str) -> list[events.Event]:
+        """What this service's relay would publish, as a consumer's worker loads it."""
+        outbox = self.db.metadata.tables["outbox"]
+        with self.engine.connect() as connection:
+            bodies = connection.execute(sa.select(outbox.c.body).where(outbox.c.event_type == event_type)
+                                        .order_by(outbox.c.position)).scalars().all()
+        return [events.parse(body) for body in bodies]
+
+    def receive(self, event: events.Event) -> None:
+        COVERED.add((event.type, self.name))
+        assert apply_once(self.engine, self.db.metadata, self.name, event, self.handlers[event.type]) == APPLIED
+
+    def row(self, table: str, **where):
+        table = self.db.metadata.tables[table]
+        with self.engine.connect() as connection:
+            return row_of(connection, sa.select(table).where(*(table.c[key] == value for key, value in where.items())))
+
+
+@pytest.fixture
+def records(tmp_path):
+    from records.handlers import HANDLERS
+
+    return Service("records", tmp_path, HANDLERS)
+
+
+@pytest.fixture
+def scheduling(tmp_path):
+    from scheduling.domain import SchedulingRules
+    from scheduling.handlers import make_handlers
+
+    return Service("scheduling", tmp_path, make_handlers(SchedulingRules(timezone=NY), clock=lambda: NOW))
+
+
+@pytest.fixture
+def notifications(tmp_path):
+    from notifications.handlers import HANDLERS
+
+    return Service("notifications", tmp_path, HANDLERS)
+
+
+def registered(records: Service, email: str = "ana@example.org") -> dict:
+    from records.services import patients
+
+    return patients.register_patient(records.uow("front_desk"), {
+        "given_name": "Ana", "family_name": "Reyes", "birth_date": date(1984, 3, 9), "sex": "female", "email": email,
+        "phone": None, "preferred_contact": "email", "email_opt_out": False})
+
+
+def active_plan(records: Service, patient_id: str, minutes: int = 150) -> dict:
+    from records.services import plans
+
+    draft = plans.write_draft(records.uow("neurologist"), patient_id,
+                              {"infusion_minutes": minutes, "drugs": [PAIN, NAUSEA], "notes": None}, by="neuro-1")
+    return plans.activate_plan(records.uow("neurologist"), draft["id"], by="neuro-1")
+
+
+def test_contact_changes_reach_notifications_in_any_order(records, notifications):
+    from records.services import patients
+
+    patient = registered(records)
+    patients.change_patient(records.uow("front_desk"), patient["id"], {"email": "ana.reyes@example.org"})
+    patients.change_patient(records.uow("front_desk"), patient["id"], {"email_opt_out": True})
+    changes = records.published(events.PATIENT_CONTACT_CHANGED)
+    assert [change.data["contact_version"] for change in changes] == [1, 2, 3]
+    for change in reversed(changes):
+        notifications.receive(change)
+    copy = notifications.row("contacts", patient_id=patient["id"])
+    assert (copy["email"], copy["email_opt_out"], copy["version"]) == ("ana.reyes@example.org", True, 3)
+    # Contact details only: nothing else about the patient travels.
+    assert set(changes[0].data) == {"patient_id", "given_name", "family_name", "email", "phone", "preferred_contact",
+                                    "email_opt_out", "contact_version"}
+
+
+def test_plans_activated_replaced_and_retired_reach_scheduling_in_any_order(records, scheduling):
+    from records.services import plans
+
+    patient = registered(records)
+    first = active_plan(records, patient["id"], minutes=150)
+    second = active_plan(records, patient["id"], minutes=180)  # retires the first in the same transaction
+    announced = records.published(events.PLAN_ACTIVATED) + records.published(events.PLAN_RETIRED)
+    latest = max(announced, key=lambda event: event.data["plan_sequence"])
+    assert (latest.type, str(latest.data["plan_id"])) == (events.PLAN_ACTIVATED, second["id"])
+    for event in sorted(announced, key=lambda event: -event.data["plan_sequence"]):
+        scheduling.receive(event)
+    copy = scheduling.row("plan_copies", patient_id=patient["id"])
+    assert (copy["plan_id"], copy["infusion_minutes"]) == (second["id"], 180)
+    assert first["id"] != second["id"]
+
+    plans.retire_plan(records.uow("neurologist"), second["id"], by="neuro-1")
+    retired = [event for event in records.published(events.PLAN_RETIRED) if str(event.data["plan_id"]) == second["id"]]
+    scheduling.receive(retired[0])
+    assert scheduling.row("plan_copies", patient_id=patient["id"])["plan_id"] is None
+
+
+def session_ended(event_type: str, appointment: dict, room: dict, patient_id: str) -> events.Event:
+    """sessions.session.completed / aborted. Sessions has no producer code yet: built from the shared schema."""
+    started = appointment["starts_at"]
+    data = {"session_id": str(uuid.uuid4()), "appointment_id": appointment["id"], "patient_id": patient_id,
+            "room_id": room["id"], "ended_at": started + timedelta(minutes=140)}
+    if event_type == events.SESSION_COMPLETED:
+        data.update(room_name=room["name"], started_at=started, pain_before=8, pain_after=3, highest_news2=2,
+                    drugs_given=[{"name": "ketorolac", "dose": "30", "unit": "mg", "route": "IV",
+                                  "given_at": started + timedelta(minutes=5)}],
+                    alerts=[{"level": "urgent", "news2_score": 5, "observed_at": started + timedelta(minutes=40)}])
+    else:
+        data["reason"] = "patient unwell"
+    sent = events.Event(type=event_type, producer="sessions", data=events.serialise_payload(event_type, data))
+    return events.parse(sent.to_json())
+
+
+def booked_infusion(scheduling: Service, records: Service, patient_id: str) -> tuple[dict, dict]:
+    """An infusion booked by scheduling's own use cases, for a patient whose plan came from records."""
+    from scheduling.local_time import OpenInterval
+    from scheduling.services import booking, calendar, rooms
+
+    for event in records.published(events.PLAN_ACTIVATED):
+        scheduling.receive(event)
+    room = rooms.add_room(scheduling.uow("admin"), "Infusion 1", "infusion")
+    rooms.add_room(scheduling.uow("admin"), "Exam 1", "exam")
+    calendar.replace_office_hours(scheduling.uow("admin"), NY, [OpenInterval(day, time(8), time(18)) for day in range(5)])
+    request = booking.BookingRequest(patient_id, "infusion", datetime.combine(MONDAY, time(9), tzinfo=NY), room["id"], "desk-1")
+    appointment = booking.book(scheduling.uow("front_desk", refusals=booking.REFUSALS), _rules(), request)
+    return appointment, room
+
+
+def _rules():
+    from scheduling.domain import SchedulingRules
+
+    return SchedulingRules(timezone=NY)
+
+
+def test_a_completed_session_reaches_records_and_scheduling(records, scheduling):
+    patient = registered(records)
+    active_plan(records, patient["id"])
+    appointment, room = booked_infusion(scheduling, records, patient["id"])
+    completed = session_ended(events.SESSION_COMPLETED, appointment, room, patient["id"])
+
+    records.receive(completed)
+    encounter = records.row("encounters", session_id=str(completed.data["session_id"]))
+    assert (encounter["patient_id"], encounter["pain_before"], encounter["pain_after"]) == (patient["id"], 8, 3)
+
+    scheduling.receive(completed)
+    assert scheduling.row("appointments", id=appointment["id"])["status"] == "completed"
+    follow_up = scheduling.row("appointments", follow_up_of=appointment["id"])
+    assert follow_up is not None and follow_up["kind"] == "follow_up"
+
+
+def test_an_aborted_session_reaches_scheduling(records, scheduling):
+    patient = registered(records)
+    active_plan(records, patient["id"])
+    appointment, room = booked_infusion(scheduling, records, patient["id"])
+    scheduling.receive(session_ended(events.SESSION_ABORTED, appointment, room, patient["id"]))
+    ended = scheduling.row("appointments", id=appointment["id"])
+    assert (ended["status"], ended["session_outcome"]) == ("completed", "aborted")
+    assert scheduling.row("appointments", follow_up_of=appointment["id"]) is None
+
+
+def test_every_event_a_service_consumes_is_delivered_above_as_its_producer_writes_it():
+    """Runs after the cases above (pytest keeps a module's order): every handled pair was delivered."""
+    from notifications.handlers import HANDLERS as notifications_handlers
+    from records.handlers import HANDLERS as records_handlers
+    from scheduling.handlers import make_handlers
+    from sessions.handlers import HANDLERS as sessions_handlers
+
+    handled = ({(event_type, "records") for event_type in records_handlers}
+               | {(event_type, "scheduling") for event_type in make_handlers(_rules())}
+               | {(event_type, "notifications") for event_type in notifications_handlers}
+               | {(event_type, "sessions") for event_type in sessions_handlers})
+    assert handled - COVERED == set(), "consumed events with no contract case above"
