@@ -44,7 +44,6 @@ import multiprocessing
 import os
 import platform
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -72,7 +71,7 @@ from benchmarks.servers import fresh_database, scratch_directory, start_postgres
 from clinic.auth import issue_token  # noqa: E402
 from clinic.config import load_settings  # noqa: E402
 from clinic.db import create_engine  # noqa: E402
-from clinic.localservers import free_port, wait_for_port  # noqa: E402
+from clinic.localservers import free_port, stop_process_group, wait_for_port  # noqa: E402
 from clinic.migrations import migrate  # noqa: E402
 
 TIMEZONE = "America/New_York"
@@ -428,12 +427,7 @@ def start_gunicorn(stack: ExitStack, app: str, env: dict, args, log: Path) -> tu
                                stderr=subprocess.STDOUT, start_new_session=True)
 
     def stop():
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
+        stop_process_group(process)
         output.close()
 
     stack.callback(stop)

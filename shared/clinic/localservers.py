@@ -113,7 +113,7 @@ class LocalRabbitMQ:
         wait_for_port(self.port, 60, what="RabbitMQ")
 
     def stop(self) -> None:
-        _stop_process_group(self.process, timeout=30)
+        stop_process_group(self.process, timeout=30)
         self.process = None
 
 
@@ -183,7 +183,9 @@ def _postgres_bin_dir() -> Path:
     )
 
 
-def _stop_process_group(process: subprocess.Popen | None, timeout: float) -> None:
+def stop_process_group(process: subprocess.Popen | None, timeout: float = 20) -> None:
+    """Stop a server started in its own session (start_new_session=True) with all its children:
+    SIGTERM for a clean shutdown, SIGKILL if it has not ended within `timeout` seconds."""
     if process is None or process.poll() is not None:
         return
     try:

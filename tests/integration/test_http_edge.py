@@ -16,7 +16,6 @@ import json
 import logging
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -32,7 +31,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from clinic.config import load_settings
-from clinic.localservers import free_port, wait_for_port
+from clinic.localservers import free_port, stop_process_group, wait_for_port
 from clinic.logs import OneLineFormatter
 from clinic.testing import assert_error
 from clinic.testing.service_apps import SERVICES, sqlite_service_app, staff_token
@@ -483,13 +482,7 @@ def gunicorn(tmp_path):
         wait_for_port(port, 30, process, f"gunicorn (log: {tmp_path / 'gunicorn.log'})")
         yield port
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        stop_process_group(process)
         log.close()
 
 
