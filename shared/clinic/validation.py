@@ -161,6 +161,17 @@ class EmailAddress(fields.String):
         self.validators.insert(0, EmailForm(max_length))
 
 
+class JsonBoolean(fields.Boolean):
+    """A boolean in a JSON body: true or false, nothing else. marshmallow's own Boolean also takes 1,
+    0, "yes", "off" and the like (in Python 1 == True), so a client's slip would become a clinical
+    fact ("headache": 1). Query strings keep fields.Boolean: there "true" is the only way to say it."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, bool):
+            raise self.make_error("invalid")
+        return value
+
+
 class Documented(validate.Validator):
     """Any field validator, with the OpenAPI keywords that state what it checks:
 

@@ -199,6 +199,16 @@ def test_a_lone_surrogate_in_any_text_field_is_a_422_naming_it(service):
     assert not [(table, row) for table, row in service.rows() if "ud800" in str(row).lower() or "\ud800" in str(row)]
 
 
+def test_a_boolean_in_a_body_is_true_or_false_never_1_or_yes(service):
+    failures = []
+    for operation in writes(service):
+        for name in operation.properties("boolean"):
+            for lenient in ("1", '"yes"', '"true"'):
+                expect(failures, operation, service.send_json_text(operation, f'{{"{name}": {lenient}}}'), 422,
+                       "validation_failed", field=name)
+    assert not failures, "\n".join(failures)
+
+
 @pytest.mark.parametrize("digits", [5000, 4301], ids=["5000 digits", "10**4300"])
 def test_an_integer_of_thousands_of_digits_is_a_422_naming_the_field(service, digits):
     number = "9" * digits if digits == 5000 else "1" + "0" * 4300

@@ -14,7 +14,7 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate, valida
 
 from clinic.audit import CREATE, READ, UPDATE, audited
 from clinic.errors import RuleViolation
-from clinic.validation import PLAUSIBLE_DAY, stated_as
+from clinic.validation import PLAUSIBLE_DAY, JsonBoolean, stated_as
 from clinic.web import current_principal, reading, settings, unit_of_work
 from records.diary import ACUTE_MEDICATION_KINDS, entry_problem
 from records.roles import CLINICAL_READERS, DIARY_WRITERS
@@ -27,7 +27,7 @@ LONGEST_LISTING_DAYS = 731
 
 
 class DiaryDayIn(Schema):
-    headache = fields.Boolean(required=True)
+    headache = JsonBoolean(required=True)
     worst_intensity = fields.Integer(load_default=None, allow_none=True, strict=True, validate=validate.Range(min=0, max=10),
                                      metadata={"description": "Worst pain of the day, 0–10; needed on a headache day"})
     acute_medication = fields.List(fields.String(validate=validate.OneOf(ACUTE_MEDICATION_KINDS)), load_default=list,

@@ -8,7 +8,7 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate, valida
 
 from clinic.audit import CREATE, READ, SEARCH, UPDATE, audited, concerning
 from clinic.events import CONTACT_PREFERENCES
-from clinic.validation import EmailAddress, plain_text
+from clinic.validation import EmailAddress, JsonBoolean, plain_text
 from clinic.web import reading, unit_of_work
 from records import domain
 from records.roles import DEMOGRAPHICS_READERS, REGISTRARS
@@ -31,7 +31,7 @@ class PatientIn(Schema):
     email = EmailAddress(load_default=None, allow_none=True)
     phone = fields.String(load_default=None, allow_none=True, validate=PHONE)
     preferred_contact = fields.String(load_default="email", validate=validate.OneOf(CONTACT_PREFERENCES))
-    email_opt_out = fields.Boolean(load_default=False)
+    email_opt_out = JsonBoolean(load_default=False)
 
     @validates_schema
     def reachable_as_preferred(self, data, **_):
@@ -48,7 +48,7 @@ class PatientPatch(Change):
     email = EmailAddress(allow_none=True)
     phone = fields.String(allow_none=True, validate=PHONE)
     preferred_contact = fields.String(validate=validate.OneOf(CONTACT_PREFERENCES))
-    email_opt_out = fields.Boolean()
+    email_opt_out = JsonBoolean()
 
 
 class PatientSearch(Schema):

@@ -13,7 +13,7 @@ from marshmallow import Schema, fields, validate
 from clinic.audit import CREATE, UPDATE, audited, no_patient
 from clinic.auth import ADMIN, STAFF_ROLES, requires_roles
 from clinic.errors import NotFound
-from clinic.validation import at_least_one_of, plain_text
+from clinic.validation import JsonBoolean, at_least_one_of, plain_text
 from clinic.web import reading, unit_of_work
 from scheduling import domain
 from scheduling.db import rooms
@@ -27,13 +27,13 @@ class RoomIn(Schema):
     name = fields.String(required=True, validate=plain_text(100),
                          metadata={"description": "Unique whatever its case: 'Infusion 1' and 'infusion 1' are one name"})
     kind = fields.String(required=True, validate=validate.OneOf(domain.ROOM_KINDS))
-    active = fields.Boolean(load_default=True)
+    active = JsonBoolean(load_default=True)
 
 
 class RoomPatch(Schema):
     name = fields.String(validate=plain_text(100))
     kind = fields.String(validate=validate.OneOf(domain.ROOM_KINDS))
-    active = fields.Boolean()
+    active = JsonBoolean()
 
     something_to_change = at_least_one_of("name", "kind", "active")
 
