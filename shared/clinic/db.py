@@ -100,11 +100,19 @@ def create_engine(url: str, timeout_seconds: int = 2) -> Engine:
         connect_args={"connect_timeout": timeout_seconds, "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
                       "keepalives_count": 3},
     )
+    event.listen(engine, "connect", _note_new)
     event.listen(engine, "checkout", _refuse_if_hung_up)
     return engine
 
 
-def _refuse_if_hung_up(dbapi_connection, _record, _proxy) -> None:
+_NEW = "clinic.new"
+
+
+def _note_new(_dbapi_connection, record) -> None:
+    record.info[_NEW] = True
+
+
+def _refuse_if_hung_up(dbapi_connection, record, _proxy) -> None:
     """A pooled connection the server has closed (a restart, a server-side idle timeout) is replaced
     before use, so the request after a database restart does not fail.
 
@@ -113,7 +121,13 @@ def _refuse_if_hung_up(dbapi_connection, _record, _proxy) -> None:
     gone. A peer that vanished without a word is seen once TCP keepalives have given up on it (about
     a minute); a request in that minute gets a 503. The services never LISTEN, so no notification
     can make a live connection look gone; at worst another unexpected message costs a reconnect.
+
+    A connection made just now is not checked: the pool replaces a refused connection once, and a
+    new one refused too would end the request in a bare "connection is closed" (a 500). A new
+    connection the server ends at once fails at its first statement instead, as unavailable (503).
     """
+    if record.info.pop(_NEW, False):
+        return
     try:
         poller = select.poll()
         poller.register(dbapi_connection.fileno(), select.POLLIN)

@@ -4,6 +4,8 @@ the connection's prepared statements in place."""
 
 from __future__ import annotations
 
+import select
+
 import pytest
 import sqlalchemy as sa
 
@@ -42,6 +44,25 @@ def test_a_pooled_connection_the_server_closed_is_replaced_before_use(engine):
     admin.dispose()
     with engine.connect() as connection:
         assert backend(connection) != closed
+        assert connection.execute(sa.text("SELECT 1")).scalar_one() == 1
+
+
+def test_a_check_that_finds_every_pooled_connection_gone_still_gets_a_new_one(engine, monkeypatch):
+    """The check firing on the pooled connection and again on its replacement would leave the pool
+    with no connection to give (a 500): a connection made just now is trusted until its first statement."""
+    with engine.connect() as connection:
+        pooled = backend(connection)
+
+    class AlwaysReadable:
+        def register(self, *_args):
+            pass
+
+        def poll(self, _timeout):
+            return [(0, select.POLLIN)]
+
+    monkeypatch.setattr(select, "poll", AlwaysReadable)
+    with engine.connect() as connection:
+        assert backend(connection) != pooled
         assert connection.execute(sa.text("SELECT 1")).scalar_one() == 1
 
 
