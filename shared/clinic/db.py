@@ -1,8 +1,13 @@
-"""Engines, the outbox and inbox tables every service carries, and migrations.
+"""How every service talks to its own database: the engine, the one transaction idiom, what a
+database error means (unavailable, a conflict's victim, a constraint refusing a write), copies kept
+by version, and the outbox and inbox tables every service carries.
 
-Each service owns its database. Its db.py builds a MetaData with
-`messaging_tables(metadata)` so the outbox and inbox live beside its own tables
-and are written in the same transactions.
+One module because these are one contract with the database that the unit of work, the consumer and
+the web error handler all rely on together: the engine's checks, the transaction's way of ending and
+the reading of its errors must agree. Migrations are in clinic.migrations.
+
+Each service owns its database. Its db.py builds a MetaData with `messaging_tables(metadata)` so the
+outbox and inbox live beside its own tables and are written in the same transactions.
 """
 
 from __future__ import annotations

@@ -4,6 +4,9 @@ Producers check their payload against the schema before it enters the outbox;
 consumers load it with the same schema on receipt. Events carry identifiers and
 the clinical facts consumers need, never more: contact details travel only in
 records.patient.contact_changed, which only notifications binds to.
+
+One module past 300 lines because it is the whole contract between the services, read in one place:
+every event type's name, its payload schema and the registry that maps (type, version) to it.
 """
 
 from __future__ import annotations
