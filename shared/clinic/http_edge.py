@@ -30,7 +30,7 @@ import uuid
 from datetime import date
 
 from flask import Flask, g, request
-from werkzeug.exceptions import MethodNotAllowed, NotFound
+from werkzeug.exceptions import MethodNotAllowed, NotFound, RequestEntityTooLarge
 from werkzeug.routing import BaseConverter, Map, RequestRedirect, Rule, UUIDConverter, ValidationError
 
 from clinic.correlation import accepted_correlation_id, reset_correlation_id, set_correlation_id
@@ -41,6 +41,11 @@ log = logging.getLogger("clinic.web")
 
 CORRELATION_HEADER = "X-Correlation-ID"
 MAX_BODY_BYTES = 1024 * 1024
+# What the app lets werkzeug read of a body (Flask's MAX_CONTENT_LENGTH): one byte more than allowed.
+# A chunked body has no length to refuse up front, and werkzeug stops reading it at this limit without
+# a word; reading one byte past MAX_BODY_BYTES is how the edge tells "too large" (413) from "exactly
+# the limit", instead of handing a view the first MiB of a longer body.
+READ_LIMIT_BYTES = MAX_BODY_BYTES + 1
 # Path and query together; the web server's own limit (clinic.gunicorn_conf) is above this, so a
 # long target is answered here, in the error shape, with its correlation id.
 MAX_TARGET_LENGTH = 4096
@@ -52,7 +57,6 @@ UNLOGGED_ROUTES = frozenset({"/healthz", "/readyz"})
 
 _OUT_OF_RANGE = object()
 _BAD_TEXT = re.compile(r"[\x00\ud800-\udfff]")
-_INTEGER_TEXT = re.compile(r"\s*[+-]?\d+\s*")
 _LOGGABLE_ID = re.compile(r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}|\d{4}-\d{2}-\d{2}")
 _METHOD = re.compile(r"[A-Z]{1,12}")
 
@@ -125,6 +129,10 @@ def _loggable(value) -> str:
 def _hold(contracts: dict) -> None:
     environ = request.environ
     if len(environ.get("PATH_INFO", "")) + len(environ.get("QUERY_STRING", "")) > MAX_TARGET_LENGTH:
+        if _announces_body():
+            # Read, though refused: gunicorn drains at most 64 KiB of a body left unread, then drops
+            # the connection this answer keeps alive, and the client's next request on it fails.
+            request.get_data(cache=True)
         raise Refusal(414, "uri_too_long", f"the path and query are longer than {MAX_TARGET_LENGTH} characters")
     contract = contracts.get((request.url_rule.rule, request.method)) if request.url_rule is not None else None
     if _announces_body():
@@ -143,6 +151,8 @@ def _hold_body(contract) -> None:
     # Read it whole even where nothing uses it: a body left unread would be drained (or, past a
     # bound, the connection dropped) by the web server after the answer. Past the limit: 413.
     data = request.get_data(cache=True)
+    if len(data) > MAX_BODY_BYTES:
+        raise RequestEntityTooLarge()
     if request.method not in WRITE_METHODS or contract is None:
         return  # a read, or a route that does not exist: the body means nothing
     if not data:
@@ -252,10 +262,22 @@ def _hold_integer_query(names) -> None:
     problems = {}
     for name in names:
         for raw in request.args.getlist(name):
-            if _INTEGER_TEXT.fullmatch(raw) and _integer(raw.strip().lstrip("+")) is _OUT_OF_RANGE:
+            value = _query_integer(raw)
+            if value is not None and not -(2**63) <= value < 2**63:
                 problems[name] = ["out of range: at most 64 bits"]
     if problems:
         raise Refusal(422, "validation_failed", "invalid input: " + ", ".join(sorted(problems)), problems)
+
+
+def _query_integer(raw: str) -> int | None:
+    """The integer the view's schema reads from `raw`, or None when it reads none. marshmallow's
+    Integer is Python's int(), which also takes underscores ("9_223_372_036_854_775_808") and any
+    script's digits: the edge must read what the view will. The target is at most MAX_TARGET_LENGTH
+    long, below int()'s own limit on digits."""
+    try:
+        return int(raw)
+    except ValueError:
+        return None
 
 
 # --- ids and days in paths ----------------------------------------------------------------------

@@ -21,7 +21,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from clinic import bus, events
 from clinic.config import Settings
-from clinic.correlation import reset_correlation_id, set_correlation_id
+from clinic.correlation import accepted_correlation_id, reset_correlation_id, set_correlation_id
 from clinic.db import is_transient, transaction, utcnow
 from clinic.unit_of_work import UnitOfWork
 
@@ -36,7 +36,10 @@ APPLIED, DUPLICATE, FAILED = "applied", "duplicate", "failed"
 def apply_once(engine: Engine, metadata: sa.MetaData, producer: str, event: events.Event, handler: Handler) -> str:
     """Run the handler and record the event id in one transaction. Raises when the database is away."""
     inbox = metadata.tables["inbox"]
-    token = set_correlation_id(event.correlation_id)
+    # As at the HTTP edge: the id goes on every log line and into every event this one causes, so one
+    # that is not a UUID (a newline, a name) is replaced rather than passed on.
+    offered = event.correlation_id
+    token = set_correlation_id(accepted_correlation_id(offered) if offered is not None else None)
     try:
         with transaction(engine) as connection:
             seen = connection.execute(sa.select(inbox.c.event_id).where(inbox.c.event_id == event.id)).first()

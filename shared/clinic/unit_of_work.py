@@ -72,8 +72,11 @@ class UnitOfWork:
             return self
         if self._transaction is not None:
             raise RuntimeError("this unit of work is already in a transaction")
-        self._transaction = transaction(self.engine, self.refusals)
-        self.connection = self._transaction.__enter__()
+        work = transaction(self.engine, self.refusals)
+        # Kept only once it has begun: a database that could not be reached leaves the unit of work
+        # free to be entered again (a retry), not stuck "already in a transaction".
+        self.connection = work.__enter__()
+        self._transaction = work
         self.now = self.clock()
         self._audit_written_with_change = False
         return self

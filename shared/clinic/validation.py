@@ -264,8 +264,3 @@ def stated_as(**keywords):
 def _joined(field, sentence: str) -> str:
     described = (field.metadata or {}).get("description") if field is not None else None
     return f"{described.rstrip('.')}. {sentence}" if described else sentence
-
-
-def has_lone_surrogate(text: str) -> bool:
-    """Whether `text` holds half of a UTF-16 pair on its own (JSON can say "\\ud800"; UTF-8 cannot)."""
-    return _SURROGATE.search(text) is not None

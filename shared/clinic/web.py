@@ -172,7 +172,7 @@ def create_service_app(service_settings: Settings, blueprints, title: str, metad
             "components": {"securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}},
             "security": [{"bearerAuth": []}],
         },
-        MAX_CONTENT_LENGTH=http_edge.MAX_BODY_BYTES,
+        MAX_CONTENT_LENGTH=http_edge.READ_LIMIT_BYTES,
     )
     app.extensions["clinic.engine"] = db_engine or create_engine(service_settings.database_url, service_settings.database_timeout_seconds)
     app.extensions["clinic.metadata"] = metadata
