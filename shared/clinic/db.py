@@ -267,6 +267,10 @@ def keep_newest(connection, table: sa.Table, row: dict, key: tuple[str, ...], ve
     a version in the same transaction as the change, so whatever order the events arrive in, and
     whichever worker replica applies them, the copy ends at the highest version. No clock is
     compared and no lock is taken: INSERT ... ON CONFLICT DO UPDATE ... WHERE (PostgreSQL, SQLite).
+
+    Version 0 is "from before versions existed" (events still queued when the producer was upgraded):
+    such an event replaces a copy at 0, in the order it arrives, as copies were kept before; it never
+    replaces a versioned copy.
     """
     dialect = connection.dialect.name
     if dialect == "postgresql":
@@ -279,7 +283,8 @@ def keep_newest(connection, table: sa.Table, row: dict, key: tuple[str, ...], ve
     statement = statement.on_conflict_do_update(
         index_elements=[table.c[name] for name in key],
         set_={name: statement.excluded[name] for name in row if name not in key},
-        where=statement.excluded[version_column] > table.c[version_column],
+        where=sa.or_(statement.excluded[version_column] > table.c[version_column],
+                     sa.and_(statement.excluded[version_column] == 0, table.c[version_column] == 0)),
     )
     # preserve_rowcount: SQLAlchemy keeps an INSERT's rowcount only when asked (it would read -1 on PostgreSQL).
     return connection.execute(statement.execution_options(preserve_rowcount=True)).rowcount == 1
@@ -299,7 +304,8 @@ def rows_of(connection, query) -> list[dict]:
 @contextmanager
 def reading(engine: Engine) -> Iterator[Connection]:
     """A connection for reads only, ended with COMMIT rather than ROLLBACK: psycopg forgets the
-    connection's prepared statements on ROLLBACK, and the next booking on it would be planned again."""
+    connection's prepared statements on ROLLBACK, and the next booking on it would be planned again.
+    (An error raised inside still ends it with ROLLBACK, as any transaction.)"""
     with engine.connect() as connection:
         with connection.begin():
             yield connection

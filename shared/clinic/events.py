@@ -95,9 +95,11 @@ class _Strict(Schema):
 
 def _version(what: str):
     """A version the producer stamps in the same transaction as the change, for consumers that keep a
-    copy: the higher one wins, whatever order events arrive in (DESIGN.md, "copies are kept by
-    version"). Optional, so events written before it existed still load; a consumer reads a missing
-    one as 0, which never replaces a copy made from a versioned event."""
+    copy: the higher one wins, whatever order events arrive in ("copies are kept by version").
+    Optional, so events written before it existed still load; a consumer reads a missing one as 0,
+    which never replaces a copy made from a versioned event (clinic.db.keep_newest). Versions only
+    grow, and not every version is announced (a change no consumer needs, such as a session's end on
+    an appointment, takes one too): a consumer keeps the highest and never expects the next."""
     return fields.Integer(load_default=None, allow_none=True, strict=True, validate=validate.Range(min=1),
                           metadata={"description": what})
 

@@ -162,6 +162,10 @@ def _hold_body(contract) -> None:
     if not _is_json(request.mimetype):
         raise Refusal(415, "unsupported_media_type", "send the body as JSON, with Content-Type: application/json",
                       {"content_type": [request.mimetype or "none given"]})
+    if request.headers.get("Content-Encoding", "identity").strip().lower() not in ("", "identity"):
+        # A compressed body would otherwise be read as (invalid) JSON and answered with a puzzling 400.
+        raise Refusal(415, "unsupported_media_type", "send the body uncompressed (no Content-Encoding)",
+                      {"content_encoding": [request.headers["Content-Encoding"][:50]]})
     body = read_json(data)
     if not contract.takes_body:
         if body not in (None, {}):

@@ -7,6 +7,7 @@ naming what a caller sent) are written as escapes, so nothing a caller sends can
 
 import logging
 import re
+import traceback
 
 from clinic.config import Settings
 from clinic.correlation import current_correlation_id
@@ -26,11 +27,44 @@ class _CorrelationFilter(logging.Filter):
 
 
 class OneLineFormatter(logging.Formatter):
-    """A formatter whose message part never spans lines (a traceback still follows on its own lines)."""
+    """A formatter whose message part never spans lines (a traceback still follows on its own lines),
+    and whose tracebacks never quote a database's error text (see withheld)."""
 
     def formatMessage(self, record):
         record.message = one_line(record.message)
         return super().formatMessage(record)
+
+    def formatException(self, ei):
+        return traceback_without_values(ei[1])
+
+
+def withheld(exc: BaseException) -> bool:
+    """True for an error whose text may quote patient data: the database's own errors, whose detail
+    repeats the row it refused ("Failing row contains (…, 'Maria', 'Silva', …)")."""
+    module = type(exc).__module__
+    return module.startswith(("psycopg", "sqlite3", "sqlalchemy.exc"))
+
+
+def traceback_without_values(exc: BaseException | None) -> str:
+    """The traceback of `exc` and the errors it came from, as Python prints it, except that the text of
+    a database error is replaced by its kind and SQLSTATE: where it failed stays, what it held does not."""
+    if exc is None:
+        return ""
+    chain, seen = [], set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        chain.append(exc)
+        exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+    parts = []
+    for item in reversed(chain):
+        kind = f"{type(item).__module__}.{type(item).__qualname__}"
+        if withheld(item):
+            sqlstate = getattr(item, "sqlstate", None) or getattr(getattr(item, "orig", None), "sqlstate", None)
+            text = f"{kind} (SQLSTATE {sqlstate or 'none'}; its text is not logged, it may quote patient data)"
+        else:
+            text = "".join(traceback.format_exception_only(type(item), item)).rstrip()
+        parts.append("Traceback (most recent call last):\n" + "".join(traceback.format_tb(item.__traceback__)) + text)
+    return "\n\nThe error above led to:\n\n".join(parts)
 
 
 def configure_logging(settings: Settings) -> None:

@@ -125,6 +125,9 @@ def _decimal(field: ma.fields.Decimal, ret: dict, ranges: list) -> None:
         bounds.append(f"at most {min(highs)}")
     ret["description"] = f"{ret['description'].rstrip('.')}. " if ret.get("description") else ""
     ret["description"] += f"A decimal number as text, {' and '.join(bounds)}."
+    text_form = getattr(field, "text_form", None)  # clinic.validation.DecimalText: its own, narrower form
+    if text_form is not None:
+        ret["pattern"] = text_form.pattern
 
 
 def _integer(ret: dict, ranges: list) -> None:

@@ -47,6 +47,10 @@ class UnitOfWork:
         self.refusals = refusals
         self._outbox = metadata.tables.get("outbox")
         self._audit_table = metadata.tables.get("audit_log")
+        if access is not None and self._audit_table is None:
+            # Found now, before anything is written: otherwise the change would commit unaudited and
+            # the request then fail, and a client's retry would make it twice.
+            raise RuntimeError(f"{producer}'s metadata has no audit_log table (clinic.audit.audit_table)")
         self._transaction = None
         self._audit_written_with_change = False
         self.connection: Connection | None = None

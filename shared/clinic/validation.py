@@ -81,7 +81,10 @@ class PastDay(validate.Validator):
     """A day that has happened (a birth date, an onset date): not after `today()`, not before 1900.
 
     `today` gives the clinic's date (its time zone, its clock). Documented as the years from 1900
-    to last year, which are past wherever and whenever the document is read."""
+    through the current year when the document is built (a service's start): a client that checks
+    the pattern must be able to send today's diary entry; a later day this year is refused by the
+    rule the description states. A service running across New Year documents the old year until it
+    restarts."""
 
     def __init__(self, what: str, today: Callable[[], date]):
         self.what = what
@@ -95,8 +98,8 @@ class PastDay(validate.Validator):
         return value
 
     def openapi(self, field) -> dict:
-        last_year = datetime.now(timezone.utc).year - 1
-        return {"pattern": years_pattern(FIRST_PLAUSIBLE_DAY.year, last_year),
+        this_year = datetime.now(timezone.utc).year
+        return {"pattern": years_pattern(FIRST_PLAUSIBLE_DAY.year, this_year),
                 "description": _joined(field, f"Not in the future, not before {FIRST_PLAUSIBLE_DAY.isoformat()}.")}
 
 
@@ -159,6 +162,24 @@ class EmailAddress(fields.String):
     def __init__(self, *, max_length: int = LONGEST_EMAIL, **kwargs):
         super().__init__(**kwargs)
         self.validators.insert(0, EmailForm(max_length))
+
+
+class DecimalText(fields.Decimal):
+    """An exact decimal (a dose), sent as a JSON number or as text in the documented `pattern`.
+
+    Python's Decimal also reads "1_0" as 10, " 5", "1E+2" and full-width digits; a dose is what the
+    neurologist typed, so text in any other form is refused rather than read as something else.
+    Answered as text, never as a float."""
+
+    def __init__(self, pattern: str, **options):
+        self.text_form = re.compile(pattern)
+        super().__init__(as_string=True, places=None, **options)
+        self.metadata = {**self.metadata, "pattern": pattern}
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, str) and not self.text_form.fullmatch(value):
+            raise ValidationError("not a plain decimal number such as 30 or 0.5")
+        return super()._deserialize(value, attr, data, **kwargs)
 
 
 class JsonBoolean(fields.Boolean):

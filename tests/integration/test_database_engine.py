@@ -115,3 +115,21 @@ def test_a_refusal_that_only_read_and_locked_keeps_the_prepared_statements(engin
         connection.execute(look, {"id": 1})
         connection.rollback()
     assert notes(engine) == ["front"]
+
+
+def test_a_database_error_is_logged_with_where_it_failed_never_the_row_it_quotes(engine):
+    """PostgreSQL's detail repeats the refused row; the services log the kind and SQLSTATE instead."""
+    import logging
+
+    from clinic.logs import OneLineFormatter
+
+    name = " ".join(["Maria", "Silva"])  # built here so that no source line in the traceback holds it
+    try:
+        with engine.begin() as connection:
+            connection.execute(sa.text("INSERT INTO desks (id, note) VALUES (NULL, :note)"), {"note": name})
+    except sa.exc.IntegrityError as exc:
+        assert name in str(exc.orig)  # "Failing row contains (null, Maria Silva)": what would have been logged
+        record = logging.LogRecord("clinic", logging.ERROR, __file__, 1, "database error", (), (type(exc), exc, exc.__traceback__))
+        logged = OneLineFormatter("%(message)s").format(record)
+    assert name not in logged
+    assert "SQLSTATE 23502" in logged and "test_database_engine.py" in logged

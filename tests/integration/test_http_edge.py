@@ -11,6 +11,7 @@ no refusal here is about roles. One test runs a real gunicorn with the shared co
 
 from __future__ import annotations
 
+import gzip
 import http.client
 import json
 import logging
@@ -258,6 +259,9 @@ def test_json_sent_as_anything_but_json_is_a_415(service):
         for content_type in ("text/plain", "application/x-www-form-urlencoded", None):
             headers = {"Content-Type": content_type} if content_type else {}
             expect(failures, operation, service.send(operation, data=body, headers=headers), 415, "unsupported_media_type")
+        compressed = gzip.compress(body.encode())
+        expect(failures, operation, service.send(operation, data=compressed, headers={
+            "Content-Type": "application/json", "Content-Encoding": "gzip"}), 415, "unsupported_media_type")
     assert not failures, "\n".join(failures)
 
 

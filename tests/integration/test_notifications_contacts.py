@@ -65,9 +65,12 @@ def test_the_highest_version_wins_whatever_the_order_and_the_clocks(notification
         assert email_of(notifications_engine, patient) == "v3@example.org", order
 
 
-def test_an_event_from_before_versions_fills_an_empty_copy_but_never_replaces_a_versioned_one(notifications_engine):
+def test_events_from_before_versions_fill_a_copy_but_never_replace_a_versioned_one(notifications_engine):
+    """Events queued while records was upgraded carry no version: they are applied as they come, as
+    before versions existed, until the first versioned one."""
     now = datetime.now(timezone.utc)
     patient = str(uuid.uuid4())
+    apply(notifications_engine, contact_changed(patient, "first-unversioned@example.org", None, now))
     apply(notifications_engine, contact_changed(patient, "unversioned@example.org", None, now))
     assert email_of(notifications_engine, patient) == "unversioned@example.org"
     apply(notifications_engine, contact_changed(patient, "versioned@example.org", 1, now - timedelta(hours=1)))

@@ -101,3 +101,11 @@ def test_a_joined_unit_of_work_leaves_the_transaction_to_its_owner(engine):
             assert connection.in_transaction()
             owner.rollback()
     assert counts(engine) == (0, 0, 0)
+
+
+def test_an_audited_unit_of_work_without_an_audit_table_is_refused_before_anything_is_written(engine):
+    unaudited = sa.MetaData()
+    messaging_tables(unaudited)
+    with pytest.raises(RuntimeError, match="audit_log"):
+        UnitOfWork(engine, unaudited, "records", access=access())
+    assert counts(engine) == (0, 0, 0)

@@ -8,7 +8,7 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 
 from clinic.audit import ACTIVATE, CREATE, READ, RETIRE, UPDATE, audited
 from clinic.events import MINIMUM_INFUSION_MINUTES, Drug
-from clinic.validation import documented, plain_text, stated_as
+from clinic.validation import DecimalText, plain_text, stated_as
 from clinic.web import current_principal, reading, unit_of_work
 from records import domain
 from records.roles import CLINICAL_READERS, CLINICIANS
@@ -19,17 +19,17 @@ blp = Blueprint("treatment_plans", __name__, description="Individualised treatme
 
 MINUTES = validate.Range(min=MINIMUM_INFUSION_MINUTES, max=domain.MAXIMUM_INFUSION_MINUTES)
 MOST_DRUGS = 30
-# A dose as domain.drug_problem takes it, stated for the OpenAPI: more than 0, less than 100000, at most 4 decimal places.
-DOSE = [validate.Range(min=0, min_inclusive=False),
-        documented(lambda value: None, pattern=r"^0*([1-9][0-9]{0,4}(\.[0-9]{1,4})?|\.[0-9]{0,3}[1-9]|0\.[0-9]{0,3}[1-9])$")]
+# A dose as domain.drug_problem takes it: more than 0, less than 100000, at most 4 decimal places.
+DOSE_TEXT = r"^0*([1-9][0-9]{0,4}(\.[0-9]{1,4})?|\.[0-9]{0,3}[1-9]|0\.[0-9]{0,3}[1-9])$"
+POSITIVE = validate.Range(min=0, min_inclusive=False)
 
 
 class DrugIn(Drug):
     """A drug as a neurologist writes it: the shared event schema, plus what makes one drug coherent."""
 
     name = fields.String(required=True, validate=plain_text(200))
-    dose = fields.Decimal(required=True, as_string=True, places=None, validate=DOSE)
-    max_per_24h = fields.Decimal(load_default=None, allow_none=True, as_string=True, places=None, validate=DOSE)
+    dose = DecimalText(DOSE_TEXT, required=True, validate=POSITIVE)
+    max_per_24h = DecimalText(DOSE_TEXT, load_default=None, allow_none=True, validate=POSITIVE)
 
     @validates_schema
     @stated_as(anyOf=[{"properties": {"route": {"enum": list(domain.ROUTES_WITH_RATE)}}},

@@ -133,6 +133,11 @@ def test_unknown_patients_and_plans_are_404(client):
     ({"infusion_minutes": 150, "drugs": [{**KETOROLAC, "dose": "-5"}]}, "drugs"),
     ({"infusion_minutes": 150, "drugs": [{**KETOROLAC, "dose": "NaN"}]}, "drugs"),
     ({"infusion_minutes": 150, "drugs": [{**KETOROLAC, "dose": "1e999999"}]}, "drugs"),
+    # Forms Python's Decimal reads but a neurologist did not write: never read as something else.
+    ({"infusion_minutes": 150, "drugs": [{**KETOROLAC, "dose": "1_0"}]}, "drugs"),
+    ({"infusion_minutes": 150, "drugs": [{**KETOROLAC, "dose": " 5"}]}, "drugs"),
+    ({"infusion_minutes": 150, "drugs": [{**KETOROLAC, "dose": "1E+2"}]}, "drugs"),
+    ({"infusion_minutes": 150, "drugs": [{**KETOROLAC, "dose": "\uff15"}]}, "drugs"),
     ({"infusion_minutes": 150, "drugs": [{**KETOROLAC, "unit": "spoonfuls"}]}, "drugs"),
     ({"infusion_minutes": 150, "drugs": [{**KETOROLAC, "route": "intrathecal"}]}, "drugs"),
     ({"infusion_minutes": 150, "drugs": [{**KETOROLAC, "purpose": "sedation"}]}, "drugs"),
