@@ -46,7 +46,7 @@ def test_appointments_made_before_who_was_recorded_keep_working(empty_database):
     assert kept["version"] == 1
 
 
-def test_plan_copies_made_before_versions_give_way_to_any_versioned_event(empty_database):
+def test_plan_copies_made_before_versions_take_unversioned_events_until_a_versioned_one(empty_database):
     migrate(empty_database, MIGRATIONS, revision="0004")
     patient = new_id()
     with empty_database.begin() as connection:
@@ -55,9 +55,13 @@ def test_plan_copies_made_before_versions_give_way_to_any_versioned_event(empty_
     migrate(empty_database, MIGRATIONS)
     with empty_database.begin() as connection:
         assert plan_copies.get(connection, patient).version == 0
-        assert not plan_copies.keep(connection, copy_after_activation(patient, new_id(), 180, None), utcnow())
+        # An event still queued from before versions is applied as it arrives, as copies were kept then...
+        assert plan_copies.keep(connection, copy_after_activation(patient, new_id(), 180, None), utcnow())
         newer = copy_after_activation(patient, new_id(), 180, 1)
         assert plan_copies.keep(connection, newer, utcnow())
+        assert plan_copies.get(connection, patient) == newer
+        # ...but never over a versioned copy.
+        assert not plan_copies.keep(connection, copy_after_activation(patient, new_id(), 120, None), utcnow())
         assert plan_copies.get(connection, patient) == newer
 
 
