@@ -129,3 +129,24 @@ def inbox_outcomes(monkeypatch):
 
     monkeypatch.setattr(inbox, "apply_once", observed)
     return outcomes
+
+
+@pytest.fixture
+def gunicorn(tmp_path):
+    """scheduling under gunicorn with the shared configuration (clinic.gunicorn_conf), on SQLite: its port."""
+    from clinic.localservers import free_port, stop_process_group, wait_for_port
+    from clinic.testing.service_apps import sqlite_service_app
+
+    sqlite_service_app("scheduling", tmp_path).extensions["clinic.engine"].dispose()  # migrates the database
+    port = free_port()
+    env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'scheduling.db'}", "CLINIC_VAR_DIR": str(tmp_path),
+           "LOG_LEVEL": "WARNING"}
+    with open(tmp_path / "gunicorn.log", "wb") as log:
+        process = subprocess.Popen([str(Path(sys.executable).parent / "gunicorn"), "-c", "python:clinic.gunicorn_conf",
+                                    "--bind", f"127.0.0.1:{port}", "--workers", "1", "scheduling.app:create_app()"],
+                                   env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            wait_for_port(port, 30, process, f"gunicorn (log: {tmp_path / 'gunicorn.log'})")
+            yield port
+        finally:
+            stop_process_group(process)

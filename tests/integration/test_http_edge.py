@@ -15,11 +15,8 @@ import gzip
 import http.client
 import json
 import logging
-import os
 import re
 import socket
-import subprocess
-import sys
 import uuid
 import warnings
 from dataclasses import dataclass
@@ -32,7 +29,6 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from clinic.config import load_settings
-from clinic.localservers import free_port, stop_process_group, wait_for_port
 from clinic.logs import OneLineFormatter
 from clinic.testing import assert_error
 from clinic.testing.service_apps import SERVICES, sqlite_service_app, staff_token
@@ -479,25 +475,6 @@ def _walk(node, path=()):
 
 
 # --- a real web server --------------------------------------------------------------------------
-
-
-@pytest.fixture
-def gunicorn(tmp_path):
-    """scheduling under gunicorn with the shared configuration, on SQLite: its port."""
-    sqlite_service_app("scheduling", tmp_path).extensions["clinic.engine"].dispose()  # migrates the database
-    port = free_port()
-    env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'scheduling.db'}", "CLINIC_VAR_DIR": str(tmp_path),
-           "LOG_LEVEL": "WARNING"}
-    log = open(tmp_path / "gunicorn.log", "wb")
-    process = subprocess.Popen([str(Path(sys.executable).parent / "gunicorn"), "-c", "python:clinic.gunicorn_conf",
-                                "--bind", f"127.0.0.1:{port}", "--workers", "1", "scheduling.app:create_app()"],
-                               env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        wait_for_port(port, 30, process, f"gunicorn (log: {tmp_path / 'gunicorn.log'})")
-        yield port
-    finally:
-        stop_process_group(process)
-        log.close()
 
 
 def test_after_a_413_the_connection_closes_cleanly_or_stays_usable(gunicorn):

@@ -12,15 +12,11 @@ from __future__ import annotations
 import http.client
 import io
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from clinic.http_edge import MAX_BODY_BYTES, MAX_TARGET_LENGTH
-from clinic.localservers import free_port, stop_process_group, wait_for_port
 from clinic.testing.service_apps import SERVICES, sqlite_service_app, staff_token
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -111,24 +107,6 @@ def test_a_body_of_exactly_the_limit_is_read_whole(apps, chunked):
 
 
 # --- a refusal before the body is read, under the real web server ---------------------------------
-
-
-@pytest.fixture
-def gunicorn(tmp_path):
-    """scheduling under gunicorn with the shared configuration, on SQLite: its port."""
-    sqlite_service_app("scheduling", tmp_path).extensions["clinic.engine"].dispose()  # migrates the database
-    port = free_port()
-    env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'scheduling.db'}", "CLINIC_VAR_DIR": str(tmp_path),
-           "LOG_LEVEL": "WARNING"}
-    with open(tmp_path / "gunicorn.log", "wb") as log:
-        process = subprocess.Popen([str(Path(sys.executable).parent / "gunicorn"), "-c", "python:clinic.gunicorn_conf",
-                                    "--bind", f"127.0.0.1:{port}", "--workers", "1", "scheduling.app:create_app()"],
-                                   env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            wait_for_port(port, 30, process, f"gunicorn (log: {tmp_path / 'gunicorn.log'})")
-            yield port
-        finally:
-            stop_process_group(process)
 
 
 def test_after_a_414_with_a_body_the_kept_alive_connection_still_serves_the_next_request(gunicorn):

@@ -3,10 +3,12 @@ together or not at all (SQLite in a temporary file)."""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import pytest
 import sqlalchemy as sa
 
-from clinic import audit, events
+from clinic import audit, events, unit_of_work
 from clinic.auth import Principal
 from clinic.db import create_engine, messaging_tables
 from clinic.errors import Conflict
@@ -109,3 +111,26 @@ def test_an_audited_unit_of_work_without_an_audit_table_is_refused_before_anythi
     with pytest.raises(RuntimeError, match="audit_log"):
         UnitOfWork(engine, unaudited, "records", access=access())
     assert counts(engine) == (0, 0, 0)
+
+
+def test_a_transaction_that_could_not_begin_leaves_the_unit_of_work_free_for_a_retry(engine, monkeypatch):
+    real, failures = unit_of_work.transaction, [sa.exc.OperationalError("BEGIN", {}, Exception("the database is away"))]
+
+    @contextmanager
+    def away_once(engine, refusals):
+        if failures:
+            raise failures.pop()
+        with real(engine, refusals) as connection:
+            yield connection
+
+    monkeypatch.setattr(unit_of_work, "transaction", away_once)
+    entry = audit.Access(Principal("nurse-7", ("nurse",)), audit.CREATE, "thing", None, [PATIENT])
+    uow = UnitOfWork(engine, metadata, "records", access=entry)
+    with pytest.raises(sa.exc.OperationalError), uow:
+        pass
+    with uow:
+        uow.add_event(events.PATIENT_REGISTERED, {"patient_id": PATIENT})
+    with engine.connect() as connection:
+        assert connection.execute(sa.select(sa.func.count()).select_from(outbox)).scalar_one() == 1
+        assert connection.execute(sa.select(sa.func.count()).select_from(audit_log)).scalar_one() == 1
+    assert entry.recorded and uow.connection is None
