@@ -1,11 +1,11 @@
 """The transactional outbox: events are rows written in the business transaction, published later.
 
 A use case writes its events with its unit of work (clinic.unit_of_work), inside the
-transaction that makes the change, so the event exists exactly when the change does. The `Relay` publishes unpublished rows in
-order, with publisher confirms, and marks a row published only after the broker
-confirmed it. While the broker is away it retries with backoff; rows wait, none
-are lost. A relay killed between the confirm and the mark publishes the row
-again after restart: consumers' inboxes make that harmless.
+transaction that makes the change, so the event exists exactly when the change does.
+The `Relay` publishes unpublished rows in order, with publisher confirms, and marks a
+row published only after the broker confirmed it. While the broker is away it retries
+with backoff; rows wait, none are lost. A relay killed between the confirm and the mark
+publishes the row again after restart: consumers' inboxes make that harmless.
 """
 
 from __future__ import annotations

@@ -89,7 +89,7 @@ class UnitOfWork:
         if self._transaction is _JOINED:
             return False
         work, self._transaction = self._transaction, None
-        audited = exc_type is None and self.access is not None and self._audit_table is not None
+        audited = exc_type is None and self.access is not None  # an access implies the table (__init__)
         try:
             if audited and not self._audit_written_with_change:
                 try:
@@ -116,7 +116,7 @@ class UnitOfWork:
         """The request's audit rows as they stand, for a statement that writes them together with the
         change (as event_row is for an event): the unit of work then writes none of its own at commit.
         [] when nothing is audited (the worker). Call it after the attempt's last audit.concerning()."""
-        if self.access is None or self._audit_table is None:
+        if self.access is None:
             return []
         self._audit_written_with_change = True
         return self.access.rows(audit_log.ALLOWED)

@@ -24,8 +24,7 @@ from clinic.config import Settings
 from clinic.db import create_engine, is_conflict_victim, is_unavailable, ping, utcnow
 from clinic.db import reading as db_reading
 from clinic.errors import ClinicError
-from clinic.http_edge import CORRELATION_HEADER  # noqa: F401 - the header's name, as other modules know it
-from clinic.http_errors import HTTP_CODES, ErrorBody, ErrorSchema, error_response  # noqa: F401 - re-exported
+from clinic.http_errors import HTTP_CODES, ErrorSchema, error_response
 from clinic.logs import configure_logging
 from clinic.unit_of_work import UnitOfWork
 
@@ -95,6 +94,12 @@ def engine() -> Engine:
 
 def current_principal() -> Principal | None:
     return g.get("principal")
+
+
+def actor() -> str:
+    """The staff member making the change, as recorded beside it (created_by, booked_by, ...): the
+    token's subject, cut to the 200 characters those columns and the audit keep."""
+    return current_principal().subject[:200]
 
 
 def now() -> datetime:

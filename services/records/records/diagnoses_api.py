@@ -8,7 +8,7 @@ from marshmallow import Schema, ValidationError, fields, post_load, validate, va
 
 from clinic.audit import CREATE, READ, UPDATE, audited
 from clinic.validation import plain_text
-from clinic.web import current_principal, reading, unit_of_work
+from clinic.web import actor, reading, unit_of_work
 from records import domain
 from records.roles import CLINICIANS
 from records.services import diagnoses
@@ -70,7 +70,7 @@ class Diagnoses(MethodView):
 
         Chronic migraine (G43.7xx) and medication-overuse headache (G44.41) are the usual ones here.
         """
-        return diagnoses.record_diagnosis(unit_of_work(), patient_id, data, by=current_principal().subject)
+        return diagnoses.record_diagnosis(unit_of_work(), patient_id, data, by=actor())
 
 
 @blp.route("/<uuid:patient_id>/diagnoses/<uuid:diagnosis_id>")

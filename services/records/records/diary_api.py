@@ -15,7 +15,7 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate, valida
 from clinic.audit import CREATE, READ, UPDATE, audited
 from clinic.errors import RuleViolation
 from clinic.validation import PLAUSIBLE_DAY, JsonBoolean, stated_as
-from clinic.web import current_principal, reading, settings, unit_of_work
+from clinic.web import actor, reading, settings, unit_of_work
 from records.diary import ACUTE_MEDICATION_KINDS, entry_problem
 from records.roles import CLINICAL_READERS, DIARY_WRITERS
 from records.services import diary
@@ -141,7 +141,7 @@ class Diary(MethodView):
 
         Kinds: triptan, ergot, opioid, combination_analgesic, simple_analgesic (paracetamol, NSAIDs, aspirin).
         """
-        return diary.add_entry(unit_of_work(), patient_id, data, by=current_principal().subject)
+        return diary.add_entry(unit_of_work(), patient_id, data, by=actor())
 
 
 @blp.route("/<uuid:patient_id>/diary/<uuid:entry_id>")
@@ -151,7 +151,7 @@ class DiaryEntryById(MethodView):
     @blp.response(200, DiaryEntryOut)
     def put(self, data, patient_id, entry_id):
         """Correct a day's entry (its date stays); the whole entry is replaced."""
-        return diary.correct_entry(unit_of_work(), patient_id, entry_id, data, by=current_principal().subject)
+        return diary.correct_entry(unit_of_work(), patient_id, entry_id, data, by=actor())
 
 
 @blp.route("/<uuid:patient_id>/diary/summary")

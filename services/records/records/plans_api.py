@@ -9,7 +9,7 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 from clinic.audit import ACTIVATE, CREATE, READ, RETIRE, UPDATE, audited
 from clinic.events import MINIMUM_INFUSION_MINUTES, Drug
 from clinic.validation import DecimalText, plain_text, stated_as
-from clinic.web import current_principal, reading, unit_of_work
+from clinic.web import actor, reading, unit_of_work
 from records import domain
 from records.roles import CLINICAL_READERS, CLINICIANS
 from records.services import plans
@@ -108,7 +108,7 @@ class PatientPlans(MethodView):
 
         A draft can be changed freely and means nothing outside records until it is activated.
         """
-        return plans.write_draft(unit_of_work(), patient_id, data, by=current_principal().subject)
+        return plans.write_draft(unit_of_work(), patient_id, data, by=actor())
 
 
 @blp.route("/treatment-plans/<uuid:plan_id>")
@@ -141,7 +141,7 @@ class PlanActivation(MethodView):
         hear records.treatment_plan.retired for the old plan, then records.treatment_plan.activated
         for this one, with its infusion length and drugs with their dose limits.
         """
-        return plans.activate_plan(unit_of_work(), plan_id, by=current_principal().subject)
+        return plans.activate_plan(unit_of_work(), plan_id, by=actor())
 
 
 @blp.route("/treatment-plans/<uuid:plan_id>/retire")
@@ -155,4 +155,4 @@ class PlanRetirement(MethodView):
         An active plan's retirement is sent to scheduling and sessions (records.treatment_plan.retired).
         A draft can be retired too, to set it aside; nobody outside records heard of it, so no event.
         """
-        return plans.retire_plan(unit_of_work(), plan_id, by=current_principal().subject)
+        return plans.retire_plan(unit_of_work(), plan_id, by=actor())

@@ -19,11 +19,11 @@ from clinic.audit import CREATE, READ, SEARCH, UPDATE, audited, no_patient
 from clinic.auth import FRONT_DESK, NEUROLOGIST, NURSE
 from clinic.errors import NotFound
 from clinic.validation import PLAUSIBLE_DAY, PLAUSIBLE_MOMENT, at_least_one_of, plain_text
-from clinic.web import reading, unit_of_work
+from clinic.web import actor, reading, unit_of_work
 from scheduling import domain
 from scheduling.db import appointments
 from scheduling.local_time import local_day_bounds
-from scheduling.request_context import actor, rules
+from scheduling.request_context import rules
 from scheduling.services import booking, lifecycle
 
 blp = Blueprint("appointments", __name__, url_prefix="/appointments",

@@ -135,7 +135,8 @@ def _book(uow: UnitOfWork, rules: SchedulingRules, request: BookingRequest) -> d
     }
     # The request's audit row goes in with the booking, so that a booking stays two statements. It
     # names the appointment; the request's own entry does so once the appointment exists.
-    [audit] = [{**row, "resource_id": appointment["id"]} for row in uow.audit_rows()] or [None]   # one patient: one row
+    rows = uow.audit_rows()   # one patient: one row, or none in the worker
+    audit = {**rows[0], "resource_id": appointment["id"]} if rows else None
     event = uow.event_row(APPOINTMENT_BOOKED, payloads.booked_payload(appointment, room))
     booked, version = booking_sql.book_if_free(connection, appointment, event, audit)
     if not booked:
