@@ -173,8 +173,7 @@ class DecimalText(fields.Decimal):
 
     def __init__(self, pattern: str, **options):
         self.text_form = re.compile(pattern)
-        super().__init__(as_string=True, places=None, **options)
-        self.metadata = {**self.metadata, "pattern": pattern}
+        super().__init__(as_string=True, places=None, **options)  # clinic.openapi documents text_form
 
     def _deserialize(self, value, attr, data, **kwargs):
         if isinstance(value, str) and not self.text_form.fullmatch(value):
@@ -191,38 +190,6 @@ class JsonBoolean(fields.Boolean):
         if not isinstance(value, bool):
             raise self.make_error("invalid")
         return value
-
-
-class Documented(validate.Validator):
-    """Any field validator, with the OpenAPI keywords that state what it checks:
-
-        code = fields.String(validate=documented(icd10cm_form, pattern=ICD10CM_PATTERN))
-
-    For a check written in the service that shared code cannot read."""
-
-    def __init__(self, check: Callable, keywords: dict):
-        self.check, self.keywords = check, keywords
-
-    def __call__(self, value):
-        result = self.check(value)
-        return value if result is None else result
-
-    def openapi(self, field) -> dict:
-        return dict(self.keywords)
-
-
-def documented(check: Callable, **keywords) -> Documented:
-    """`check` (a field validator), documented with `keywords` (pattern=..., uniqueItems=True, ...)."""
-    return Documented(check, keywords)
-
-
-def unique_items(value: list) -> None:
-    """A list whose items are all different (documented as uniqueItems)."""
-    if len(set(value)) != len(value):
-        raise ValidationError("list each item once")
-
-
-unique_items.openapi = lambda field: {"uniqueItems": True}
 
 
 class AtLeastOneOf:
