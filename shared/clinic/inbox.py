@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -33,8 +34,10 @@ Handler = Callable[[UnitOfWork, events.Event], None]
 APPLIED, DUPLICATE, FAILED = "applied", "duplicate", "failed"
 
 
-def apply_once(engine: Engine, metadata: sa.MetaData, producer: str, event: events.Event, handler: Handler) -> str:
-    """Run the handler and record the event id in one transaction. Raises when the database is away."""
+def apply_once(engine: Engine, metadata: sa.MetaData, producer: str, event: events.Event, handler: Handler,
+               clock: Callable[[], datetime] = utcnow) -> str:
+    """Run the handler and record the event id in one transaction. Raises when the database is away.
+    `clock` gives the handler's unit of work its time (the real one, but in tests)."""
     inbox = metadata.tables["inbox"]
     # As at the HTTP edge: the id goes on every log line and into every event this one causes, so one
     # that is not a UUID (a newline, a name) is replaced rather than passed on.
@@ -51,7 +54,7 @@ def apply_once(engine: Engine, metadata: sa.MetaData, producer: str, event: even
                 # Another consumer applied the same event a moment ago.
                 connection.rollback()
                 return DUPLICATE
-            handler(UnitOfWork.joining(connection, metadata, producer, now=utcnow()), event)
+            handler(UnitOfWork.joining(connection, metadata, producer, now=clock()), event)
         return APPLIED
     except (DBAPIError, sa.exc.TimeoutError) as exc:
         if is_transient(exc):
@@ -68,8 +71,10 @@ def apply_once(engine: Engine, metadata: sa.MetaData, producer: str, event: even
 class Consumer:
     """Consumes a service's queue, one pika connection in the thread that calls run()."""
 
-    def __init__(self, settings: Settings, engine: Engine, metadata: sa.MetaData, handlers: dict[str, Handler]):
+    def __init__(self, settings: Settings, engine: Engine, metadata: sa.MetaData, handlers: dict[str, Handler],
+                 clock: Callable[[], datetime] = utcnow):
         self.settings = settings
+        self.clock = clock
         self.engine = engine
         self.metadata = metadata
         self.handlers = handlers
@@ -138,7 +143,7 @@ class Consumer:
         backoff = bus.Backoff(self.settings.reconnect_max_seconds)
         while not self._stopping.is_set():
             try:
-                return apply_once(self.engine, self.metadata, self.settings.service, event, handler)
+                return apply_once(self.engine, self.metadata, self.settings.service, event, handler, self.clock)
             except (DBAPIError, sa.exc.TimeoutError):
                 # Only transient errors reach here (apply_once decides): the database is away, or it
                 # picked this transaction as a deadlock victim. Neither is the message's fault.

@@ -10,11 +10,13 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections.abc import Callable
+from datetime import datetime
 
 import sqlalchemy as sa
 
 from clinic.config import Settings
-from clinic.db import create_engine
+from clinic.db import create_engine, utcnow
 from clinic.inbox import Consumer, Handler
 from clinic.logs import configure_logging
 from clinic.outbox import Relay
@@ -23,11 +25,13 @@ log = logging.getLogger(__name__)
 
 
 class Worker:
-    def __init__(self, settings: Settings, metadata: sa.MetaData, handlers: dict[str, Handler], engine=None):
+    def __init__(self, settings: Settings, metadata: sa.MetaData, handlers: dict[str, Handler], engine=None,
+                 clock: Callable[[], datetime] = utcnow):
+        """`clock` gives each event's unit of work its time: the real one, but in tests."""
         self.settings = settings
         self.engine = engine or create_engine(settings.database_url, settings.database_timeout_seconds)
         self.relay = Relay(settings, self.engine, metadata.tables["outbox"])
-        self.consumer = Consumer(settings, self.engine, metadata, handlers) if handlers else None
+        self.consumer = Consumer(settings, self.engine, metadata, handlers, clock) if handlers else None
         self._stopped = threading.Event()
 
     def run(self) -> None:

@@ -61,7 +61,7 @@ class Service:
 
     def receive(self, event: events.Event) -> None:
         COVERED.add((event.type, self.name))
-        assert apply_once(self.engine, self.db.metadata, self.name, event, self.handlers[event.type]) == APPLIED
+        assert apply_once(self.engine, self.db.metadata, self.name, event, self.handlers[event.type], clock=lambda: NOW) == APPLIED
 
     def row(self, table: str, **where):
         table = self.db.metadata.tables[table]
@@ -81,7 +81,7 @@ def scheduling(tmp_path):
     from scheduling.domain import SchedulingRules
     from scheduling.handlers import make_handlers
 
-    return Service("scheduling", tmp_path, make_handlers(SchedulingRules(timezone=NY), clock=lambda: NOW))
+    return Service("scheduling", tmp_path, make_handlers(SchedulingRules(timezone=NY)))
 
 
 @pytest.fixture

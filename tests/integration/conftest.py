@@ -122,8 +122,8 @@ def inbox_outcomes(monkeypatch):
     outcomes = []
     original = inbox.apply_once
 
-    def observed(*args):
-        outcome = original(*args)
+    def observed(*args, **kwargs):
+        outcome = original(*args, **kwargs)
         outcomes.append(outcome)
         return outcome
 

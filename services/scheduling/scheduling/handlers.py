@@ -10,9 +10,6 @@ redelivered event has no second effect; each is safe to apply twice on its own a
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import datetime
-
 from clinic.events import PLAN_ACTIVATED, PLAN_RETIRED, SESSION_ABORTED, SESSION_COMPLETED, Event
 from clinic.inbox import Handler
 from clinic.unit_of_work import UnitOfWork
@@ -33,14 +30,11 @@ def forget_retired_plan(uow: UnitOfWork, event: Event) -> None:
     keep_plan_copy(uow, domain.copy_after_retirement(str(data["patient_id"]), data.get("plan_sequence")))
 
 
-def make_handlers(rules: SchedulingRules, clock: Callable[[], datetime] | None = None) -> dict[str, Handler]:
-    """The handlers, bound to the clinic's scheduling rules (the session handlers book follow-ups).
-    `clock` replaces the time the inbox gives each event's unit of work (tests run the clinic in 2030)."""
+def make_handlers(rules: SchedulingRules) -> dict[str, Handler]:
+    """The handlers, bound to the clinic's scheduling rules (the session handlers book follow-ups)."""
 
     def session_ended(outcome: str) -> Handler:
         def handle(uow: UnitOfWork, event: Event) -> None:
-            if clock is not None:
-                uow.now = clock()
             record_session_end(uow, rules, str(event.data["appointment_id"]), event.data["ended_at"], outcome)
         return handle
 

@@ -28,7 +28,8 @@ TWO_WEEKS_LATER = MONDAY + timedelta(days=14)
 @pytest.fixture
 def worker(clinic):
     """The scheduling worker (consumer and outbox relay) on the clinic's database, the test's bus namespace and clock."""
-    running = Worker(clinic.settings, metadata, make_handlers(SchedulingRules(timezone=NY), clinic.clock), engine=clinic.engine)
+    running = Worker(clinic.settings, metadata, make_handlers(SchedulingRules(timezone=NY)), engine=clinic.engine,
+                     clock=clinic.clock)
     thread = threading.Thread(target=running.run, name="scheduling-worker", daemon=True)
     thread.start()
     assert running.consumer.ready.wait(15), "the worker did not connect to the broker"
