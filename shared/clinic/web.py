@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import datetime
+from datetime import date, datetime
 
 import sqlalchemy as sa
 from flask import Flask, current_app, g, request
@@ -105,6 +105,12 @@ def actor() -> str:
 def now() -> datetime:
     """The current UTC time, from the app's clock (replaceable in tests)."""
     return current_app.extensions["clinic.clock"]()
+
+
+def clinic_today() -> date:
+    """Today where the clinic is (CLINIC_TIMEZONE, the app's clock): a diary entry written at 9 pm in
+    New York is not for tomorrow, and the day board opens on the clinic's day."""
+    return now().astimezone(settings().timezone).date()
 
 
 def audit_log() -> sa.Table:

@@ -15,11 +15,11 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate, valida
 from clinic.audit import CREATE, READ, UPDATE, audited
 from clinic.errors import RuleViolation
 from clinic.validation import PLAUSIBLE_DAY, JsonBoolean, stated_as
-from clinic.web import actor, reading, settings, unit_of_work
+from clinic.web import actor, clinic_today, reading, settings, unit_of_work
 from records.diary import ACUTE_MEDICATION_KINDS, entry_problem
 from records.roles import CLINICAL_READERS, DIARY_WRITERS
 from records.services import diary
-from records.validators import clinic_today, not_in_future
+from records.validators import not_in_future
 
 blp = Blueprint("diary", __name__, url_prefix="/patients", description="The headache diary and its summary.")
 

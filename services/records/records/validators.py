@@ -3,22 +3,15 @@ the clinic's time zone) nor implausibly old, and a change that changes something
 
 from __future__ import annotations
 
-from datetime import date
-
 from marshmallow import Schema, ValidationError, validates_schema
 
 from clinic.validation import PastDay
-from clinic.web import now, settings
-
-
-def clinic_today() -> date:
-    """Today where the clinic is: a diary entry written at 9 pm in New York is not for tomorrow."""
-    return now().astimezone(settings().timezone).date()
+from clinic.web import clinic_today
 
 
 def not_in_future(what: str) -> PastDay:
-    """A field validator: `what` (a birth date, an onset date) is not after today nor before 1900
-    (documented in the OpenAPI as the years 1900 to last year)."""
+    """A field validator: `what` (a birth date, an onset date) is not after the clinic's today nor
+    before 1900 (clinic.validation.PastDay says how the OpenAPI documents it)."""
     return PastDay(what, clinic_today)
 
 

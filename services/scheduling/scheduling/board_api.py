@@ -10,7 +10,7 @@ from clinic import audit
 from clinic.audit import READ, audited, no_patient
 from clinic.auth import FRONT_DESK, NEUROLOGIST, NURSE
 from clinic.validation import PLAUSIBLE_DAY
-from clinic.web import now, reading
+from clinic.web import clinic_today, reading
 from scheduling.appointments_api import AppointmentOut, shown
 from scheduling.db import appointments, rooms
 from scheduling.local_time import local_day_bounds
@@ -53,7 +53,7 @@ class Board(MethodView):
         day. Statuses: booked, checked_in, completed, cancelled, no_show.
         """
         tz = rules().timezone
-        day = query["date"] or now().astimezone(tz).date()
+        day = query["date"] or clinic_today()
         starts_from, starts_before = local_day_bounds(day, tz)
         with reading() as connection:
             all_rooms = rooms.listed(connection)
