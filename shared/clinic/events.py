@@ -25,6 +25,11 @@ DRUG_ROUTES = ("IV", "IM", "SC", "PO")
 DRUG_PURPOSES = ("pain", "nausea_vomiting", "prevention", "hydration", "other")
 APPOINTMENT_KINDS = ("infusion", "follow_up")
 ALERT_LEVELS = ("urgent", "emergency")
+# Why an alert was raised: a NEWS2 score at an alert level, or a monitor that stopped sending.
+ALERT_KINDS = ("news2", "monitor_silent")
+ROOM_KINDS = ("infusion", "exam")
+# Why a session was stopped before its discharge: a fixed list, so the code is all that leaves sessions.
+ABORT_REASONS = ("patient_unwell", "adverse_reaction", "patient_left", "equipment", "other")
 CONTACT_PREFERENCES = ("email", "phone", "sms")
 
 
@@ -38,6 +43,7 @@ APPOINTMENT_RESCHEDULED = "scheduling.appointment.rescheduled"
 APPOINTMENT_CANCELLED = "scheduling.appointment.cancelled"
 APPOINTMENT_CHECKED_IN = "scheduling.appointment.checked_in"
 APPOINTMENT_NO_SHOW = "scheduling.appointment.no_show"
+ROOM_CHANGED = "scheduling.room.changed"
 SESSION_STARTED = "sessions.session.started"
 VITALS_ALERT_RAISED = "sessions.vitals.alert_raised"
 SESSION_COMPLETED = "sessions.session.completed"
@@ -212,6 +218,17 @@ class AppointmentNoShow(_Strict):
     appointment_version = _version("The appointment's version: one more at each change (a calendar file's SEQUENCE)")
 
 
+class RoomChanged(_Strict):
+    """A room as it is after an admin added or changed it: what sessions keeps to know the infusion rooms."""
+
+    room_id = fields.UUID(required=True)
+    name = fields.String(required=True, validate=validate.Length(min=1, max=100))
+    kind = fields.String(required=True, validate=validate.OneOf(ROOM_KINDS))
+    active = fields.Boolean(required=True)
+    room_version = fields.Integer(required=True, strict=True, validate=validate.Range(min=1),
+                                  metadata={"description": "The room's version: one more at each change"})
+
+
 class SessionStarted(_Strict):
     session_id = fields.UUID(required=True)
     appointment_id = fields.UUID(required=True)
@@ -231,10 +248,40 @@ class VitalsAlertRaised(_Strict):
     observed_at = fields.AwareDateTime(required=True)
 
 
+class ParameterScore(_Strict):
+    """One vital sign's NEWS2 points, so the person reading an alert sees why it was raised."""
+
+    parameter = fields.String(required=True, validate=validate.Length(min=1, max=40))
+    points = fields.Integer(required=True, strict=True, validate=validate.Range(min=0, max=3))
+
+
+class VitalsAlertRaisedV2(_Strict):
+    """Version 2: an alert has a kind (a NEWS2 score, or a monitor gone silent) and may be an
+    escalation of one nobody acknowledged in time. The NEWS2 fields are empty for a silent monitor.
+    No patient id: the on-call staff it is for go to the room, and the session names the patient there."""
+
+    alert_id = fields.UUID(required=True)
+    session_id = fields.UUID(required=True)
+    room_id = fields.UUID(required=True)
+    room_name = fields.String(required=True)
+    kind = fields.String(required=True, validate=validate.OneOf(ALERT_KINDS))
+    level = fields.String(required=True, validate=validate.OneOf(ALERT_LEVELS))
+    escalation = fields.Boolean(required=True)
+    news2_score = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(min=0))
+    scored = fields.List(fields.Nested(ParameterScore), load_default=list,
+                         metadata={"description": "The parameters that scored points, with their points"})
+    observed_at = fields.AwareDateTime(load_default=None, allow_none=True,
+                                       metadata={"description": "When the readings behind a NEWS2 alert were taken"})
+    raised_at = fields.AwareDateTime(required=True)
+
+
 class AlertSummary(_Strict):
     level = fields.String(required=True, validate=validate.OneOf(ALERT_LEVELS))
-    news2_score = fields.Integer(required=True)
+    # Null for a monitor that went silent (kind monitor_silent); events from before kinds are all news2.
+    news2_score = fields.Integer(required=True, allow_none=True)
     observed_at = fields.AwareDateTime(required=True)
+    kind = fields.String(load_default="news2", validate=validate.OneOf(ALERT_KINDS))
+    escalation = fields.Boolean(load_default=False)
 
 
 class SessionCompleted(_Strict):
@@ -258,6 +305,7 @@ class SessionAborted(_Strict):
     patient_id = fields.UUID(required=True)
     room_id = fields.UUID(required=True)
     ended_at = fields.AwareDateTime(required=True)
+    # One of ABORT_REASONS from sessions; kept a plain string so events from before the list still load.
     reason = fields.String(required=True)
 
 
@@ -273,8 +321,10 @@ SCHEMAS: dict[tuple[str, int], type[Schema]] = {
     (APPOINTMENT_CANCELLED, 1): AppointmentCancelled,
     (APPOINTMENT_CHECKED_IN, 1): AppointmentCheckedIn,
     (APPOINTMENT_NO_SHOW, 1): AppointmentNoShow,
+    (ROOM_CHANGED, 1): RoomChanged,
     (SESSION_STARTED, 1): SessionStarted,
     (VITALS_ALERT_RAISED, 1): VitalsAlertRaised,
+    (VITALS_ALERT_RAISED, 2): VitalsAlertRaisedV2,
     (SESSION_COMPLETED, 1): SessionCompleted,
     (SESSION_ABORTED, 1): SessionAborted,
 }

@@ -1,13 +1,9 @@
-"""Sessions' tables and queries."""
-
-from pathlib import Path
+"""Sessions' core tables. (Filled in with the session lifecycle.)"""
 
 import sqlalchemy as sa
 
 from clinic.audit import audit_table
 from clinic.db import messaging_tables
-
-MIGRATIONS = Path(__file__).parent / "migrations"
 
 metadata = sa.MetaData()
 outbox, inbox = messaging_tables(metadata)

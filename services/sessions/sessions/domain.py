@@ -1,1 +1,0 @@
-"""Sessions rules: no Flask, no database session, no pika."""

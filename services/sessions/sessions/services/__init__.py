@@ -1,0 +1,1 @@
+"""Sessions' use cases: one function per command, each given a unit of work."""
