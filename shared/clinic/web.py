@@ -117,11 +117,12 @@ def audit_log() -> sa.Table:
     return current_app.extensions["clinic.metadata"].tables["audit_log"]
 
 
-def unit_of_work(**options) -> UnitOfWork:
+def unit_of_work(access: audit.Access | None = None, **options) -> UnitOfWork:
     """A unit of work for the request being handled: the service's database, outbox and clock, and
-    the request's audit entry (clinic.audit.audited), written with the change."""
+    the request's audit entry (clinic.audit.audited), written with the change. `access` is for a
+    caller the staff decorator does not know (a bedside monitor with its device token)."""
     return UnitOfWork(engine(), current_app.extensions["clinic.metadata"], settings().service,
-                      clock=current_app.extensions["clinic.clock"], access=audit.current(), **options)
+                      clock=current_app.extensions["clinic.clock"], access=access or audit.current(), **options)
 
 
 def reading():
