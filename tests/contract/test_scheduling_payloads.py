@@ -1,4 +1,4 @@
-"""Scheduling's payloads held against the shared schemas, and its handlers against the events it consumes."""
+"""Scheduling's payloads (appointments, rooms) held against the shared schemas, and its handlers against the events it consumes."""
 
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -45,3 +45,10 @@ def test_each_scheduling_payload_matches_its_schema_and_carries_ids_and_times_on
 def test_a_follow_up_check_in_carries_no_plan():
     payload = payloads.checked_in_payload({**APPOINTMENT, "kind": "follow_up"}, ROOM, None, STARTS)
     assert events.serialise_payload("scheduling.appointment.checked_in", payload)["plan_id"] is None
+
+
+def test_a_room_change_carries_the_room_as_it_is_now_with_its_version():
+    payload = payloads.room_changed_payload({**ROOM, "version": 4, "created_at": STARTS, "updated_at": STARTS})
+    serialised = events.serialise_payload(events.ROOM_CHANGED, payload)
+    assert serialised == {"room_id": ROOM["id"], "name": "Infusion 1", "kind": "infusion", "active": True, "room_version": 4}
+    assert events.schema_for(events.ROOM_CHANGED, 1).load(serialised)["room_version"] == 4

@@ -101,8 +101,10 @@ def test_the_room_must_exist_be_in_use_and_fit_the_kind(room, kind, why):
     ("check_in", "booked", True), ("check_in", "checked_in", False), ("check_in", "no_show", False),
     ("no_show", "booked", True), ("no_show", "checked_in", False),
     ("complete", "booked", True), ("complete", "checked_in", True), ("complete", "completed", False),
+    ("complete", "in_progress", True), ("cancel", "in_progress", False), ("reschedule", "in_progress", False),
+    ("no_show", "in_progress", False), ("check_in", "in_progress", False),
 ])
-def test_an_appointment_moves_booked_checked_in_completed_or_cancelled_or_no_show(action, status, allowed):
+def test_an_appointment_moves_booked_checked_in_in_progress_completed_or_cancelled_or_no_show(action, status, allowed):
     if allowed:
         domain.ensure_allowed(action, appointment(status=status))
     else:
@@ -118,11 +120,36 @@ def test_an_appointment_moves_booked_checked_in_completed_or_cancelled_or_no_sho
     ("no_show", "checked_in", "cannot record a no-show for an appointment that is checked in (only one that is booked)"),
     ("cancel", "completed", "cannot cancel an appointment that is completed (only one that is booked or checked in)"),
     ("reschedule", "cancelled", "cannot reschedule an appointment that is cancelled (only one that is booked)"),
+    ("check_in", "in_progress", "cannot check in an appointment that is in progress (only one that is booked)"),
+    ("cancel", "in_progress", "the infusion session has started; abort the session in sessions instead of cancelling the appointment"),
+    ("reschedule", "in_progress",
+     "the infusion session has started; abort the session in sessions instead of rescheduling the appointment"),
+    ("no_show", "in_progress",
+     "the infusion session has started; abort the session in sessions instead of recording a no-show for the appointment"),
 ])
 def test_a_refused_action_reads_as_a_sentence(action, status, message):
     with pytest.raises(Conflict) as refused:
         domain.ensure_allowed(action, appointment(status=status))
     assert refused.value.message == message
+
+
+@pytest.mark.parametrize("status, moves", [
+    ("checked_in", True), ("in_progress", False), ("completed", False), ("cancelled", False), ("no_show", False), ("booked", False),
+])
+def test_only_a_checked_in_appointment_goes_in_progress_when_its_session_starts(status, moves):
+    assert domain.goes_in_progress(appointment(status=status)) is moves
+
+
+def test_an_appointment_in_progress_holds_its_room_and_patient_as_a_checked_in_one_does():
+    assert {"checked_in", "in_progress"} <= set(domain.HOLDING_STATUSES)
+    assert "in_progress" in domain.STATUSES
+
+
+def test_a_room_change_is_what_differs_from_the_room_as_it_is():
+    room = {"id": "r-1", "name": "Infusion 1", "kind": "infusion", "active": True, "version": 3}
+    assert domain.room_changes(room, {"name": "Infusion 1", "kind": "infusion", "active": True}) == {}
+    assert domain.room_changes(room, {"name": "infusion 1", "active": True}) == {"name": "infusion 1"}   # a new case is a new name
+    assert domain.room_changes(room, {"active": False, "kind": "exam"}) == {"active": False, "kind": "exam"}
 
 
 def test_check_in_is_on_the_day_and_before_the_end():

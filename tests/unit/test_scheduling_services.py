@@ -22,7 +22,7 @@ from scheduling import SERVICE
 from scheduling.db import MIGRATIONS, metadata, plan_copies, tables
 from scheduling.domain import PlanCopy, SchedulingRules
 from scheduling.local_time import OpenInterval
-from scheduling.services import after_session, availability, booking, calendar, lifecycle, rooms
+from scheduling.services import after_session, availability, booking, calendar, during_session, lifecycle, rooms
 from scheduling.services.plan_copies import keep_plan_copy
 from tests.integration.scheduling.support import MONDAY, NY, Clock, apply, local, plan_activated
 
@@ -62,10 +62,12 @@ class Desk:
         request = booking.BookingRequest(patient_id, kind, local(day, hhmm), room_id, "desk-ana")
         return booking.book(self.uow(refusals=booking.REFUSALS), RULES, request)
 
-    def events(self) -> list[tuple[str, dict]]:
+    def events(self, about: str = "appointment") -> list[tuple[str, dict]]:
+        """The outbox's scheduling.<about>.* events, oldest first: [(verb, data)]."""
         with self.engine.connect() as connection:
             bodies = connection.execute(sa.select(tables.outbox.c.body).order_by(tables.outbox.c.position)).scalars().all()
-        return [(json.loads(body)["type"].rsplit(".", 1)[1], json.loads(body)["data"]) for body in bodies]
+        found = [json.loads(body) for body in bodies]
+        return [(event["type"].rsplit(".", 1)[1], event["data"]) for event in found if event["type"].startswith(f"scheduling.{about}.")]
 
     def rows(self, table) -> list[dict]:
         with self.engine.connect() as connection:
@@ -192,7 +194,42 @@ def test_a_completed_infusion_frees_the_room_and_books_one_follow_up(desk, infus
         after_session.record_session_end(desk.uow(), RULES, "no-such-id", ended, "completed")
 
 
+def test_a_started_session_puts_the_checked_in_infusion_in_progress_once_and_its_end_completes_it(desk, infusion_room, exam_room):
+    infusion = desk.book(desk.plan(minutes=150), "09:00")
+    started = local(MONDAY, "09:03")
+    assert not during_session.record_session_start(desk.uow(), infusion["id"], started)         # booked, not checked in
+    desk.clock.set(local(MONDAY, "08:55"))
+    lifecycle.check_in(desk.uow(), RULES, infusion["id"], "desk-ben")
+    assert during_session.record_session_start(desk.uow(), infusion["id"], started)
+    assert not during_session.record_session_start(desk.uow(), infusion["id"], started)         # told twice
+    [stored] = [row for row in desk.rows(tables.appointments) if row["id"] == infusion["id"]]
+    assert (stored["status"], stored["started_at"], stored["version"], stored["updated_by"]) == ("in_progress", started, 3, None)
+    with pytest.raises(Conflict, match="abort the session in sessions"):
+        lifecycle.cancel(desk.uow(), infusion["id"], "unwell", "desk-ana")
+    assert [kind for kind, _ in desk.events()] == ["booked", "checked_in"]                       # the start is told to no one
+
+    assert after_session.record_session_end(desk.uow(), RULES, infusion["id"], local(MONDAY, "11:30"), "completed") is not None
+    assert not during_session.record_session_start(desk.uow(), infusion["id"], started)         # late: the session is over
+    [stored] = [row for row in desk.rows(tables.appointments) if row["id"] == infusion["id"]]
+    assert (stored["status"], stored["session_outcome"], stored["version"]) == ("completed", "completed", 4)
+    with pytest.raises(after_session.UnknownAppointment):
+        during_session.record_session_start(desk.uow(), "no-such-id", started)
+
+
 # --- rooms and the calendar -----------------------------------------------------------------
+
+
+def test_each_room_added_or_changed_is_its_next_version_told_in_the_same_transaction(desk, infusion_room):
+    assert infusion_room["version"] == 1
+    renamed = rooms.change_room(desk.uow(), infusion_room["id"], {"name": "Infusion One"})
+    assert rooms.change_room(desk.uow(), infusion_room["id"], {"name": "Infusion One"}) == renamed      # nothing to change
+    assert renamed["version"] == 2
+    assert desk.events("room") == [
+        ("changed", {"room_id": infusion_room["id"], "name": "Infusion 1", "kind": "infusion", "active": True, "room_version": 1}),
+        ("changed", {"room_id": infusion_room["id"], "name": "Infusion One", "kind": "infusion", "active": True, "room_version": 2}),
+    ]
+    [stored] = desk.rows(tables.rooms)
+    assert stored["version"] == 2
 
 
 def test_room_names_are_unique_whatever_their_case(desk, infusion_room):

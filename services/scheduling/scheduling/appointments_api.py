@@ -81,6 +81,8 @@ class AppointmentOut(Schema):
         "description": "When the room can take the next appointment (after the turnover gap following an infusion)"})
     booked_at = fields.DateTime()
     checked_in_at = fields.DateTime(allow_none=True)
+    started_at = fields.DateTime(allow_none=True, metadata={
+        "description": "When the infusion session started, from sessions (the appointment is then in_progress)"})
     ended_at = fields.DateTime(allow_none=True, metadata={"description": "When the session actually ended"})
     session_outcome = fields.String(allow_none=True, metadata={"description": "completed or aborted, from sessions"})
     cancelled_at = fields.DateTime(allow_none=True)
@@ -139,7 +141,10 @@ class Appointments(MethodView):
     @blp.arguments(AppointmentQuery(), location="query")
     @blp.response(200, AppointmentOut(many=True))
     def get(self, query):
-        """Appointments, earliest first, filtered by local date, room, patient, status."""
+        """Appointments, earliest first, filtered by local date, room, patient, status.
+
+        Statuses: booked, checked_in, in_progress (the infusion session has started), completed, cancelled, no_show.
+        """
         bounds = local_day_bounds(query["date"], rules().timezone) if query["date"] else (None, None)
         with reading() as connection:
             found = appointments.find(
@@ -169,7 +174,8 @@ class Reschedule(MethodView):
     @audited(UPDATE, "appointment", (FRONT_DESK,), write=True, resource_arg="appointment_id", patient_of=no_patient)
     @blp.arguments(RescheduleIn())
     @blp.response(200, AppointmentOut)
-    @blp.alt_response(409, description="Not booked any more, or the new time collides (details name the appointment).")
+    @blp.alt_response(409, description="Not booked any more (checked in, its infusion session started, ...), or the new time "
+                                       "collides (details name the appointment).")
     def post(self, data, appointment_id):
         """Move a booked appointment to a new start and/or room, under the same rules as booking."""
         return shown(booking.reschedule(unit_of_work(refusals=booking.REFUSALS), rules(), str(appointment_id), utc(data["starts_at"]),
@@ -181,9 +187,14 @@ class Cancel(MethodView):
     @audited(UPDATE, "appointment", (FRONT_DESK,), write=True, resource_arg="appointment_id", patient_of=no_patient)
     @blp.arguments(CancelIn())
     @blp.response(200, AppointmentOut)
-    @blp.alt_response(409, description="Already cancelled, completed or a no-show.")
+    @blp.alt_response(409, description="Already cancelled, completed or a no-show; or in progress: its infusion session has "
+                                       "started, and is aborted in sessions instead.")
     def post(self, data, appointment_id):
-        """Cancel a booked or checked-in appointment, with the reason; the room and the patient are free again."""
+        """Cancel a booked or checked-in appointment, with the reason; the room and the patient are free again.
+
+        Once the infusion session has started (status in_progress) the appointment cannot be cancelled:
+        the session is aborted in sessions, and its end completes the appointment.
+        """
         return shown(lifecycle.cancel(unit_of_work(), str(appointment_id), data["reason"], actor()))
 
 
@@ -202,7 +213,7 @@ class CheckIn(MethodView):
 class NoShow(MethodView):
     @audited(UPDATE, "appointment", (FRONT_DESK,), write=True, resource_arg="appointment_id", patient_of=no_patient)
     @blp.response(200, AppointmentOut)
-    @blp.alt_response(409, description="Not booked (checked in, cancelled, a no-show already, ...).")
+    @blp.alt_response(409, description="Not booked (checked in, in progress, cancelled, a no-show already, ...).")
     @blp.alt_response(422, description="Too early: the grace period after the start has not passed.")
     def post(self, appointment_id):
         """The patient did not come. Allowed once the grace period after the start has passed; frees the room."""

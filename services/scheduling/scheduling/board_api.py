@@ -50,7 +50,8 @@ class Board(MethodView):
         """The day's appointments room by room, each room with its appointments in start order and their status.
 
         Every room in use is shown, by name, and any room out of use that still has appointments that
-        day. Statuses: booked, checked_in, completed, cancelled, no_show.
+        day. Statuses: booked, checked_in, in_progress (the infusion session has started), completed,
+        cancelled, no_show.
         """
         tz = rules().timezone
         day = query["date"] or clinic_today()

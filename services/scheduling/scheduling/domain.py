@@ -5,8 +5,13 @@ An appointment holds two things for a span of time: its room and its patient.
     infusion (the recliner is cleaned and made ready before the next patient; `turnover_after`).
     Staff see this moment as the appointment's `room_free_at`;
   - the patient from the start until `patient_busy_until`: the end.
-Booked, checked-in and completed appointments hold both; cancelled and no-show ones hold nothing.
-A completed appointment holds them only until its actual end (see `released_after_session`).
+Booked, checked-in, in-progress and completed appointments hold both; cancelled and no-show ones hold
+nothing. A completed appointment holds them only until its actual end (see `released_after_session`).
+
+An appointment's statuses: booked, then checked_in at the desk, then in_progress once sessions reports
+that the nurse started the infusion session, then completed when the session ends (completed or
+aborted in sessions). Cancelled and no_show end it instead, but only before the session has started:
+from then on the session is what is stopped, in sessions, and its end completes the appointment.
 """
 
 from __future__ import annotations
@@ -24,11 +29,12 @@ INFUSION_ROOM, EXAM_ROOM = "infusion", "exam"
 ROOM_KINDS = (INFUSION_ROOM, EXAM_ROOM)
 ROOM_KIND_FOR = {INFUSION: INFUSION_ROOM, FOLLOW_UP: EXAM_ROOM}
 
-BOOKED, CHECKED_IN, COMPLETED, CANCELLED, NO_SHOW = "booked", "checked_in", "completed", "cancelled", "no_show"
-STATUSES = (BOOKED, CHECKED_IN, COMPLETED, CANCELLED, NO_SHOW)
+BOOKED, CHECKED_IN, IN_PROGRESS, COMPLETED, CANCELLED, NO_SHOW = (
+    "booked", "checked_in", "in_progress", "completed", "cancelled", "no_show")
+STATUSES = (BOOKED, CHECKED_IN, IN_PROGRESS, COMPLETED, CANCELLED, NO_SHOW)
 # The statuses in which an appointment holds its room and its patient. The PostgreSQL exclusion
-# constraints (migration 0002) name the same statuses; change both together.
-HOLDING_STATUSES = (BOOKED, CHECKED_IN, COMPLETED)
+# constraints (migration 0002, given in_progress by 0007) name the same statuses; change both together.
+HOLDING_STATUSES = (BOOKED, CHECKED_IN, IN_PROGRESS, COMPLETED)
 
 SESSION_COMPLETED, SESSION_ABORTED = "completed", "aborted"
 
@@ -46,13 +52,16 @@ ALLOWED_FROM = {
     "cancel": (BOOKED, CHECKED_IN),
     "check_in": (BOOKED,),
     "no_show": (BOOKED,),
-    "complete": (BOOKED, CHECKED_IN),
+    "complete": (BOOKED, CHECKED_IN, IN_PROGRESS),
 }
 # How refusals name actions and statuses, for people.
 _ACTION_WORDS = {"reschedule": "reschedule", "cancel": "cancel", "check_in": "check in", "no_show": "record a no-show for",
                  "complete": "complete"}
-_STATUS_WORDS = {BOOKED: "booked", CHECKED_IN: "checked in", COMPLETED: "completed", CANCELLED: "cancelled", NO_SHOW: "a no-show"}
+_STATUS_WORDS = {BOOKED: "booked", CHECKED_IN: "checked in", IN_PROGRESS: "in progress", COMPLETED: "completed",
+                 CANCELLED: "cancelled", NO_SHOW: "a no-show"}
 _LEADS_TO = {"cancel": CANCELLED, "check_in": CHECKED_IN, "no_show": NO_SHOW, "complete": COMPLETED}
+# Once the infusion session has started, the appointment is not what the desk stops: the session is.
+_STOPPED_IN_SESSIONS = {"cancel": "cancelling", "reschedule": "rescheduling", "no_show": "recording a no-show for"}
 
 
 @dataclass(frozen=True)
@@ -184,6 +193,12 @@ def check_room(room: dict | None, kind: str, room_id: str) -> None:
                             f"{room['name']} is {_a(room['kind'])} room", {"room_id": [f"not {_a(needed)} room"]})
 
 
+def room_changes(room: dict, changes: dict) -> dict:
+    """What of `changes` (name, kind, active) differs from the room as it is: nothing for a change to
+    what it is already, which then writes nothing, bumps no version and tells no one."""
+    return {field: value for field, value in changes.items() if room[field] != value}
+
+
 def _a(word: str) -> str:
     """The word with its indefinite article: "an infusion", "an exam", "a follow-up"."""
     return f"{'an' if word[:1] in 'aeiou' else 'a'} {word}"
@@ -208,12 +223,25 @@ def ensure_allowed(action: str, appointment: dict) -> None:
     status = appointment["status"]
     if status in ALLOWED_FROM[action]:
         return
-    if _LEADS_TO.get(action) == status:
+    if status == IN_PROGRESS and action in _STOPPED_IN_SESSIONS:
+        message = (f"the infusion session has started; abort the session in sessions instead of "
+                   f"{_STOPPED_IN_SESSIONS[action]} the appointment")
+    elif _LEADS_TO.get(action) == status:
         message = f"the appointment is {_STATUS_WORDS[status]} already"
     else:
         allowed = " or ".join(_STATUS_WORDS[allowed] for allowed in ALLOWED_FROM[action])
         message = f"cannot {_ACTION_WORDS[action]} an appointment that is {_STATUS_WORDS[status]} (only one that is {allowed})"
     raise Conflict(message, {"appointment_id": appointment["id"], "status": status})
+
+
+def goes_in_progress(appointment: dict) -> bool:
+    """Whether sessions' news that the infusion session started puts the appointment in progress.
+
+    Only a checked-in one moves. Any other stays as it is: in progress already (the news came twice),
+    completed (the session's end arrived first: the start it reports is over), cancelled or a
+    no-show (the desk's change and the start crossed; the session's end still records the infusion).
+    """
+    return appointment["status"] == CHECKED_IN
 
 
 def check_check_in_time(appointment: dict, now: datetime, tz: ZoneInfo) -> None:

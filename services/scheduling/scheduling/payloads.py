@@ -1,8 +1,8 @@
-"""The payloads of the events scheduling publishes (scheduling.appointment.*), checked against the
-shared schemas (clinic.events) when the unit of work writes them.
+"""The payloads of the events scheduling publishes (scheduling.appointment.*, scheduling.room.changed),
+checked against the shared schemas (clinic.events) when the unit of work writes them.
 
-Each is built from the appointment as it is after the change, so it carries the appointment's new
-version as appointment_version: consumers order what they hear about one appointment by it.
+Each is built from the appointment or room as it is after the change, so it carries the new version
+(appointment_version, room_version): consumers order what they hear about one of them by it.
 """
 
 from __future__ import annotations
@@ -48,3 +48,9 @@ def checked_in_payload(appointment: dict, room: dict, plan_id: str | None, check
 def no_show_payload(appointment: dict) -> dict:
     return {"appointment_id": appointment["id"], "patient_id": appointment["patient_id"], "starts_at": appointment["starts_at"],
             "appointment_version": appointment["version"]}
+
+
+def room_changed_payload(room: dict) -> dict:
+    """A room as it is after an admin added or changed it (migration 0007 wrote the same for the rooms before it)."""
+    return {"room_id": room["id"], "name": room["name"], "kind": room["kind"], "active": room["active"],
+            "room_version": room["version"]}

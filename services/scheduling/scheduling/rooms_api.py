@@ -50,6 +50,8 @@ class RoomOut(Schema):
     active = fields.Boolean()
     created_at = fields.DateTime()
     updated_at = fields.DateTime()
+    version = fields.Integer(metadata={
+        "description": "1 when added, one more at each change; scheduling.room.changed carries it as room_version"})
 
 
 @blp.route("")
@@ -59,7 +61,10 @@ class Rooms(MethodView):
     @blp.response(201, RoomOut)
     @blp.alt_response(409, description="A room with this name exists (in any case); details.room_id names it.")
     def post(self, data):
-        """Add a room: `infusion` (a private room with a recliner) or `exam` (office visits)."""
+        """Add a room: `infusion` (a private room with a recliner) or `exam` (office visits).
+
+        The room is version 1; scheduling.room.changed tells sessions about it.
+        """
         return add_room(unit_of_work(), data["name"], data["kind"], data["active"])
 
     @requires_roles(*STAFF_ROLES)
@@ -92,5 +97,7 @@ class RoomById(MethodView):
 
         A room with appointments still to come can be neither taken out of use nor change kind:
         move or cancel those first (the 409 lists them). A body with nothing to change is refused (422).
+        Each change is the room's next version and is told to sessions (scheduling.room.changed); a
+        body that gives the room what it has already changes nothing.
         """
         return change_room(unit_of_work(), str(room_id), changes)

@@ -1,6 +1,6 @@
 """What the scheduling tests share besides fixtures (those are in conftest.py): the clinic's fixed
-clock, the app under test with the steps tests take with it, and records' plan events built as
-records publishes them.
+clock, the app under test with the steps tests take with it, and the events scheduling consumes
+(records' plan events, sessions' session events) built as their producers publish them.
 
 The clinic's clock is fixed (Monday 7 January 2030, 06:00 in New York) so "the past" and "today"
 mean the same on any day the tests run.
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import date, datetime, time, timezone
+from datetime import date, datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
@@ -23,7 +23,8 @@ from clinic.migrations import migrate
 from records import domain as records_domain
 from scheduling import SERVICE
 from scheduling.db import MIGRATIONS, metadata, plan_copies, tables
-from scheduling.handlers import forget_retired_plan, keep_active_plan
+from scheduling.domain import SchedulingRules
+from scheduling.handlers import forget_retired_plan, keep_active_plan, make_handlers
 
 NY = ZoneInfo("America/New_York")
 MONDAY = date(2030, 1, 7)
@@ -72,6 +73,28 @@ def plan_retired(patient_id: str, plan_id: str, sequence: int | None = 2, occurr
     """records.treatment_plan.retired, built by records' own payload builder."""
     plan = {"id": plan_id, "patient_id": patient_id}
     return sent(events.PLAN_RETIRED, records_domain.retired_payload(plan, plan_sequence=sequence), "records", occurred_at)
+
+
+# --- sessions' events, as sessions publishes them ---------------------------------------------------
+
+
+def session_started(appointment: dict, started_at: datetime, session_id: str | None = None) -> events.Event:
+    """sessions.session.started: the nurse started the appointment's infusion session."""
+    data = {"session_id": session_id or str(uuid.uuid4()), "appointment_id": appointment["id"],
+            "patient_id": appointment["patient_id"], "room_id": appointment["room_id"], "started_at": started_at}
+    return sent(events.SESSION_STARTED, data, "sessions")
+
+
+def session_ended(appointment: dict, ended_at: datetime, completed: bool = True, session_id: str | None = None) -> events.Event:
+    """sessions.session.completed (discharged) or .aborted for the appointment's infusion session."""
+    data = {"session_id": session_id or str(uuid.uuid4()), "appointment_id": appointment["id"],
+            "patient_id": appointment["patient_id"], "room_id": appointment["room_id"], "ended_at": ended_at}
+    if completed:
+        data.update(room_name=appointment["room_name"], started_at=ended_at - timedelta(hours=2), drugs_given=[], pain_before=7,
+                    pain_after=2, highest_news2=1, alerts=[])
+        return sent(events.SESSION_COMPLETED, data, "sessions")
+    data.update(reason="patient_unwell")
+    return sent(events.SESSION_ABORTED, data, "sessions")
 
 
 def apply(engine, event: events.Event) -> None:
@@ -132,6 +155,12 @@ class Clinic:
         response = self.book(patient_id, starts_at, kind, room_id)
         assert response.status_code == 201, response.get_data(as_text=True)
         return response.get_json()
+
+    def deliver(self, event: events.Event) -> str:
+        """Apply an event as scheduling's worker does (loaded as received, through the inbox, with the
+        worker's handlers and the clinic's clock): APPLIED, DUPLICATE (its id was applied before) or FAILED."""
+        handlers = make_handlers(SchedulingRules(timezone=NY))
+        return apply_once(self.engine, metadata, SERVICE, events.parse(event.to_json()), handlers[event.type], clock=self.clock)
 
     def events(self, event_type: str | None = None) -> list[dict]:
         """The events in the outbox, oldest first: [{"type", "data"}]."""

@@ -1,5 +1,6 @@
 """Scheduling's migrations: they build exactly the tables scheduling.db.tables describes, on PostgreSQL and
-on SQLite (what `make run` uses), go down and up again, and carry appointments and plan copies made before them."""
+on SQLite (what `make run` uses), go down and up again, and carry appointments and plan copies made before them.
+(The rooms made before room versions, and how sessions hears of them: test_room_changes.)"""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ def test_the_migrations_build_what_scheduling_db_describes_and_go_down_and_up_ag
     migrate(empty_database, MIGRATIONS)
     assert schema_differences(empty_database, metadata) == []
     downgrade(empty_database, MIGRATIONS, "0002")
+    assert "version" not in {column["name"] for column in sa.inspect(empty_database).get_columns("rooms")}
     assert "booked_by" not in {column["name"] for column in sa.inspect(empty_database).get_columns("appointments")}
     assert "audit_log" not in sa.inspect(empty_database).get_table_names()
     migrate(empty_database, MIGRATIONS)
@@ -74,3 +76,22 @@ def test_rooms_whose_names_differ_only_in_case_stop_the_migration_naming_them(em
                                {"id": new_id(), "name": name, "now": utcnow()})
     with pytest.raises(RuntimeError, match="differ only in case.*infusion 1"):
         migrate(empty_database, MIGRATIONS)
+
+
+def test_going_down_puts_appointments_in_progress_back_to_checked_in_which_they_were_before(empty_database):
+    migrate(empty_database, MIGRATIONS)
+    now, room, appointment = utcnow(), new_id(), new_id()
+    with empty_database.begin() as connection:
+        connection.execute(sa.text("INSERT INTO rooms (id, name, kind, active, created_at, updated_at) "
+                                   "VALUES (:id, 'Infusion 1', 'infusion', true, :now, :now)"), {"id": room, "now": now})
+        connection.execute(sa.text(
+            "INSERT INTO appointments (id, patient_id, kind, status, room_id, starts_at, ends_at, room_blocked_until, "
+            "patient_busy_until, booked_at, updated_at, started_at) VALUES (:id, :patient, 'infusion', 'in_progress', :room, :now, "
+            ":end, :end, :end, :now, :now, :now)"), {"id": appointment, "patient": new_id(), "room": room, "now": now,
+                                                     "end": now.replace(year=now.year + 1)})
+    downgrade(empty_database, MIGRATIONS, "0006")
+    with empty_database.connect() as connection:
+        assert connection.execute(sa.text("SELECT status FROM appointments")).scalar_one() == "checked_in"
+    migrate(empty_database, MIGRATIONS)
+    with empty_database.connect() as connection:
+        assert appointments.shown(connection, appointment)["status"] == "checked_in"

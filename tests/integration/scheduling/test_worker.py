@@ -20,7 +20,7 @@ from clinic.worker import Worker
 from scheduling.db import metadata, plan_copies, tables
 from scheduling.domain import SchedulingRules
 from scheduling.handlers import make_handlers
-from tests.integration.scheduling.support import MONDAY, NY, local, plan_activated, plan_retired
+from tests.integration.scheduling.support import MONDAY, NY, local, plan_activated, plan_retired, session_ended, session_started
 
 TWO_WEEKS_LATER = MONDAY + timedelta(days=14)
 
@@ -56,19 +56,6 @@ def appointment_events(clinic):
     """What scheduling publishes, as another service would see it: received() -> [event body, ...]."""
     with listening(clinic.settings, "scheduling.appointment.*") as received:
         yield lambda: [json.loads(body) for _, body in received()]
-
-
-def session_ended(appointment: dict, ended_at: datetime, completed: bool = True) -> events.Event:
-    data = {"session_id": str(uuid.uuid4()), "appointment_id": appointment["id"], "patient_id": appointment["patient_id"],
-            "room_id": appointment["room_id"], "ended_at": ended_at}
-    if completed:
-        event_type = "sessions.session.completed"
-        data.update(room_name=appointment["room_name"], started_at=ended_at - timedelta(hours=2), drugs_given=[], pain_before=7,
-                    pain_after=2, highest_news2=1, alerts=[])
-    else:
-        event_type = "sessions.session.aborted"
-        data.update(reason="vasovagal episode")
-    return events.Event(type=event_type, producer="sessions", data=events.serialise_payload(event_type, data))
 
 
 def plan_copy(clinic, patient_id: str):
@@ -201,3 +188,27 @@ def test_an_event_for_an_appointment_scheduling_never_made_is_dead_lettered(clin
     finally:
         connection.close()
     assert clinic.count() == 0
+
+
+def test_once_sessions_says_the_infusion_started_the_desk_cannot_cancel_it_and_its_end_completes_it(clinic, worker, publish):
+    room = clinic.room("Infusion 1")
+    clinic.room("Exam A", kind="exam")
+    infusion = clinic.booked(clinic.plan(minutes=120), local(MONDAY, "09:00"), room_id=room["id"])
+    clinic.clock.set(local(MONDAY, "08:55"))
+    assert clinic.call("POST", f"/appointments/{infusion['id']}/check-in").status_code == 200
+    path = f"/appointments/{infusion['id']}"
+
+    started = publish(session_started(infusion, local(MONDAY, "09:05")))
+    eventually(lambda: applied(clinic, started), message="the started session handled")
+    shown = clinic.call("GET", path).get_json()
+    assert (shown["status"], shown["version"]) == ("in_progress", 3)
+    assert datetime.fromisoformat(shown["started_at"]) == local(MONDAY, "09:05")
+    error = assert_error(clinic.call("POST", f"{path}/cancel", json={"reason": "wants to go home"}), 409, "conflict")
+    assert "abort the session in sessions" in error["message"]
+    assert clinic.call("GET", path).get_json() == shown
+
+    done = publish(session_ended(infusion, local(MONDAY, "11:10")))
+    eventually(lambda: applied(clinic, done), message="the completed session handled")
+    shown = clinic.call("GET", path).get_json()
+    assert (shown["status"], shown["session_outcome"]) == ("completed", "completed")
+    assert shown["follow_up_id"] is not None

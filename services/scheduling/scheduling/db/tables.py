@@ -36,6 +36,9 @@ rooms = sa.Table(
     sa.Column("active", sa.Boolean(), nullable=False),
     sa.Column("created_at", UtcDateTime(), nullable=False),
     sa.Column("updated_at", UtcDateTime(), nullable=False),
+    # 1 when added, one more at each change; scheduling.room.changed carries it as room_version, so that
+    # sessions keeps the newest copy of each room (rooms older than it count as 1: migration 0007).
+    sa.Column("version", sa.Integer(), nullable=False, server_default="1"),
     sa.UniqueConstraint("name", name="uq_rooms_name"),
 )
 # "Infusion 1" and "infusion 1" are one room to the people booking it (migration 0006). The exact-case
@@ -102,6 +105,8 @@ appointments = sa.Table(
     sa.Column("booked_at", UtcDateTime(), nullable=False),
     sa.Column("updated_at", UtcDateTime(), nullable=False),
     sa.Column("checked_in_at", UtcDateTime(), nullable=True),
+    # When the infusion session started, as sessions reported it (the appointment is then in_progress).
+    sa.Column("started_at", UtcDateTime(), nullable=True),
     sa.Column("ended_at", UtcDateTime(), nullable=True),
     sa.Column("session_outcome", sa.String(20), nullable=True),
     sa.Column("cancelled_at", UtcDateTime(), nullable=True),

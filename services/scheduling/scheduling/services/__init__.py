@@ -4,6 +4,7 @@
     booking         book an appointment, reschedule one (the rules of a free room and a free patient)
     lifecycle       cancel, check in, record a no-show
     availability    the free slots for a patient
+    during_session  a session's start: the appointment in progress
     after_session   a session's end: the appointment completed, the return visit booked
     rooms           add a room, change one
     calendar        replace the office hours, close a day, open it again

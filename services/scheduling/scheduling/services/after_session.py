@@ -1,5 +1,6 @@
-"""After an infusion session (sessions' events): the appointment is completed, its room and patient
-free from the actual end, and after a completed infusion the return office visit is booked."""
+"""After an infusion session (sessions' events): the appointment (checked in, or in progress since the
+session started) is completed, its room and patient free from the actual end, and after a completed
+infusion the return office visit is booked."""
 
 from __future__ import annotations
 

@@ -3,6 +3,10 @@
 A room with appointments still to come can neither leave use nor change kind (the 409 lists them,
 to be moved or cancelled first). Room names are unique whatever their case ("Infusion 1" and
 "infusion 1" are one room to the people booking it).
+
+A room is version 1 when added and one more at each change. Each add and change writes
+scheduling.room.changed (the room as it is now, with its version) in its own transaction: sessions
+keeps a copy of the rooms from it.
 """
 
 from __future__ import annotations
@@ -14,23 +18,26 @@ from sqlalchemy.exc import IntegrityError
 
 from clinic.db import new_id, violated_constraint
 from clinic.errors import Conflict, NotFound
+from clinic.events import ROOM_CHANGED
 from clinic.unit_of_work import UnitOfWork
-from scheduling import domain
+from scheduling import domain, payloads
 from scheduling.db import appointments, locks, rooms
 
 
 def add_room(uow: UnitOfWork, name: str, kind: str, active: bool = True) -> dict:
     """A new room: `infusion` (a private room with a recliner) or `exam` (office visits)."""
     with uow:
-        room = {"id": new_id(), "name": name.strip(), "kind": kind, "active": active, "created_at": uow.now, "updated_at": uow.now}
+        room = {"id": new_id(), "name": name.strip(), "kind": kind, "active": active, "created_at": uow.now, "updated_at": uow.now,
+                "version": 1}
         uow.audit.concerning(resource_id=room["id"])
         _unless_name_taken(uow.connection, lambda: rooms.insert(uow.connection, room), room["name"])
+        uow.add_event(ROOM_CHANGED, payloads.room_changed_payload(room))
         return room
 
 
 def change_room(uow: UnitOfWork, room_id: str, changes: dict) -> dict:
     """Rename a room, take it out of use or back, or change its kind. Refused (409) while it would
-    strand appointments still to come."""
+    strand appointments still to come. A change to what the room is already changes nothing."""
     if "name" in changes:
         changes = {**changes, "name": changes["name"].strip()}
     with uow:
@@ -39,13 +46,18 @@ def change_room(uow: UnitOfWork, room_id: str, changes: dict) -> dict:
         room = locks.room_row(connection, room_id)                            # lock 4
         if room is None:
             raise NotFound("no room with this id", {"room_id": room_id})
+        changes = domain.room_changes(room, changes)
+        if not changes:
+            return room
         stops_taking = changes.get("active") is False or changes.get("kind", room["kind"]) != room["kind"]
         if stops_taking and room["active"]:
             domain.refuse_stranding("appointments are still booked in this room; move or cancel them first",
                                     appointments.still_to_come(connection, uow.now, room_id=room_id))
-        changed = {**room, **changes, "updated_at": uow.now}
-        _unless_name_taken(connection, lambda: rooms.update(connection, room_id, **changes, updated_at=uow.now), changes.get("name"),
-                           except_id=room_id)
+        # The row is locked (lock 4): the version read with it is the one to follow.
+        changed = {**room, **changes, "updated_at": uow.now, "version": room["version"] + 1}
+        _unless_name_taken(connection, lambda: rooms.update(connection, room_id, **changes, updated_at=uow.now, version=changed["version"]),
+                           changes.get("name"), except_id=room_id)
+        uow.add_event(ROOM_CHANGED, payloads.room_changed_payload(changed))
         return changed
 
 
