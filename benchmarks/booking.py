@@ -239,12 +239,16 @@ class Client:
         self.port, self.path, self.headers = port, path, headers
         self.connection: http.client.HTTPConnection | None = None
 
-    def post(self, body: bytes) -> int:
+    def post(self, body) -> int:
+        """Send a body (bytes), or a (headers, body) pair whose headers go on top of the client's."""
+        headers = self.headers
+        if isinstance(body, tuple):
+            headers, body = {**self.headers, **body[0]}, body[1]
         for attempt in range(2):
             try:
                 if self.connection is None:
                     self.connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-                self.connection.request("POST", self.path, body, self.headers)
+                self.connection.request("POST", self.path, body, headers)
                 response = self.connection.getresponse()
                 response.read()
                 if response.getheader("Connection", "").lower() == "close":

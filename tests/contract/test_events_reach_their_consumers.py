@@ -4,14 +4,12 @@ read back as the consumer's worker receives them (clinic.events.parse), and appl
 consumer's inbox on the consumer's own database. SQLite files, no broker: what is held here is the
 contract between the two codebases, not the delivery (tests/integration covers that).
 
-Sessions has no producer code yet; its events are built from the shared schema alone until it has,
-and the test says so. A consumer that starts handling a new event type fails the last test until a
-case here covers it.
+A consumer that starts handling a new event type fails the last test until a case here covers it.
 """
 
 from __future__ import annotations
 
-import uuid
+import json
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
@@ -44,12 +42,14 @@ class Service:
     def __init__(self, name: str, tmp_path, handlers: dict | None = None):
         package = __import__(f"{name}.db", fromlist=["db"])
         self.name, self.db, self.handlers = name, package, handlers or {}
+        self.now = NOW  # the service's clock: a test moves it to the day of the infusion
+        self.received: set[str] = set()
         self.engine = create_engine(f"sqlite:///{tmp_path / f'{name}.db'}")
         migrate(self.engine, package.MIGRATIONS)
 
     def uow(self, role: str, **options) -> UnitOfWork:
         access = audit.Access(Principal(f"{role}-1", (role,)), audit.UPDATE, "contract", None)
-        return UnitOfWork(self.engine, self.db.metadata, self.name, clock=lambda: NOW, access=access, **options)
+        return UnitOfWork(self.engine, self.db.metadata, self.name, clock=lambda: self.now, access=access, **options)
 
     def published(self, event_type: str) -> list[events.Event]:
         """What this service's relay would publish, as a consumer's worker loads it."""
@@ -61,7 +61,16 @@ class Service:
 
     def receive(self, event: events.Event) -> None:
         COVERED.add((event.type, self.name))
-        assert apply_once(self.engine, self.db.metadata, self.name, event, self.handlers[event.type], clock=lambda: NOW) == APPLIED
+        self.received.add(event.id)
+        assert apply_once(self.engine, self.db.metadata, self.name, event, self.handlers[event.type], clock=lambda: self.now) == APPLIED
+
+    def receive_all(self, producer: Service, *event_types: str) -> None:
+        """Everything of these types the producer has published since this service last heard from it,
+        in the order it published them."""
+        for event_type in event_types:
+            for event in producer.published(event_type):
+                if event.id not in self.received:
+                    self.receive(event)
 
     def row(self, table: str, **where):
         table = self.db.metadata.tables[table]
@@ -82,6 +91,13 @@ def scheduling(tmp_path):
     from scheduling.handlers import make_handlers
 
     return Service("scheduling", tmp_path, make_handlers(SchedulingRules(timezone=NY)))
+
+
+@pytest.fixture
+def sessions(tmp_path):
+    from sessions.handlers import make_handlers
+
+    return Service("sessions", tmp_path, make_handlers())
 
 
 @pytest.fixture
@@ -145,22 +161,6 @@ def test_plans_activated_replaced_and_retired_reach_scheduling_in_any_order(reco
     assert scheduling.row("plan_copies", patient_id=patient["id"])["plan_id"] is None
 
 
-def session_ended(event_type: str, appointment: dict, room: dict, patient_id: str) -> events.Event:
-    """sessions.session.completed / aborted. Sessions has no producer code yet: built from the shared schema."""
-    started = appointment["starts_at"]
-    data = {"session_id": str(uuid.uuid4()), "appointment_id": appointment["id"], "patient_id": patient_id,
-            "room_id": room["id"], "ended_at": started + timedelta(minutes=140)}
-    if event_type == events.SESSION_COMPLETED:
-        data.update(room_name=room["name"], started_at=started, pain_before=8, pain_after=3, highest_news2=2,
-                    drugs_given=[{"name": "ketorolac", "dose": "30", "unit": "mg", "route": "IV",
-                                  "given_at": started + timedelta(minutes=5)}],
-                    alerts=[{"level": "urgent", "news2_score": 5, "observed_at": started + timedelta(minutes=40)}])
-    else:
-        data["reason"] = "patient unwell"
-    sent = events.Event(type=event_type, producer="sessions", data=events.serialise_payload(event_type, data))
-    return events.parse(sent.to_json())
-
-
 def booked_infusion(scheduling: Service, records: Service, patient_id: str) -> tuple[dict, dict]:
     """An infusion booked by scheduling's own use cases, for a patient whose plan came from records."""
     from scheduling.local_time import OpenInterval
@@ -182,30 +182,105 @@ def _rules():
     return SchedulingRules(timezone=NY)
 
 
-def test_a_completed_session_reaches_records_and_scheduling(records, scheduling):
+def checked_in_session(records: Service, scheduling: Service, sessions: Service) -> tuple[dict, dict, str]:
+    """A patient with a plan, booked and checked in by scheduling's own use cases; sessions hears of the
+    room, the plan and the check-in as each producer wrote them. (appointment, room, session id)."""
+    from scheduling.services import lifecycle
+
     patient = registered(records)
     active_plan(records, patient["id"])
     appointment, room = booked_infusion(scheduling, records, patient["id"])
-    completed = session_ended(events.SESSION_COMPLETED, appointment, room, patient["id"])
+    scheduling.now = sessions.now = datetime.combine(MONDAY, time(8, 50), tzinfo=NY)
+    lifecycle.check_in(scheduling.uow("front_desk"), _rules(), appointment["id"], "desk-1")
+    sessions.receive_all(scheduling, events.ROOM_CHANGED)
+    sessions.receive_all(records, events.PLAN_ACTIVATED)
+    sessions.receive_all(scheduling, events.APPOINTMENT_CHECKED_IN)
+    session = sessions.row("sessions", appointment_id=appointment["id"])
+    assert (session["status"], session["patient_id"], session["room_id"]) == ("waiting", patient["id"], room["id"])
+    assert sessions.row("rooms", id=room["id"])["name"] == "Infusion 1"
+    return appointment, room, session["id"]
+
+
+def started_session(records: Service, scheduling: Service, sessions: Service) -> tuple[dict, dict, str]:
+    """The session started by a nurse, and scheduling told (the appointment is then in progress)."""
+    from sessions.services.sessions import start_session
+
+    appointment, room, session_id = checked_in_session(records, scheduling, sessions)
+    scheduling.now = sessions.now = datetime.combine(MONDAY, time(9), tzinfo=NY)
+    start_session(sessions.uow("nurse"), session_id, "nurse-1")
+    scheduling.receive_all(sessions, events.SESSION_STARTED)
+    assert scheduling.row("appointments", id=appointment["id"])["status"] == "in_progress"
+    return appointment, room, session_id
+
+
+def test_a_completed_session_reaches_records_and_scheduling(records, scheduling, sessions):
+    from sessions.domain import care
+    from sessions.domain.rules import SessionRules
+    from sessions.services import discharge, medications, pain
+    from sessions.services.sessions import drugs_of
+
+    appointment, room, session_id = started_session(records, scheduling, sessions)
+    rules = SessionRules()
+    with sessions.engine.connect() as connection:
+        ketorolac = next(drug for drug in drugs_of(connection, session_id) if drug["name"] == "ketorolac")
+    sessions.now = datetime.combine(MONDAY, time(9, 10), tzinfo=NY)
+    pain.record(sessions.uow("nurse"), rules, session_id, 8, datetime.combine(MONDAY, time(8, 55), tzinfo=NY), "nurse-1")
+    medications.give(sessions.uow("nurse"), rules, session_id, {
+        "session_drug_id": ketorolac["id"], "dose": Decimal("30"), "unit": "mg", "route": "IV", "rate": None,
+        "given_at": datetime.combine(MONDAY, time(9, 5), tzinfo=NY)}, "nurse-1")
+    sessions.now = datetime.combine(MONDAY, time(11, 40), tzinfo=NY)
+    pain.record(sessions.uow("nurse"), rules, session_id, 3, datetime.combine(MONDAY, time(11, 35), tzinfo=NY), "nurse-1")
+    escort = care.Escort(name="Sam Rivera", relationship="spouse", phone="+1 212 555 0100", adult_present=True)
+    discharge.discharge(sessions.uow("nurse"), session_id,
+                        care.Discharge(escort=escort, instructions=dict.fromkeys(care.INSTRUCTIONS, True)), "nurse-1")
+    (completed,) = sessions.published(events.SESSION_COMPLETED)
 
     records.receive(completed)
-    encounter = records.row("encounters", session_id=str(completed.data["session_id"]))
-    assert (encounter["patient_id"], encounter["pain_before"], encounter["pain_after"]) == (patient["id"], 8, 3)
+    encounter = records.row("encounters", session_id=session_id)
+    assert (encounter["patient_id"], encounter["pain_before"], encounter["pain_after"]) == (appointment["patient_id"], 8, 3)
+    assert [(drug["name"], drug["dose"]) for drug in encounter["drugs_given"]] == [("ketorolac", "30")]
 
+    scheduling.now = sessions.now
     scheduling.receive(completed)
     assert scheduling.row("appointments", id=appointment["id"])["status"] == "completed"
     follow_up = scheduling.row("appointments", follow_up_of=appointment["id"])
     assert follow_up is not None and follow_up["kind"] == "follow_up"
+    # Nothing about the escort leaves sessions.
+    assert "Sam" not in json.dumps(completed.data, default=str)
 
 
-def test_an_aborted_session_reaches_scheduling(records, scheduling):
-    patient = registered(records)
-    active_plan(records, patient["id"])
-    appointment, room = booked_infusion(scheduling, records, patient["id"])
-    scheduling.receive(session_ended(events.SESSION_ABORTED, appointment, room, patient["id"]))
+def test_an_aborted_session_reaches_scheduling_with_its_reason_code_only(records, scheduling, sessions):
+    from sessions.services import discharge
+
+    appointment, room, session_id = started_session(records, scheduling, sessions)
+    discharge.abort(sessions.uow("nurse"), session_id, "patient_unwell", "felt faint after the first bag", "nurse-1")
+    (aborted,) = sessions.published(events.SESSION_ABORTED)
+    assert aborted.data["reason"] == "patient_unwell" and "faint" not in json.dumps(aborted.data, default=str)
+    scheduling.receive(aborted)
     ended = scheduling.row("appointments", id=appointment["id"])
     assert (ended["status"], ended["session_outcome"]) == ("completed", "aborted")
     assert scheduling.row("appointments", follow_up_of=appointment["id"]) is None
+
+
+def test_a_cancelled_check_in_closes_the_waiting_session(records, scheduling, sessions):
+    from scheduling.services import lifecycle
+
+    appointment, _room, session_id = checked_in_session(records, scheduling, sessions)
+    lifecycle.cancel(scheduling.uow("front_desk"), appointment["id"], "patient unwell", "desk-1")
+    sessions.receive_all(scheduling, events.APPOINTMENT_CANCELLED)
+    assert sessions.row("sessions", id=session_id)["status"] == "cancelled"
+
+
+def test_a_plan_replaced_during_a_session_leaves_its_drugs_and_reaches_sessions(records, scheduling, sessions):
+    from sessions.services.sessions import shown
+
+    appointment, _room, session_id = started_session(records, scheduling, sessions)
+    active_plan(records, appointment["patient_id"], minutes=180)  # retires the plan the session runs under
+    sessions.receive_all(records, events.PLAN_RETIRED, events.PLAN_ACTIVATED)
+    with sessions.engine.connect() as connection:
+        session = shown(connection, session_id)
+    assert session["plan_changed"] is True
+    assert sorted(drug["name"] for drug in session["drugs"]) == ["ketorolac", "ondansetron"]
 
 
 def test_every_event_a_service_consumes_is_delivered_above_as_its_producer_writes_it():

@@ -1,13 +1,24 @@
-"""Sessions' worker: its consumer and its outbox relay. `sessions-worker`."""
+"""Sessions' worker: its consumer, its outbox relay, and the watch over the rooms. `sessions-worker`.
+
+The watch runs every SESSIONS_WATCH_SECONDS: a monitor gone silent in a room with a started session
+raises monitor_silent, and an alert nobody acknowledged in time is raised again, escalated.
+"""
 
 from clinic.config import load_settings
-from clinic.worker import run_worker
+from clinic.worker import Job, run_worker
 from sessions import SERVICE, db
-from sessions.handlers import HANDLERS
+from sessions.config import load_rules, watch_interval
+from sessions.handlers import make_handlers
+from sessions.services.alerts import escalate_unacknowledged, watch_monitors
+
+
+def jobs(rules, every) -> list[Job]:
+    return [Job("silent monitors", every, lambda uow: watch_monitors(uow, rules)),
+            Job("unacknowledged alerts", every, lambda uow: escalate_unacknowledged(uow, rules))]
 
 
 def main():
-    run_worker(load_settings(SERVICE), db.metadata, HANDLERS)
+    run_worker(load_settings(SERVICE), db.metadata, make_handlers(), jobs=jobs(load_rules(), watch_interval()))
 
 
 if __name__ == "__main__":
