@@ -15,6 +15,7 @@ bench:
 	@scripts/bootstrap.sh bench
 	@$(PYTHON) benchmarks/ceilings.py
 	@$(PYTHON) benchmarks/booking.py
+	@$(PYTHON) benchmarks/vitals.py
 
 lint:
 	@scripts/bootstrap.sh run

@@ -138,7 +138,9 @@ def test_a_completed_session_becomes_exactly_one_encounter_however_often_it_arri
         "2026-03-02", "Infusion 3", 8, 2, 5)
     assert [(drug["name"], drug["dose"], drug["unit"], drug["rate"]) for drug in shown["drugs_given"]] == [
         ("ketorolac", "30", "mg", None), ("normal saline", "1000", "mL", "500 mL/h")]
-    assert shown["alerts"] == [{"level": "urgent", "news2_score": 5, "observed_at": "2026-03-02T15:45:00+00:00"}]
+    # An alert from before alerts had kinds reads as a NEWS2 alert that was no escalation.
+    assert shown["alerts"] == [{"level": "urgent", "news2_score": 5, "observed_at": "2026-03-02T15:45:00+00:00", "kind": "news2",
+                                "escalation": False}]
     assert shown["started_at"].startswith("2026-03-02T15:00:00")
 
 
