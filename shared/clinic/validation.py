@@ -164,6 +164,10 @@ class EmailAddress(fields.String):
         self.validators.insert(0, EmailForm(max_length))
 
 
+# A dose as records plans it and sessions records it: more than 0, less than 100000, at most 4 decimal places.
+DOSE_TEXT = r"^0*([1-9][0-9]{0,4}(\.[0-9]{1,4})?|\.[0-9]{0,3}[1-9]|0\.[0-9]{0,3}[1-9])$"
+
+
 class DecimalText(fields.Decimal):
     """An exact decimal (a dose), sent as a JSON number or as text in the documented `pattern`.
 

@@ -8,7 +8,7 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 
 from clinic.audit import ACTIVATE, CREATE, READ, RETIRE, UPDATE, audited
 from clinic.events import MINIMUM_INFUSION_MINUTES, Drug
-from clinic.validation import DecimalText, plain_text, stated_as
+from clinic.validation import DOSE_TEXT, DecimalText, plain_text, stated_as
 from clinic.web import actor, reading, unit_of_work
 from records import domain
 from records.roles import CLINICAL_READERS, CLINICIANS
@@ -19,8 +19,6 @@ blp = Blueprint("treatment_plans", __name__, description="Individualised treatme
 
 MINUTES = validate.Range(min=MINIMUM_INFUSION_MINUTES, max=domain.MAXIMUM_INFUSION_MINUTES)
 MOST_DRUGS = 30
-# A dose as domain.drug_problem takes it: more than 0, less than 100000, at most 4 decimal places.
-DOSE_TEXT = r"^0*([1-9][0-9]{0,4}(\.[0-9]{1,4})?|\.[0-9]{0,3}[1-9]|0\.[0-9]{0,3}[1-9])$"
 POSITIVE = validate.Range(min=0, min_inclusive=False)
 
 

@@ -21,10 +21,3 @@ def create_app(settings: Settings | None = None, rules: SessionRules | None = No
                              description="Live infusion sessions, bedside monitors, vital signs, alerts, discharge.", **options)
     app.extensions["sessions.rules"] = rules or load_rules()
     return app
-
-
-def rules() -> SessionRules:
-    """The sessions rules of the app handling the current request."""
-    from flask import current_app
-
-    return current_app.extensions["sessions.rules"]

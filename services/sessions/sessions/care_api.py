@@ -17,26 +17,17 @@ from clinic import audit
 from clinic.audit import CREATE, READ, UPDATE, audited, no_patient
 from clinic.auth import FRONT_DESK, NEUROLOGIST, NURSE
 from clinic.events import DOSE_UNITS, DRUG_ROUTES, INFUSION_RATE_FORM
-from clinic.validation import PLAUSIBLE_MOMENT, DecimalText, JsonBoolean, plain_text
+from clinic.validation import DOSE_TEXT, PLAUSIBLE_MOMENT, DecimalText, JsonBoolean, plain_text
 from clinic.web import actor, reading, unit_of_work
 from sessions.db.care import PAIN_SCORE_LOINC
 from sessions.domain.medications import amount
-from sessions.domain.rules import SessionRules
+from sessions.request_context import rules
 from sessions.services import medications, pain, visitors
 
 blp = Blueprint("care", __name__, url_prefix="/sessions",
                 description="The care given during a session: the medication administration record, pain scores, visitors.")
 
 CARERS = (NURSE, NEUROLOGIST)
-# A dose as records takes a plan's: more than 0, less than 100000, at most 4 decimal places.
-DOSE_TEXT = r"^0*([1-9][0-9]{0,4}(\.[0-9]{1,4})?|\.[0-9]{0,3}[1-9]|0\.[0-9]{0,3}[1-9])$"
-
-
-def rules() -> SessionRules:
-    from sessions.app import rules as app_rules  # sessions.app imports this module: read at request time
-
-    return app_rules()
-
 
 def _adult(value: bool) -> bool:
     if value is not True:

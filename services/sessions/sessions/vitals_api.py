@@ -25,6 +25,7 @@ from clinic.validation import PLAUSIBLE_MOMENT, DecimalText, JsonBoolean, at_lea
 from clinic.web import actor, reading, settings, unit_of_work
 from sessions.db import monitoring
 from sessions.domain.vitals import CONSCIOUSNESS, LOINC, PARAMETERS
+from sessions.request_context import rules
 from sessions.services import vitals
 
 blp = Blueprint("vitals", __name__, description="Vital signs from bedside monitors and nurses, scored with NEWS2.")
@@ -33,13 +34,6 @@ CLINICIANS = (NURSE, NEUROLOGIST)
 MAX_READINGS = 100
 # A temperature in °C as a JSON number or as text: up to three digits, up to two decimal places.
 TEMPERATURE_TEXT = r"[0-9]{1,3}(\.[0-9]{1,2})?"
-
-
-def _rules():
-    # Imported here: sessions.app imports this module to build the app.
-    from sessions.app import rules
-
-    return rules()
 
 
 def _loinc(name: str, what: str) -> dict:
@@ -185,7 +179,7 @@ class MonitorReadings(MethodView):
         nothing twice and is answered as before; in a partly repeated batch only the new readings are
         stored, and `already_stored` marks the others. Nothing is stored when any reading is refused.
         """
-        return posted(vitals.record_from_device(unit_of_work(access=vitals.device_access()), _rules(), g.device_token,
+        return posted(vitals.record_from_device(unit_of_work(access=vitals.device_access()), rules(), g.device_token,
                                                 data["readings"]))
 
 
@@ -201,7 +195,7 @@ class SessionReadings(MethodView):
     def post(self, data, session_id):
         """A nurse enters readings by hand: on a started session, or on a waiting one (baseline readings
         before the start). Scored with NEWS2 as a monitor's are; temperatures in °C."""
-        return posted(vitals.record_by_hand(unit_of_work(), _rules(), str(session_id), data["readings"], actor()))
+        return posted(vitals.record_by_hand(unit_of_work(), rules(), str(session_id), data["readings"], actor()))
 
     @audited(READ, vitals.VITALS, CLINICIANS, resource_arg="session_id", patient_of=no_patient)
     @blp.arguments(VitalsQuery(), location="query")
@@ -229,5 +223,5 @@ class VoidReading(MethodView):
     def post(self, data, session_id, reading_id):
         """Void a reading entered in error, with the reason: it stays in the history, marked voided, and is
         left out of NEWS2 scores and alerts from now on."""
-        return shown(vitals.void_reading(unit_of_work(), _rules(), str(session_id), str(reading_id), data["reason"], actor()))
+        return shown(vitals.void_reading(unit_of_work(), rules(), str(session_id), str(reading_id), data["reason"], actor()))
 
