@@ -120,7 +120,18 @@ class ReadingOut(Schema):
     void_reason = fields.String(allow_none=True)
 
 
-class PostedReadingOut(ReadingOut):
+class PostedReadingOut(Schema):
+    """What a post says of each reading: where it is kept, its score and any alert it raised. Not the
+    values again: the poster has them, and a monitor posts often (GET /sessions/{id}/vitals shows them)."""
+
+    id = fields.String()
+    device_id = fields.String(allow_none=True)
+    entered_by = fields.String(allow_none=True)
+    measured_at = fields.DateTime()
+    news2 = fields.Nested(News2Out, allow_none=True, metadata={"description": "Null when nothing in or before the set could be scored"})
+    alert_level = fields.String(allow_none=True, metadata={"description": "The alert level the score reached: urgent, emergency or null"})
+    alert = fields.Nested(ReadingAlertOut, allow_none=True, metadata={
+        "description": "The alert this reading raised (once per episode, again on a rise), if any"})
     already_stored = fields.Boolean(metadata={
         "description": "The reading was stored by an earlier post (a batch sent again); answered as it was stored"})
 

@@ -40,15 +40,17 @@ def test_a_monitor_posts_readings_to_the_session_started_in_its_room_each_scored
     answer = posted(ward, token, reading(first), reading(second, EMERGENCY))
     assert answer["session_id"] == session["id"]
     steady, ill = answer["readings"]
-    assert (steady["source"], steady["device_id"], steady["already_stored"]) == ("monitor", device["id"], False)
+    assert (steady["device_id"], steady["already_stored"]) == (device["id"], False)
+    assert "heart_rate" not in steady, "a post is answered with where each reading is kept and its score, not its values again"
     assert steady["news2"] == {"total": 0, "complete": True, "filled_in": [],
                                "points": {"respiratory_rate": 0, "spo2": 0, "on_oxygen": 0, "systolic": 0, "heart_rate": 0,
                                           "consciousness": 0, "temperature": 0}}
-    assert steady["alert_level"] is None and steady["temperature"] == "36.8"
+    assert steady["alert_level"] is None
     assert ill["news2"]["total"] == 8 and ill["news2"]["points"]["heart_rate"] == 3 and ill["alert_level"] == "emergency"
     rows = stored(ward, session_id=session["id"])
     assert [row["id"] for row in rows] == [steady["id"], ill["id"]]
     assert rows[1]["heart_rate"] == 135 and rows[1]["news2_total"] == 8 and rows[1]["device_id"] == device["id"]
+    assert str(rows[0]["temperature"]) == "36.8"
     [audit] = ward.audit_trail(subject=f"device:{device['id']}")
     assert (audit["action"], audit["resource"], audit["resource_id"], audit["patient_id"], audit["outcome"]) == \
         ("create", "vitals", session["id"], session["patient_id"], "allowed")
@@ -212,7 +214,8 @@ def test_a_partial_set_is_completed_from_the_latest_values_within_the_scoring_wi
     # Pulse 115 scores 2; the other six come from the full set 10 minutes earlier (all 0), not from the older one.
     assert partial["news2"]["total"] == 2 and partial["news2"]["complete"] is True
     assert set(partial["news2"]["filled_in"]) == {"respiratory_rate", "spo2", "on_oxygen", "systolic", "consciousness", "temperature"}
-    assert partial["heart_rate"] == 115 and partial["systolic"] is None, "the reading is stored as it came"
+    [kept] = ward.rows(monitoring.readings, id=partial["id"])
+    assert kept["heart_rate"] == 115 and kept["systolic"] is None, "the reading is stored as it came"
     ward.clock.advance(minutes=30)
     [alone] = posted(ward, token, {"measured_at": ward.clock().isoformat(), "respiratory_rate": 26})["readings"]
     assert alone["news2"] == {"total": 3, "points": {"respiratory_rate": 3}, "complete": False, "filled_in": []}
@@ -227,7 +230,7 @@ def test_a_nurse_enters_baseline_readings_on_a_waiting_session_and_none_once_it_
     response = by_hand(ward, session["id"], reading(ward.clock()))
     assert response.status_code == 201, response.get_data(as_text=True)
     [baseline] = response.get_json()["readings"]
-    assert (baseline["source"], baseline["entered_by"], baseline["device_id"]) == ("nurse", "nurse-ines", None)
+    assert (baseline["entered_by"], baseline["device_id"]) == ("nurse-ines", None)
     assert_error(by_hand(ward, session["id"], reading(ward.clock() - timedelta(minutes=5))), 422)  # before the check-in
     assert_error(by_hand(ward, session["id"], reading(ward.clock()), role="front_desk"), 403)
     assert_error(by_hand(ward, "00000000-0000-4000-8000-000000000000", reading(ward.clock())), 404)

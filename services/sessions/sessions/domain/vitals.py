@@ -45,11 +45,13 @@ def fahrenheit_to_celsius(value) -> Decimal:
     return celsius.quantize(_TENTH, rounding=ROUND_HALF_UP)
 
 
-def _is_finite(value) -> bool:
+def _number(value) -> Decimal | None:
+    """The value as a finite Decimal, or None when it is not a number."""
     try:
-        return as_decimal(value).is_finite()
+        number = as_decimal(value)
     except (ArithmeticError, TypeError, ValueError):
-        return False
+        return None
+    return number if number.is_finite() else None
 
 
 def out_of_bounds(values: dict, bounds: dict) -> dict[str, str]:
@@ -61,18 +63,26 @@ def out_of_bounds(values: dict, bounds: dict) -> dict[str, str]:
     An empty answer means the reading may be stored and scored.
     """
     faults: dict[str, str] = {}
+    numbers: dict[str, Decimal] = {}
     for parameter, (lowest, highest) in bounds.items():
         value = values.get(parameter)
         if value is None:
             continue
-        if not _is_finite(value):
+        # Each value read as a number once: monitors post batches, and this runs for every reading.
+        number = _number(value)
+        if number is None:
             faults[parameter] = f"{parameter} must be a number"
-        elif as_decimal(value) < lowest:
+        elif number < lowest:
             faults[parameter] = f"{parameter} {value} is below {lowest}, the lowest a living person can show"
-        elif as_decimal(value) > highest:
+        elif number > highest:
             faults[parameter] = f"{parameter} {value} is above {highest}, the highest a living person can show"
-    systolic, diastolic = values.get("systolic"), values.get("diastolic")
-    if (systolic is not None and diastolic is not None and "systolic" not in faults and "diastolic" not in faults
-            and _is_finite(systolic) and _is_finite(diastolic) and as_decimal(diastolic) >= as_decimal(systolic)):
-        faults["diastolic"] = f"diastolic {diastolic} must be below systolic {systolic}"
+        else:
+            numbers[parameter] = number
+    systolic, diastolic = numbers.get("systolic"), numbers.get("diastolic")
+    if systolic is None and "systolic" not in faults and "systolic" not in bounds and values.get("systolic") is not None:
+        systolic = _number(values["systolic"])
+    if diastolic is None and "diastolic" not in faults and "diastolic" not in bounds and values.get("diastolic") is not None:
+        diastolic = _number(values["diastolic"])
+    if systolic is not None and diastolic is not None and diastolic >= systolic:
+        faults["diastolic"] = f"diastolic {values['diastolic']} must be below systolic {values['systolic']}"
     return faults
