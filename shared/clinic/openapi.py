@@ -85,6 +85,17 @@ def _merge(ret: dict, key: str, value) -> None:
         ret[key] = value
 
 
+def null_or_the_nested(self, field: ma.fields.Field, ret: dict, **kwargs) -> dict:
+    """apispec attribute function: a nested object that may be null is that object or null. apispec
+    says "the object, or any object that may be null" (anyOf [$ref, {type: object, nullable}]), which
+    documents every object as valid; the second branch is held to null alone."""
+    if isinstance(field, ma.fields.Nested):
+        for branch in ret.get("anyOf", ()):
+            if branch.get("nullable") and "$ref" not in branch:
+                branch["enum"] = [None]
+    return {}
+
+
 def numbers_as_documented(self, field: ma.fields.Field, ret: dict, **kwargs) -> dict:
     """apispec attribute function: numbers and their bounds as JSON Schema says them."""
     ranges = [v for v in field.validators if isinstance(v, ma.validate.Range)]
@@ -109,7 +120,10 @@ def _decimal(field: ma.fields.Decimal, ret: dict, ranges: list) -> None:
     ret["format"] = "decimal"
     ret.pop("minimum", None)
     ret.pop("maximum", None)
+    text_form = getattr(field, "text_form", None)  # clinic.validation.DecimalText: its own, narrower form
     if not ranges:
+        if text_form is not None:
+            ret["pattern"] = text_form.pattern
         return
     low = max((r.min for r in ranges if r.min is not None), default=None)
     exclusive = any(r.min is not None and not r.min_inclusive and r.min == low for r in ranges)
@@ -125,7 +139,6 @@ def _decimal(field: ma.fields.Decimal, ret: dict, ranges: list) -> None:
         bounds.append(f"at most {min(highs)}")
     ret["description"] = f"{ret['description'].rstrip('.')}. " if ret.get("description") else ""
     ret["description"] += f"A decimal number as text, {' and '.join(bounds)}."
-    text_form = getattr(field, "text_form", None)  # clinic.validation.DecimalText: its own, narrower form
     if text_form is not None:
         ret["pattern"] = text_form.pattern
 
@@ -218,3 +231,4 @@ def teach_fields(api) -> None:
     # Numbers first: a validator's own keywords (a dose's pattern) are more specific and come on top.
     converter.add_attribute_function(numbers_as_documented)
     converter.add_attribute_function(validator_keywords)
+    converter.add_attribute_function(null_or_the_nested)
