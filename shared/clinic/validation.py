@@ -169,7 +169,7 @@ DOSE_TEXT = r"^0*([1-9][0-9]{0,4}(\.[0-9]{1,4})?|\.[0-9]{0,3}[1-9]|0\.[0-9]{0,3}
 
 
 class DecimalText(fields.Decimal):
-    """An exact decimal (a dose), sent as a JSON number or as text in the documented `pattern`.
+    """An exact decimal (a dose), sent as a JSON number or as text, either in the documented `pattern`.
 
     Python's Decimal also reads "1_0" as 10, " 5", "1E+2" and full-width digits; a dose is what the
     neurologist typed, so text in any other form is refused rather than read as something else.
@@ -180,7 +180,12 @@ class DecimalText(fields.Decimal):
         super().__init__(as_string=True, places=None, **options)  # clinic.openapi documents text_form
 
     def _deserialize(self, value, attr, data, **kwargs):
-        if isinstance(value, str) and not self.text_form.fullmatch(value):
+        if isinstance(value, bool):
+            raise ValidationError("not a number")
+        # A JSON number is held to the same form as text: 0.00001 or 1e30 would otherwise pass as a
+        # number and be stored rounded to the places its column keeps, or overflow the arithmetic after.
+        text = repr(value) if isinstance(value, float) else str(value) if isinstance(value, int) else value
+        if isinstance(text, str) and not self.text_form.fullmatch(text):
             raise ValidationError("not a plain decimal number such as 30 or 0.5")
         return super()._deserialize(value, attr, data, **kwargs)
 

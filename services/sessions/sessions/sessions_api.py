@@ -104,13 +104,15 @@ class EscortIn(Schema):
     name = fields.String(required=True, validate=plain_text(200))
     relationship = fields.String(required=True, validate=plain_text(100))
     phone = fields.String(required=True, validate=plain_text(50))
-    adult_present = JsonBoolean(required=True, metadata={"description": "The escort is an adult and is here now"})
+    # A confirmation left out is one not given: listed with the other unmet conditions, not refused alone.
+    adult_present = JsonBoolean(load_default=False, metadata={"description": "The escort is an adult and is here now (false if left out)"})
 
 
 class InstructionsIn(Schema):
-    rest_today = JsonBoolean(required=True, metadata={"description": "Told to rest for the remainder of the day"})
-    call_if_problems = JsonBoolean(required=True, metadata={"description": "Told to call the clinic at any time if problems occur"})
-    return_visit = JsonBoolean(required=True, metadata={"description": "Told of the return office visit"})
+    # Each left out is not confirmed (false): listed with the other unmet conditions, not refused alone.
+    rest_today = JsonBoolean(load_default=False, metadata={"description": "Told to rest for the remainder of the day"})
+    call_if_problems = JsonBoolean(load_default=False, metadata={"description": "Told to call the clinic at any time if problems occur"})
+    return_visit = JsonBoolean(load_default=False, metadata={"description": "Told of the return office visit"})
 
 
 class DischargeIn(Schema):

@@ -53,6 +53,17 @@ def test_a_discharge_too_soon_without_escort_or_instructions_and_with_an_alert_l
     assert ward.events(events.SESSION_COMPLETED) == []
 
 
+def test_confirmations_left_out_are_listed_with_the_other_unmet_conditions(ward):
+    session = started_session(ward)
+    raised_alert(ward, session)
+    ward.clock.advance(minutes=30)
+    escort = {key: value for key, value in DISCHARGE["escort"].items() if key != "adult_present"}
+    response = discharge(ward, session["id"], {"escort": escort, "instructions": {"rest_today": True}})
+    assert unmet(response) == ["escort", "instructions", "open_alerts", "planned_minutes"]
+    assert response.get_json()["error"]["details"]["unmet"][1]["missing"] == ["call_if_problems", "return_visit"]
+    assert ward.session_row(session["id"])["status"] == "started"
+
+
 def test_each_condition_is_named_on_its_own(ward):
     session = started_session(ward)
     ward.clock.advance(minutes=150)

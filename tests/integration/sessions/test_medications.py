@@ -193,7 +193,8 @@ def test_only_a_started_session_takes_medications(ward):
     assert ward.call("GET", f"/sessions/{new_id()}/medications").status_code == 404
 
 
-@pytest.mark.parametrize("changes", [{"dose": "0"}, {"dose": "-1"}, {"dose": "30.12345"}, {"dose": "3e1"}, {"unit": "MG"},
+@pytest.mark.parametrize("changes", [{"dose": "0"}, {"dose": "-1"}, {"dose": "30.12345"}, {"dose": 29.99999}, {"dose": 0.00001},
+                                     {"dose": "3e1"}, {"unit": "MG"},
                                      {"route": "iv"}, {"rate": "fast"}, {"given_at": "2030-01-07T09:10:00"}, {"session_drug_id": "x"}])
 def test_malformed_administrations_are_422_naming_the_field(ward, changes):
     session = started_session(ward)

@@ -164,7 +164,7 @@ def test_an_unknown_or_revoked_token_is_a_401(ward):
 
 
 def test_values_no_living_person_shows_are_refused_naming_the_reading_and_the_field(ward):
-    _, _, token = a_monitored_session(ward)
+    session, _, token = a_monitored_session(ward)
     ward.clock.advance(minutes=5)
     at = ward.clock()
     error = assert_error(post_vitals(ward, token, reading(at - timedelta(minutes=1)), reading(at, heart_rate=400)), 422)
@@ -174,6 +174,9 @@ def test_values_no_living_person_shows_are_refused_naming_the_reading_and_the_fi
     error = assert_error(post_vitals(ward, token, reading(at, consciousness="drowsy", spo2=97.5)), 422)
     assert set(error["details"]["readings"]["0"]) == {"consciousness", "spo2"}
     assert_error(post_vitals(ward, token, {"measured_at": at.isoformat()}), 422)
+    # A temperature sent as a JSON number too long to read to a tenth: refused by name, by a monitor or a nurse.
+    for response in (post_vitals(ward, token, reading(at, temperature=1e30)), by_hand(ward, session["id"], reading(at, temperature=1e30))):
+        assert "temperature" in assert_error(response, 422)["details"]["readings"]["0"]
     assert_error(post_vitals(ward, token, *[reading(at - timedelta(seconds=n)) for n in range(101)]), 422)
     assert_error(post_vitals(ward, token), 422)
     assert stored(ward) == []
