@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+from clinic import bus
 from clinic.config import load_settings
 from clinic.db import create_engine
 from clinic.localservers import LocalRabbitMQ, ServerNotAvailable, wait_for_port
@@ -41,9 +42,15 @@ def main() -> int:
             env["RABBITMQ_URL"] = rabbit.start()
         children.append(_spawn("mail", [str(BIN / "python"), "-m", "aiosmtpd", "-n", "-l", f"127.0.0.1:{MAIL_PORT}",
                                         "-c", "aiosmtpd.handlers.Mailbox", str(VAR / "mail")], env))
-        for service, port in PORTS.items():
+        for service in PORTS:
             settings = load_settings(service, env)
             migrate(create_engine(settings.database_url), importlib.import_module(f"{service}.db").MIGRATIONS)
+            # Every consumer's queue before any relay runs: a migration may announce what exists already
+            # (scheduling's rooms), and an event published before its consumer's queue would be unrouted.
+            consumed = importlib.import_module(f"{service}.worker").handlers(settings)
+            if consumed:
+                bus.declare_consumer(settings, consumed)
+        for service, port in PORTS.items():
             children.append(_spawn(f"{service}-web", [str(BIN / "gunicorn"), "-c", "python:clinic.gunicorn_conf",
                                                       "--bind", f"127.0.0.1:{port}", "--workers", "1", "--threads", "4",
                                                       "--log-level", "warning", f"{service}.app:create_app()"], env))
@@ -54,6 +61,9 @@ def main() -> int:
         _wait_until_interrupted(children)
     except ServerNotAvailable as exc:
         print(f"make run: {exc}", file=sys.stderr)
+        return 1
+    except bus.BROKER_ERRORS as exc:
+        print(f"make run: RabbitMQ at RABBITMQ_URL is not reachable ({type(exc).__name__})", file=sys.stderr)
         return 1
     finally:
         print("\nstopping…", flush=True)

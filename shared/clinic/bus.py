@@ -100,6 +100,16 @@ def declare_service_queue(channel, settings: Settings, routing_keys) -> None:
         channel.queue_bind(settings.queue, settings.exchange, routing_key=key)
 
 
+def declare_consumer(settings: Settings, routing_keys) -> None:
+    """Declare a consuming service's queue and its bindings ahead of its worker (when its service is
+    migrated), so events published before the worker first runs wait in its queue, not in unrouted."""
+    connection = connect(settings)
+    try:
+        declare_service_queue(connection.channel(), settings, sorted(routing_keys))
+    finally:
+        connection.close()
+
+
 class Publisher:
     """One confirmed-publishing connection, for one thread."""
 

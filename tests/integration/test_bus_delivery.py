@@ -192,3 +192,30 @@ def test_events_published_before_their_consumer_existed_can_be_replayed_to_it(pr
     assert replay_unrouted(settings) == 20
     eventually(lambda: probe.applied_counts(consumer) == (20, 20), message="the replayed events applied")
     assert queue_depth(broker_channel, settings.unrouted_queue) == 0
+
+
+def test_a_queue_declared_when_its_service_is_migrated_keeps_what_is_published_before_its_worker_runs(
+        probe_databases, start_consumer, start_relay, settings_for, broker_channel):
+    producer, consumer, (producer_url, consumer_url) = probe_databases
+    settings = settings_for("probe", consumer_url)
+    bus.declare_consumer(settings, [probe.THING])   # as `make run` does for every consumer before any relay
+    probe.write_events(producer, 20)
+    start_relay(producer, producer_url)
+    eventually(lambda: pending_count(producer, probe.outbox) == 0, message="the events published")
+    assert queue_depth(broker_channel, settings.queue) == 20
+    assert queue_depth(broker_channel, settings.unrouted_queue) == 0
+
+    start_consumer(consumer, consumer_url)
+    eventually(lambda: probe.applied_counts(consumer) == (20, 20), message="the waiting events applied")
+
+
+def test_every_worker_names_what_it_consumes_for_its_queue_to_be_declared_ahead_of_it():
+    import importlib
+
+    from clinic.config import load_settings
+    from clinic.testing.service_apps import SERVICES
+
+    for service in SERVICES:
+        consumed = importlib.import_module(f"{service}.worker").handlers(load_settings(service, env={}))
+        assert all(event_type in events.EVENT_TYPES for event_type in consumed), service
+    assert events.ROOM_CHANGED in importlib.import_module("sessions.worker").handlers(load_settings("sessions", env={}))

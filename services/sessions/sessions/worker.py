@@ -4,7 +4,8 @@ The watch runs every SESSIONS_WATCH_SECONDS: a monitor gone silent in a room wit
 raises monitor_silent, and an alert nobody acknowledged in time is raised again, escalated.
 """
 
-from clinic.config import load_settings
+from clinic.config import Settings, load_settings
+from clinic.inbox import Handler
 from clinic.worker import Job, run_worker
 from sessions import SERVICE, db
 from sessions.config import load_rules, watch_interval
@@ -17,8 +18,14 @@ def jobs(rules, every) -> list[Job]:
             Job("unacknowledged alerts", every, lambda uow: escalate_unacknowledged(uow, rules))]
 
 
+def handlers(settings: Settings) -> dict[str, Handler]:
+    """What the worker consumes, by event type (its queue's bindings)."""
+    return make_handlers()
+
+
 def main():
-    run_worker(load_settings(SERVICE), db.metadata, make_handlers(), jobs=jobs(load_rules(), watch_interval()))
+    settings = load_settings(SERVICE)
+    run_worker(settings, db.metadata, handlers(settings), jobs=jobs(load_rules(), watch_interval()))
 
 
 if __name__ == "__main__":
