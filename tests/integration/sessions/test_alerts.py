@@ -287,3 +287,20 @@ def test_the_event_payloads_hold_to_the_shared_schema(ward):
         {("news2", False), ("monitor_silent", False), ("news2", True)}
     for event in raised:
         assert events.serialise_payload(events.VITALS_ALERT_RAISED, event["data"], 2)
+
+
+def test_a_session_that_ended_after_the_watch_looked_raises_nothing(ward, monkeypatch):
+    """The watch reads the started sessions, then raises; a discharge or an abort committed in between
+    (here: the look is made to see the session as it was before its abort) raises no alert for it."""
+    session, token = a_monitored_session(ward)
+    posted(ward, token, next_reading(ward, URGENT))
+    ward.clock.advance(minutes=30)
+    with ward.engine.connect() as connection:
+        looked = monitoring.monitored_started_sessions(connection)
+        stale = monitoring.unacknowledged_originals(connection, ward.clock(), ("waiting", "started"))
+    assert looked and stale, "the watch would raise both a silence and an escalation now"
+    assert ward.call("POST", f"/sessions/{session['id']}/abort", json={"reason": "patient_unwell"}).status_code == 200
+    monkeypatch.setattr(monitoring, "monitored_started_sessions", lambda connection: looked)
+    monkeypatch.setattr(monitoring, "unacknowledged_originals", lambda connection, before, statuses: stale)
+    assert watch_monitors(ward) == [] and escalate(ward) == []
+    assert [event["data"]["kind"] for event in alert_events(ward)] == ["news2"]

@@ -464,6 +464,18 @@ def monitored_started_sessions(connection: Connection) -> list[dict]:
     return rows_of(connection, query)
 
 
+def still_in(connection: Connection, session_ids: Iterable[str], statuses: tuple[str, ...]) -> set[str]:
+    """Which of these sessions are in one of `statuses` now: locked on PostgreSQL, so a discharge or an
+    abort committing meanwhile is waited for and then seen (the worker's look at them was a plain read)."""
+    session_ids = sorted(set(session_ids))
+    if not session_ids:
+        return set()
+    query = sa.select(sessions.c.id).where(sessions.c.id.in_(session_ids), sessions.c.status.in_(statuses))
+    if is_postgresql(connection):
+        query = query.with_for_update(key_share=True)
+    return set(connection.execute(query).scalars())
+
+
 def unacknowledged_originals(connection: Connection, raised_before: datetime, session_statuses: tuple[str, ...]) -> list[dict]:
     """Alerts nobody acknowledged, raised before the moment, not escalations and not escalated yet, in
     open sessions: locked on PostgreSQL, so an acknowledgement arriving meanwhile waits, or wins and

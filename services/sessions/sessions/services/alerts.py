@@ -20,7 +20,7 @@ from clinic.events import VITALS_ALERT_RAISED
 from clinic.unit_of_work import UnitOfWork
 from sessions.db import monitoring
 from sessions.domain.alerts import URGENT, escalation_due
-from sessions.domain.care import OPEN
+from sessions.domain.care import OPEN, STARTED
 from sessions.domain.rules import SessionRules
 
 NEWS2, MONITOR_SILENT = "news2", "monitor_silent"
@@ -96,7 +96,9 @@ def watch_monitors(uow: UnitOfWork, rules: SessionRules) -> list[dict]:
             since = silent_since(session["started_at"], session["device_since"], session["last_received_at"])
             if uow.now - since >= rules.monitor_silent_after:
                 due.append(_alert(session, MONITOR_SILENT, URGENT, uow.now, silent_since=since))
-        raised = monitoring.insert_alerts_once(connection, due, key="silent_since")
+        # A session discharged or aborted since the look above raises nothing.
+        started = monitoring.still_in(connection, [alert["session_id"] for alert in due], (STARTED,))
+        raised = monitoring.insert_alerts_once(connection, [alert for alert in due if alert["session_id"] in started], key="silent_since")
         for alert in raised:
             uow.add_event(VITALS_ALERT_RAISED, alert_event(alert), version=2)
         return raised
@@ -110,7 +112,9 @@ def escalate_unacknowledged(uow: UnitOfWork, rules: SessionRules) -> list[dict]:
         candidates = monitoring.unacknowledged_originals(connection, uow.now - rules.escalate_after, OPEN)
         due = [escalation(_columns(alert), uow.now) for alert in candidates
                if escalation_due(alert["raised_at"], alert["acknowledged_at"], False, uow.now, rules)]
-        raised = monitoring.insert_alerts_once(connection, due, key="escalation_of")
+        still_open = monitoring.still_in(connection, [alert["session_id"] for alert in due], OPEN)
+        raised = monitoring.insert_alerts_once(connection, [alert for alert in due if alert["session_id"] in still_open],
+                                               key="escalation_of")
         for alert in raised:
             uow.add_event(VITALS_ALERT_RAISED, alert_event(alert), version=2)
         return raised
