@@ -9,8 +9,9 @@ from marshmallow import Schema, fields
 from clinic import audit
 from clinic.audit import READ, audited, no_patient
 from clinic.auth import FRONT_DESK, NEUROLOGIST, NURSE
-from clinic.web import now, reading
+from clinic.web import clinic_today, now, reading, settings
 from sessions.services import board
+from sessions.services.sessions import local_day
 
 blp = Blueprint("board", __name__, url_prefix="/board", description="The infusion rooms now: who is in each, how they are doing.")
 
@@ -72,6 +73,6 @@ class Board(MethodView):
         open alerts, whether a visitor is present, whether the plan has changed, and whether the room
         has a monitor. A room out of use is shown while it still has a session."""
         with reading() as connection:
-            rooms = board.board(connection, now())
+            rooms = board.board(connection, now(), local_day(clinic_today(), settings().timezone)[0])
         audit.concerning(patient_ids=board.patients_on(rooms))
         return {"rooms": rooms}

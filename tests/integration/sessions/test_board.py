@@ -107,3 +107,12 @@ def test_the_board_asks_the_database_as_often_for_many_rooms_as_for_one(ward):
 def test_only_staff_who_care_for_patients_or_the_desk_read_the_board(ward):
     assert ward.call("GET", "/board", role="admin").status_code == 403
     assert ward.call("GET", "/board", role="front_desk").status_code == 200
+
+
+def test_a_patient_left_waiting_since_an_earlier_day_is_not_the_one_in_the_room_today(ward):
+    room_id = room(ward, "Infusion 1")
+    checked_in_session(ward, room_id=room_id)          # checked in, never started nor cancelled
+    ward.clock.advance(minutes=24 * 60)
+    assert board(ward)["Infusion 1"]["session"] is None
+    today = checked_in_session(ward, room_id=room_id)
+    assert board(ward)["Infusion 1"]["session"]["id"] == today["id"]

@@ -19,12 +19,17 @@ from sessions.domain import care
 from sessions.services.sessions import find_open_in_rooms
 
 
-def board(connection: Connection, now: datetime) -> list[dict]:
-    """The infusion rooms in use by name (and one out of use while it still has a session), each with its session now."""
+def board(connection: Connection, now: datetime, today_began: datetime) -> list[dict]:
+    """The infusion rooms in use by name (and one out of use while it still has a session), each with its session now.
+
+    A patient waiting since before `today_began` (the start of the clinic's day) is not waiting now:
+    that check-in was never started nor cancelled, and today's patient is the one in the room."""
     infusion_rooms = rows_of(connection, sa.select(rooms).where(rooms.c.kind == "infusion").order_by(rooms.c.name, rooms.c.id))
     room_ids = [room["id"] for room in infusion_rooms]
     now_in: dict[str, dict] = {}
     for session in find_open_in_rooms(connection, room_ids):
+        if session["status"] == care.WAITING and session["checked_in_at"] < today_began:
+            continue
         current = now_in.get(session["room_id"])
         # The started session is the one in the chair; otherwise the patient who checked in first.
         if current is None or (session["status"] == care.STARTED and current["status"] != care.STARTED):
