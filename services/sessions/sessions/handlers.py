@@ -1,7 +1,7 @@
 """What sessions does with the events it consumes: one function per event type.
 
     scheduling.appointment.checked_in      an infusion's session opens, waiting (a follow-up visit opens none)
-    scheduling.appointment.cancelled       a waiting session closes, cancelled
+    scheduling.appointment.cancelled       a waiting session closes, cancelled (or, heard first, its check-in opens none)
     scheduling.room.changed                the room copy (kept by the room's version)
     records.treatment_plan.activated       the plan copy with its drugs; sessions waiting for them get them
     records.treatment_plan.retired         the plan copy is no longer active (sessions under it keep their drugs)
@@ -31,7 +31,10 @@ def open_session(uow: UnitOfWork, event: Event) -> None:
 
 
 def close_cancelled(uow: UnitOfWork, event: Event) -> None:
-    lifecycle.close_cancelled(uow, str(event.data["appointment_id"]))
+    data = event.data
+    if data["kind"] != "infusion":
+        return
+    lifecycle.close_cancelled(uow, str(data["appointment_id"]), str(data["patient_id"]))
 
 
 def keep_room(uow: UnitOfWork, event: Event) -> None:

@@ -158,6 +158,22 @@ def test_a_cancelled_appointment_closes_its_waiting_session_but_never_a_started_
                                                  "starts_at": local(MONDAY, "10:00")})
 
 
+def test_a_cancellation_that_overtook_its_check_in_leaves_no_session_open(ward):
+    """A retried or redelivered check-in may arrive after the appointment's cancellation: the late
+    check-in opens no session, which nobody could close any more."""
+    patient_id, room_id = new_id(), room(ward)
+    late = check_in_data(patient_id, room_id, plan(ward, patient_id))
+    deliver(ward, events.APPOINTMENT_CANCELLED, {"appointment_id": late["appointment_id"], "patient_id": patient_id,
+                                                 "kind": "infusion", "starts_at": late["starts_at"], "appointment_version": 3})
+    deliver(ward, events.APPOINTMENT_CANCELLED, {"appointment_id": late["appointment_id"], "patient_id": patient_id,
+                                                 "kind": "infusion", "starts_at": late["starts_at"], "appointment_version": 3})
+    deliver(ward, events.APPOINTMENT_CHECKED_IN, late)
+    assert session_of_appointment(ward, late["appointment_id"]) is None
+    assert len(ward.rows(tables.cancelled_appointments, appointment_id=late["appointment_id"])) == 1
+    # Another appointment of the patient's is not affected.
+    assert checked_in_session(ward, patient_id=patient_id, room_id=room_id)["status"] == "waiting"
+
+
 def test_a_nurse_starts_the_session_once_and_session_started_leaves_through_the_outbox(ward):
     session = checked_in_session(ward)
     ward.clock.advance(minutes=5)

@@ -123,6 +123,15 @@ session_drugs = sa.Table(
     sa.UniqueConstraint("session_id", "position", name="uq_session_drugs_session_position"),
 )
 
+# Infusions cancelled before sessions heard of their check-in (the cancellation overtook it): a
+# check-in arriving later opens no session. Sessions cancelled while waiting are in sessions itself.
+cancelled_appointments = sa.Table(
+    "cancelled_appointments",
+    metadata,
+    sa.Column("appointment_id", sa.String(36), primary_key=True),
+    sa.Column("cancelled_at", UtcDateTime(), nullable=False),
+)
+
 
 # --- the reads every part of sessions starts a change with ----------------------------------------
 

@@ -20,7 +20,16 @@ from clinic.db import new_id, row_of, rows_of, violated_constraint
 from clinic.errors import Conflict, NotFound
 from clinic.events import SESSION_STARTED
 from clinic.unit_of_work import UnitOfWork
-from sessions.db.tables import ONE_STARTED_PER_ROOM, locked_session, plans, rooms, session_drugs, sessions, started_session_in_room
+from sessions.db.tables import (
+    ONE_STARTED_PER_ROOM,
+    cancelled_appointments,
+    locked_session,
+    plans,
+    rooms,
+    session_drugs,
+    sessions,
+    started_session_in_room,
+)
 from sessions.domain import care
 from sessions.services import copies
 
@@ -41,15 +50,19 @@ class CheckIn:
     checked_in_at: datetime
 
 
-def open_session(uow: UnitOfWork, check_in: CheckIn) -> str:
+def open_session(uow: UnitOfWork, check_in: CheckIn) -> str | None:
     """The patient checked in for an infusion: a waiting session in the appointment's room, under the
     plan active at check-in, with its drugs when the plan copy is here (else when it arrives). One
-    session per appointment, however often the check-in arrives. Returns the session's id."""
+    session per appointment, however often the check-in arrives, and none for an appointment whose
+    cancellation arrived first. Returns the session's id (None when none opens)."""
     connection, now = uow.connection, uow.now
     copies.lock_patient(connection, check_in.patient_id)
     existing = row_of(connection, sa.select(sessions.c.id).where(sessions.c.appointment_id == check_in.appointment_id))
     if existing:
         return existing["id"]
+    if row_of(connection, sa.select(cancelled_appointments).where(cancelled_appointments.c.appointment_id == check_in.appointment_id)):
+        log.info("appointment %s was cancelled before its check-in arrived; no session opens", check_in.appointment_id)
+        return None
     copies.room_seen_at_check_in(connection, check_in.room_id, check_in.room_name, now)
     plan = copies.plan_copy(connection, check_in.plan_id) if check_in.plan_id else copies.active_plan_of(connection, check_in.patient_id)
     session = {
@@ -67,13 +80,16 @@ def open_session(uow: UnitOfWork, check_in: CheckIn) -> str:
     return session["id"]
 
 
-def close_cancelled(uow: UnitOfWork, appointment_id: str) -> None:
+def close_cancelled(uow: UnitOfWork, appointment_id: str, patient_id: str) -> None:
     """scheduling cancelled the appointment: its waiting session closes. A started one is left as it
-    is (scheduling refuses that cancel; the session is aborted instead), and an appointment that was
-    never checked in has no session."""
+    is (scheduling refuses that cancel; the session is aborted instead). An appointment with no session
+    yet is remembered as cancelled, in case its check-in was overtaken by this cancellation."""
     connection = uow.connection
+    copies.lock_patient(connection, patient_id)  # as a check-in does: the two are applied one after the other
     found = row_of(connection, sa.select(sessions.c.id).where(sessions.c.appointment_id == appointment_id))
     if found is None:
+        if not row_of(connection, sa.select(cancelled_appointments).where(cancelled_appointments.c.appointment_id == appointment_id)):
+            connection.execute(cancelled_appointments.insert().values(appointment_id=appointment_id, cancelled_at=uow.now))
         return
     session = locked_session(connection, found["id"])
     if session["status"] != care.WAITING:
