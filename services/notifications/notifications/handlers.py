@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from clinic import events
 from clinic.unit_of_work import UnitOfWork
-from notifications import domain, services
+from notifications import domain
+from notifications.services import contacts
 
 
 def keep_contact_copy(uow: UnitOfWork, event: events.Event) -> None:
-    services.keep_contact(uow, domain.contact_copy(event.data, event.occurred_at))
+    contacts.keep_contact(uow, domain.contact_copy(event.data, event.occurred_at))
 
 
 HANDLERS = {

@@ -10,7 +10,7 @@ from sqlalchemy.engine import Connection
 from clinic.audit import audit_table
 from clinic.db import UtcDateTime, keep_newest, messaging_tables, row_of
 
-MIGRATIONS = Path(__file__).parent / "migrations"
+MIGRATIONS = Path(__file__).resolve().parents[1] / "migrations"
 
 metadata = sa.MetaData()
 outbox, inbox = messaging_tables(metadata)

@@ -1,0 +1,1 @@
+"""Notifications' use cases, each given a unit of work (clinic.unit_of_work)."""
