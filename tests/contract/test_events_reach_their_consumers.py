@@ -19,7 +19,7 @@ import sqlalchemy as sa
 
 from clinic import audit, events
 from clinic.auth import Principal
-from clinic.db import create_engine, row_of
+from clinic.db import create_engine, row_of, rows_of
 from clinic.inbox import APPLIED, apply_once
 from clinic.migrations import migrate
 from clinic.unit_of_work import UnitOfWork
@@ -77,6 +77,11 @@ class Service:
         with self.engine.connect() as connection:
             return row_of(connection, sa.select(table).where(*(table.c[key] == value for key, value in where.items())))
 
+    def rows(self, table: str, **where) -> list[dict]:
+        table = self.db.metadata.tables[table]
+        with self.engine.connect() as connection:
+            return rows_of(connection, sa.select(table).where(*(table.c[key] == value for key, value in where.items())))
+
 
 @pytest.fixture
 def records(tmp_path):
@@ -100,11 +105,15 @@ def sessions(tmp_path):
     return Service("sessions", tmp_path, make_handlers())
 
 
+ONCALL = "oncall@clinic.example"
+
+
 @pytest.fixture
 def notifications(tmp_path):
-    from notifications.handlers import HANDLERS
+    from notifications.config import load_mail_settings
+    from notifications.handlers import make_handlers
 
-    return Service("notifications", tmp_path, HANDLERS)
+    return Service("notifications", tmp_path, make_handlers(load_mail_settings(env={"ONCALL_EMAILS": ONCALL})))
 
 
 def registered(records: Service, email: str = "ana@example.org") -> dict:
@@ -182,12 +191,12 @@ def _rules():
     return SchedulingRules(timezone=NY)
 
 
-def checked_in_session(records: Service, scheduling: Service, sessions: Service) -> tuple[dict, dict, str]:
+def checked_in_session(records: Service, scheduling: Service, sessions: Service, email: str = "ana@example.org") -> tuple[dict, dict, str]:
     """A patient with a plan, booked and checked in by scheduling's own use cases; sessions hears of the
     room, the plan and the check-in as each producer wrote them. (appointment, room, session id)."""
     from scheduling.services import lifecycle
 
-    patient = registered(records)
+    patient = registered(records, email)
     active_plan(records, patient["id"])
     appointment, room = booked_infusion(scheduling, records, patient["id"])
     scheduling.now = sessions.now = datetime.combine(MONDAY, time(8, 50), tzinfo=NY)
@@ -201,11 +210,11 @@ def checked_in_session(records: Service, scheduling: Service, sessions: Service)
     return appointment, room, session["id"]
 
 
-def started_session(records: Service, scheduling: Service, sessions: Service) -> tuple[dict, dict, str]:
+def started_session(records: Service, scheduling: Service, sessions: Service, email: str = "ana@example.org") -> tuple[dict, dict, str]:
     """The session started by a nurse, and scheduling told (the appointment is then in progress)."""
     from sessions.services.sessions import start_session
 
-    appointment, room, session_id = checked_in_session(records, scheduling, sessions)
+    appointment, room, session_id = checked_in_session(records, scheduling, sessions, email)
     scheduling.now = sessions.now = datetime.combine(MONDAY, time(9), tzinfo=NY)
     start_session(sessions.uow("nurse"), session_id, "nurse-1")
     scheduling.receive_all(sessions, events.SESSION_STARTED)
@@ -283,15 +292,77 @@ def test_a_plan_replaced_during_a_session_leaves_its_drugs_and_reaches_sessions(
     assert sorted(drug["name"] for drug in session["drugs"]) == ["ketorolac", "ondansetron"]
 
 
+def test_appointment_changes_reach_notifications_as_emails_to_the_patient(records, scheduling, notifications):
+    from scheduling.services import booking, lifecycle
+
+    patient = registered(records)
+    notifications.receive_all(records, events.PATIENT_CONTACT_CHANGED)
+    active_plan(records, patient["id"])
+    appointment, room = booked_infusion(scheduling, records, patient["id"])
+    booking.reschedule(scheduling.uow("front_desk", refusals=booking.REFUSALS), _rules(), appointment["id"],
+                       datetime.combine(MONDAY, time(11), tzinfo=NY), None, "desk-1")
+    lifecycle.cancel(scheduling.uow("front_desk"), appointment["id"], "patient unwell", "desk-1")
+    late = booking.book(scheduling.uow("front_desk", refusals=booking.REFUSALS), _rules(), booking.BookingRequest(
+        patient["id"], "infusion", datetime.combine(MONDAY, time(14), tzinfo=NY), room["id"], "desk-1"))
+    scheduling.now = datetime.combine(MONDAY, time(14, 30), tzinfo=NY)
+    lifecycle.mark_no_show(scheduling.uow("front_desk"), _rules(), late["id"], "desk-1")
+    notifications.receive_all(scheduling, events.APPOINTMENT_BOOKED, events.APPOINTMENT_RESCHEDULED, events.APPOINTMENT_CANCELLED,
+                              events.APPOINTMENT_NO_SHOW)
+    mail = {(message["appointment_id"], message["kind"]): message for message in notifications.rows("messages", patient_id=patient["id"])}
+    assert set(mail) == {(appointment["id"], "infusion_booked"), (appointment["id"], "rescheduled"), (appointment["id"], "cancelled"),
+                         (late["id"], "infusion_booked"), (late["id"], "no_show")}
+    assert {(message["recipient"], message["status"]) for message in mail.values()} == {("ana@example.org", "queued")}
+
+
+def test_an_alert_reaches_the_on_call_staff_without_the_patient(records, scheduling, sessions, notifications):
+    from sessions.domain.rules import SessionRules
+    from sessions.services import vitals
+
+    _appointment, _room, session_id = started_session(records, scheduling, sessions)
+    sessions.now = datetime.combine(MONDAY, time(9, 30), tzinfo=NY)
+    vitals.record_by_hand(sessions.uow("nurse"), SessionRules(), session_id, [
+        {"measured_at": sessions.now, "heart_rate": 135, "systolic": 88, "respiratory_rate": 16, "spo2": 97, "on_oxygen": False,
+         "temperature": Decimal("36.8"), "consciousness": "alert"}], "nurse-1")
+    (alert,) = sessions.published(events.VITALS_ALERT_RAISED)
+    assert alert.version == 2 and "patient_id" not in alert.data
+    notifications.receive(alert)
+    (staff,) = notifications.rows("messages", kind="staff_alert")
+    assert (staff["recipient"], staff["status"], staff["patient_id"]) == (ONCALL, "queued", None)
+
+
+def test_a_completed_session_reaches_notifications_as_the_post_infusion_instructions(records, scheduling, sessions, notifications):
+    completed = _completed_elsewhere(records, scheduling, sessions)
+    notifications.receive_all(records, events.PATIENT_CONTACT_CHANGED)
+    notifications.receive(completed)
+    (instructions,) = notifications.rows("messages", kind="post_infusion")
+    assert (instructions["status"], instructions["recipient"]) == ("queued", "ben@example.org")
+    assert instructions["patient_id"] == str(completed.data["patient_id"])
+
+
+def _completed_elsewhere(records: Service, scheduling: Service, sessions: Service) -> events.Event:
+    """A patient's infusion from booking to discharge, by each service's own use cases: its session.completed."""
+    from sessions.domain import care
+    from sessions.services import discharge
+
+    _appointment, _room, session_id = started_session(records, scheduling, sessions, email="ben@example.org")
+    sessions.now = datetime.combine(MONDAY, time(11, 40), tzinfo=NY)
+    escort = care.Escort(name="Sam Rivera", relationship="spouse", phone="+1 212 555 0100", adult_present=True)
+    given = care.Discharge(escort=escort, instructions=dict.fromkeys(care.INSTRUCTIONS, True))
+    discharge.discharge(sessions.uow("nurse"), session_id, given, "nurse-1")
+    (completed,) = sessions.published(events.SESSION_COMPLETED)
+    return completed
+
+
 def test_every_event_a_service_consumes_is_delivered_above_as_its_producer_writes_it():
     """Runs after the cases above (pytest keeps a module's order): every handled pair was delivered."""
-    from notifications.handlers import HANDLERS as notifications_handlers
+    from notifications.config import load_mail_settings
+    from notifications.handlers import make_handlers as notification_handlers
     from records.handlers import HANDLERS as records_handlers
     from scheduling.handlers import make_handlers
     from sessions.handlers import HANDLERS as sessions_handlers
 
     handled = ({(event_type, "records") for event_type in records_handlers}
                | {(event_type, "scheduling") for event_type in make_handlers(_rules())}
-               | {(event_type, "notifications") for event_type in notifications_handlers}
+               | {(event_type, "notifications") for event_type in notification_handlers(load_mail_settings(env={}))}
                | {(event_type, "sessions") for event_type in sessions_handlers})
     assert handled - COVERED == set(), "consumed events with no contract case above"

@@ -17,7 +17,8 @@ from clinic.migrations import migrate
 from clinic.testing.migrations import downgrade, schema_differences
 from notifications import db
 from notifications.app import create_app
-from notifications.handlers import HANDLERS
+from notifications.config import load_mail_settings
+from notifications.handlers import make_handlers
 
 
 @pytest.fixture(params=["postgresql", "sqlite"])
@@ -46,7 +47,7 @@ def contact_changed(patient_id: str, email: str, version: int | None, occurred_a
 
 
 def apply(engine, event: events.Event) -> str:
-    return apply_once(engine, db.metadata, "notifications", event, HANDLERS[event.type])
+    return apply_once(engine, db.metadata, "notifications", event, make_handlers(load_mail_settings(env={}))[event.type])
 
 
 def email_of(engine, patient_id: str) -> str | None:

@@ -12,7 +12,8 @@ from clinic.migrations import migrate
 from clinic.testing import eventually
 from clinic.worker import Worker
 from notifications import db
-from notifications.handlers import HANDLERS
+from notifications.config import load_mail_settings
+from notifications.handlers import make_handlers
 
 
 def test_the_notifications_worker_resumes_after_the_database_comes_back(postgres, settings_for):
@@ -20,7 +21,7 @@ def test_the_notifications_worker_resumes_after_the_database_comes_back(postgres
     engine = create_engine(url)
     migrate(engine, db.MIGRATIONS)
     settings = settings_for("notifications", url)
-    worker = Worker(settings, db.metadata, HANDLERS, engine=engine)
+    worker = Worker(settings, db.metadata, make_handlers(load_mail_settings(env={})), engine=engine)
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()
     try:
@@ -60,7 +61,7 @@ def test_two_notifications_workers_keep_the_newest_contact_details(postgres, set
     engine = create_engine(url)
     migrate(engine, db.MIGRATIONS)
     settings = settings_for("notifications", url)
-    workers = [Worker(settings, db.metadata, HANDLERS, engine=engine) for _ in range(2)]
+    workers = [Worker(settings, db.metadata, make_handlers(load_mail_settings(env={})), engine=engine) for _ in range(2)]
     threads = [threading.Thread(target=worker.run, daemon=True) for worker in workers]
     for thread in threads:
         thread.start()

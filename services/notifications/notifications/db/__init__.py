@@ -41,3 +41,9 @@ def get_contact(connection: Connection, patient_id: str) -> dict | None:
 def keep_contact(connection: Connection, contact: dict) -> bool:
     """Store the contact unless a copy of a higher version is there already; True when stored."""
     return keep_newest(connection, contacts, contact, key=("patient_id",))
+
+
+# The mail log's and the appointment copies' tables live with their queries; imported here so
+# `metadata` (migrations, tests) has them.
+from notifications.db import appointments as _appointments  # noqa: E402, F401
+from notifications.db import messages as _messages  # noqa: E402, F401

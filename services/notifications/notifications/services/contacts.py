@@ -1,4 +1,4 @@
-"""Notifications' use cases, each given a unit of work (clinic.unit_of_work)."""
+"""Notifications' contact copies, each use case given a unit of work (clinic.unit_of_work)."""
 
 from __future__ import annotations
 
@@ -6,16 +6,19 @@ import logging
 
 from clinic.unit_of_work import UnitOfWork
 from notifications import db
+from notifications.db.messages import release_waiting
 
 log = logging.getLogger(__name__)
 
 
 def keep_contact(uow: UnitOfWork, contact: dict) -> bool:
     """Keep a patient's contact details at the highest version records stamped: whatever order two
-    quick changes arrive in, and whichever worker replica applies them, the newer one stays."""
+    quick changes arrive in, and whichever worker replica applies them, the newer one stays. The
+    patient's messages that were waiting for the contact then go (or are skipped, with the reason)."""
     with uow:
         kept = db.keep_contact(uow.connection, contact)
         if not kept:
             log.info("contact change for patient %s at version %s is older than the copy; ignored",
                      contact["patient_id"], contact["version"])
+        release_waiting(uow, contact["patient_id"])
         return kept

@@ -1,0 +1,293 @@
+"""The sender against a real SMTP server on loopback: every queued message sent once; an outage
+waited out with growing delays; a refused recipient or a template error failed with the reason,
+never blocking the others; a sender dying between sending and marking resends with the same
+Message-ID once its lease has run out. On PostgreSQL and on SQLite."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from clinic.db import rows_of
+from clinic.unit_of_work import UnitOfWork
+from notifications import db
+from notifications.config import MailSettings
+from notifications.db import messages
+from notifications.services import sending
+
+BODY_WORDS = "Bring a laptop"
+
+
+@dataclass(frozen=True)
+class Composed:
+    subject: str
+    text: str
+    html: str
+    calendar: bytes | None = None
+    calendar_method: str | None = None
+
+
+ICS = b"BEGIN:VCALENDAR\r\nVERSION:2.0\r\nMETHOD:REQUEST\r\nEND:VCALENDAR\r\n"
+
+
+def stand_in_compose(kind, context, contact, clinic):
+    """A composer that renders what the sender needs to show: the kind, a value from the context, the
+    contact's name, and a calendar for appointments; it fails as a template does on a missing value."""
+    name = f"{contact['given_name']} {contact['family_name']}" if contact else "colleague"
+    text = f"Dear {name}, your {kind} at {context['room']}. {BODY_WORDS}. {clinic.clinic_name}"
+    calendar = ICS if context.get("calendar") else None
+    return Composed(subject=f"{kind} at {context['room']}", text=text, html=f"<p>{text}</p>", calendar=calendar,
+                    calendar_method="REQUEST" if calendar else None)
+
+
+@pytest.fixture
+def mail_settings(smtp_sink):
+    return MailSettings(smtp_port=smtp_sink.port, mail_from="desk@clinic.example", clinic_name="Riverside Infusion",
+                        send_retry_seconds=(5, 30, 120, 600))
+
+
+class Desk:
+    """The mail log under test: contacts, queued messages, the sender run as the worker's job runs it."""
+
+    def __init__(self, engine, clock, mail_settings):
+        self.engine, self.clock, self.mail_settings = engine, clock, mail_settings
+
+    def uow(self) -> UnitOfWork:
+        return UnitOfWork(self.engine, db.metadata, "notifications", clock=self.clock)
+
+    def patient(self, email: str | None, given_name: str = "Ida", **changes) -> str:
+        patient_id = str(uuid.uuid4())
+        contact = {"patient_id": patient_id, "given_name": given_name, "family_name": "Berg", "email": email,
+                   "phone": None, "preferred_contact": "email", "email_opt_out": False,
+                   "changed_at": self.clock(), "version": 1, **changes}
+        with self.uow() as uow:
+            db.keep_contact(uow.connection, contact)
+        return patient_id
+
+    def queue(self, patient_id: str, kind: str = "infusion_booked", **context) -> str:
+        event_id = str(uuid.uuid4())
+        with self.uow() as uow:
+            status = messages.queue_for_patient(uow, event_id, kind, patient_id, {"room": "Room 3", **context})
+        assert status == messages.QUEUED
+        return event_id
+
+    def send(self, compose=stand_in_compose, **options) -> sending.Outcome:
+        return sending.send_due(self.uow(), self.mail_settings, compose, **options)
+
+    def rows(self, **where) -> list[dict]:
+        query = sa.select(messages.messages).order_by(messages.messages.c.created_at, messages.messages.c.id)
+        for column, value in where.items():
+            query = query.where(messages.messages.c[column] == value)
+        with self.engine.connect() as connection:
+            return rows_of(connection, query)
+
+
+@pytest.fixture
+def desk(notifications_engine, clock, mail_settings):
+    return Desk(notifications_engine, clock, mail_settings)
+
+
+def test_a_queued_message_is_sent_once_and_reads_back_as_written(desk, smtp_sink):
+    patient = desk.patient("ida.berg@example.org")
+    desk.queue(patient, calendar=True)
+
+    outcome = desk.send()
+
+    [row] = desk.rows()
+    assert outcome.sent == [row["id"]]
+    assert row["status"] == messages.SENT and row["sent_at"] == desk.clock() and row["claimed_until"] is None
+    [(mail_from, rcpt_tos, _)] = smtp_sink.envelopes
+    assert mail_from == "desk@clinic.example" and rcpt_tos == ["ida.berg@example.org"]
+    [received] = smtp_sink.messages()
+    assert received["To"].addresses[0].display_name == "Ida Berg"
+    assert received["To"].addresses[0].addr_spec == "ida.berg@example.org"
+    assert received["From"].addresses[0].display_name == "Riverside Infusion"
+    assert received["Subject"] == "infusion_booked at Room 3"
+    assert received["Message-ID"] == row["message_id"]
+    assert received.get_body(("plain",)).get_content().startswith("Dear Ida Berg, your infusion_booked at Room 3.")
+    assert received.get_body(("html",)).get_content().startswith("<p>Dear Ida Berg")
+    [attachment] = list(received.iter_attachments())
+    assert attachment.get_content_type() == "text/calendar"
+    assert attachment.get_param("method") == "REQUEST"
+    assert b"METHOD:REQUEST" in attachment.get_payload(decode=True)
+
+    assert desk.send().sent == []
+    assert len(smtp_sink.envelopes) == 1
+
+
+def test_two_senders_at_once_send_each_message_once(desk, smtp_sink):
+    patients = [desk.patient(f"patient{n}@example.org") for n in range(30)]
+    for patient in patients:
+        desk.queue(patient)
+    start = threading.Barrier(4)
+    errors = []
+
+    def sender():
+        try:
+            start.wait()
+            while desk.send(batch=3).sent:
+                pass
+        except Exception as exc:  # noqa: BLE001 - shown by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=sender) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+
+    assert errors == []
+    ids = [message["Message-ID"] for message in smtp_sink.messages()]
+    assert len(ids) == 30 and len(set(ids)) == 30
+    assert {row["status"] for row in desk.rows()} == {messages.SENT}
+
+
+def test_an_smtp_outage_keeps_messages_queued_and_each_goes_once_when_the_server_is_back(desk, smtp_sink):
+    for n in range(3):
+        desk.queue(desk.patient(f"waiting{n}@example.org"))
+    smtp_sink.stop()
+
+    outcome = desk.send()
+    assert len(outcome.retrying) == 3 and outcome.sent == []
+    rows = desk.rows()
+    assert {row["status"] for row in rows} == {messages.QUEUED}
+    assert {row["attempts"] for row in rows} == {1}
+    assert {row["next_attempt_at"] for row in rows} == {desk.clock() + timedelta(seconds=5)}
+    assert all(row["last_error"] == "ConnectionRefusedError" for row in rows)
+
+    # Not due yet: nothing is tried.
+    desk.clock.advance(seconds=4)
+    assert desk.send().retrying == []
+    desk.clock.advance(seconds=1)
+    desk.send()
+    assert {row["attempts"] for row in desk.rows()} == {2}
+    assert {row["next_attempt_at"] for row in desk.rows()} == {desk.clock() + timedelta(seconds=30)}
+    desk.clock.advance(seconds=30)
+    desk.send()
+    assert {row["next_attempt_at"] for row in desk.rows()} == {desk.clock() + timedelta(seconds=120)}
+
+    smtp_sink.start()
+    desk.clock.advance(seconds=120)
+    assert len(desk.send().sent) == 3
+    desk.clock.advance(hours=1)
+    assert desk.send().sent == []
+    assert sorted(rcpt for _, [rcpt], _ in smtp_sink.envelopes) == [f"waiting{n}@example.org" for n in range(3)]
+    assert {row["status"] for row in desk.rows()} == {messages.SENT}
+
+
+def test_a_refused_recipient_fails_with_the_reason_and_the_others_are_sent(desk, smtp_sink):
+    first = desk.queue(desk.patient("first@example.org"))
+    refused = desk.queue(desk.patient("refused.mailbox@example.org"))
+    last = desk.queue(desk.patient("last@example.org"))
+
+    outcome = desk.send()
+
+    assert len(outcome.sent) == 2 and len(outcome.failed) == 1
+    by_event = {row["event_id"]: row for row in desk.rows()}
+    assert by_event[first]["status"] == by_event[last]["status"] == messages.SENT
+    failed = by_event[refused]
+    assert failed["status"] == messages.FAILED
+    assert failed["reason"] == "SMTPRecipientsRefused (SMTP 550)"
+    assert "@" not in failed["last_error"] and BODY_WORDS not in failed["last_error"]
+    assert sorted(rcpt for _, [rcpt], _ in smtp_sink.envelopes) == ["first@example.org", "last@example.org"]
+    desk.clock.advance(hours=1)
+    assert desk.send().failed == []
+
+
+def test_a_template_error_fails_that_message_only(desk, smtp_sink):
+    broken = str(uuid.uuid4())
+    patient = desk.patient("ida@example.org")
+    with desk.uow() as uow:
+        messages.queue_for_patient(uow, broken, "reminder", patient, {"no room": "given"})
+    desk.queue(desk.patient("other@example.org"))
+
+    outcome = desk.send()
+
+    assert len(outcome.sent) == 1 and len(outcome.failed) == 1
+    [failed] = desk.rows(event_id=broken)
+    assert failed["status"] == messages.FAILED and failed["reason"] == "template error (KeyError)"
+    assert [rcpt for _, [rcpt], _ in smtp_sink.envelopes] == ["other@example.org"]
+
+
+def test_a_sender_killed_between_sending_and_marking_sends_again_after_its_lease_with_the_same_message_id(
+        desk, smtp_sink, monkeypatch):
+    desk.queue(desk.patient("ida@example.org"))
+
+    class Killed(BaseException):
+        """The process ending between the SMTP server's answer and the mark."""
+
+    def killed(*_args):
+        raise Killed()
+
+    with monkeypatch.context() as patch:
+        patch.setattr(messages, "mark_sent", killed)
+        with pytest.raises(Killed):
+            desk.send()
+    [row] = desk.rows()
+    assert row["status"] == messages.QUEUED and row["claimed_until"] == desk.clock() + sending.LEASE
+    assert len(smtp_sink.envelopes) == 1
+
+    # Another sender leaves it alone while the lease runs...
+    desk.clock.advance(seconds=sending.LEASE.total_seconds() - 1)
+    assert desk.send().sent == []
+    # ...and sends it once the lease has run out, recognisably the same message.
+    desk.clock.advance(seconds=1)
+    assert desk.send().sent == [row["id"]]
+    first, second = smtp_sink.messages()
+    assert first["Message-ID"] == second["Message-ID"] == row["message_id"]
+    assert desk.rows()[0]["status"] == messages.SENT
+
+
+def test_a_name_with_line_breaks_from_the_bus_cannot_add_a_header(desk, smtp_sink):
+    patient = desk.patient("ida@example.org", given_name="Ida\r\nBcc: victim@example.org")
+    desk.queue(patient)
+
+    desk.send()
+
+    [(_, rcpt_tos, content)] = smtp_sink.envelopes
+    assert rcpt_tos == ["ida@example.org"]
+    [received] = smtp_sink.messages()
+    assert received["Bcc"] is None
+    headers = content.split(b"\r\n\r\n")[0]
+    assert b"\r\nBcc:" not in headers and received["To"].addresses[0].display_name == "Ida Bcc: victim@example.org Berg"
+
+
+def test_staff_messages_go_to_every_on_call_address(desk, smtp_sink):
+    with desk.uow() as uow:
+        queued = messages.queue_for_staff(uow, str(uuid.uuid4()), "staff_alert",
+                                          ["oncall1@clinic.example", "oncall2@clinic.example"], {"room": "Room 1"})
+    assert queued == 2
+    assert len(desk.send().sent) == 2
+    assert sorted(rcpt for _, [rcpt], _ in smtp_sink.envelopes) == ["oncall1@clinic.example", "oncall2@clinic.example"]
+    assert all(message.get_body(("plain",)).get_content().startswith("Dear colleague") for message in smtp_sink.messages())
+
+
+def test_the_clinics_own_templates_go_out_with_their_calendar_file(desk, smtp_sink):
+    """The sender with the real composer: the booking's email parsed back, its .ics read with icalendar."""
+    import icalendar
+
+    patient = desk.patient("ida@example.org")
+    appointment = str(uuid.uuid4())
+    context = {"appointment_id": appointment, "kind": "infusion", "appointment_version": 1,
+               "starts_at": "2030-01-08T14:00:00+00:00", "ends_at": "2030-01-08T16:30:00+00:00",
+               "room_name": "Room 3", "occurred_at": "2030-01-07T14:00:00+00:00"}
+    with desk.uow() as uow:
+        messages.queue_for_patient(uow, str(uuid.uuid4()), "infusion_booked", patient, context, appointment)
+
+    outcome = sending.send_due(desk.uow(), desk.mail_settings)
+
+    assert len(outcome.sent) == 1, outcome
+    [received] = smtp_sink.messages()
+    assert "Room 3" in received.get_body(("plain",)).get_content()
+    assert received.get_body(("html",)).get_content_type() == "text/html"
+    [attachment] = list(received.iter_attachments())
+    assert attachment.get_content_type() == "text/calendar" and attachment.get_param("method") == "REQUEST"
+    calendar = icalendar.Calendar.from_ical(attachment.get_payload(decode=True))
+    [event] = calendar.walk("VEVENT")
+    # 14:00 UTC is 09:00 in New York, the clinic's default time zone.
+    assert event.decoded("dtstart").hour == 9 and str(event["uid"]).startswith(appointment)
