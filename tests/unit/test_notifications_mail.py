@@ -76,13 +76,25 @@ def test_an_smtp_error_is_described_without_its_text():
     assert describe_error(ConnectionRefusedError(111, "refused")) == "ConnectionRefusedError"
 
 
+CLINIC = {"CLINIC_PHONE": "+1 212 555 0100", "CLINIC_ADDRESS": "1 Example Street, New York"}
+
+
 def test_production_refuses_plain_smtp_to_another_host_naming_the_setting():
     with pytest.raises(ConfigurationError, match="SMTP_SECURITY"):
-        load_mail_settings({"CLINIC_ENV": "production", "SMTP_HOST": "smtp.example.org"})
+        load_mail_settings({"CLINIC_ENV": "production", "SMTP_HOST": "smtp.example.org", **CLINIC})
     for allowed in ({"SMTP_HOST": "smtp.example.org", "SMTP_SECURITY": "starttls"},
                     {"SMTP_HOST": "smtp.example.org", "SMTP_SECURITY": "tls", "SMTP_PORT": "465"},
                     {"SMTP_HOST": "localhost"}, {"SMTP_HOST": "::1"}):
-        assert load_mail_settings({"CLINIC_ENV": "production", **allowed}).smtp_host == allowed["SMTP_HOST"]
+        assert load_mail_settings({"CLINIC_ENV": "production", **CLINIC, **allowed}).smtp_host == allowed["SMTP_HOST"]
+
+
+@pytest.mark.parametrize("missing", ["CLINIC_PHONE", "CLINIC_ADDRESS"])
+def test_production_refuses_emails_that_cannot_say_where_the_clinic_is_or_whom_to_call(missing):
+    given = {name: value for name, value in CLINIC.items() if name != missing}
+    with pytest.raises(ConfigurationError, match=missing):
+        load_mail_settings({"CLINIC_ENV": "production", "SMTP_HOST": "localhost", **given})
+    # Development says so in the email instead.
+    assert "not set" in (load_mail_settings(given).clinic_phone + load_mail_settings(given).clinic_address)
     # Development sends anywhere, as the mail sink of `make run` needs.
     assert load_mail_settings({"SMTP_HOST": "smtp.example.org"}).smtp_security == "none"
 

@@ -39,11 +39,22 @@ class MailSettings:
         return ZoneInfo(self.clinic_timezone)
 
     def check_safe_to_run(self, production: bool) -> None:
-        """Production refuses to send mail in clear text to another machine."""
-        if production and self.smtp_security == "none" and self.smtp_host not in LOCAL_HOSTS:
+        """Production refuses to send mail in clear text to another machine, and to send patients
+        emails that cannot say where the clinic is or what number to call."""
+        if not production:
+            return
+        if self.smtp_security == "none" and self.smtp_host not in LOCAL_HOSTS:
             raise ConfigurationError(
                 f"CLINIC_ENV=production refuses plain SMTP to {self.smtp_host}: set SMTP_SECURITY to "
                 "starttls or tls, or SMTP_HOST to localhost.")
+        for name, value in (("CLINIC_PHONE", self.clinic_phone), ("CLINIC_ADDRESS", self.clinic_address)):
+            if value in ("", UNSET_PHONE, UNSET_ADDRESS):
+                raise ConfigurationError(f"CLINIC_ENV=production needs {name}: the emails tell patients where to come and whom to call.")
+
+
+# What development emails say when the clinic's details are not configured (production refuses them).
+UNSET_PHONE = "(CLINIC_PHONE is not set)"
+UNSET_ADDRESS = "(CLINIC_ADDRESS is not set)"
 
 
 def _retry_seconds(raw: str | None) -> tuple[float, ...]:
@@ -77,8 +88,8 @@ def load_mail_settings(env=None, settings: Settings | None = None) -> MailSettin
         smtp_password=env.get("SMTP_PASSWORD") or "",
         mail_from=env.get("MAIL_FROM") or "clinic@localhost",
         clinic_name=env.get("CLINIC_NAME") or "Headache Infusion Clinic",
-        clinic_address=env.get("CLINIC_ADDRESS") or "",
-        clinic_phone=env.get("CLINIC_PHONE") or "",
+        clinic_address=env.get("CLINIC_ADDRESS") or UNSET_ADDRESS,
+        clinic_phone=env.get("CLINIC_PHONE") or UNSET_PHONE,
         clinic_timezone=(settings.clinic_timezone if settings is not None
                          else read_timezone(env, "CLINIC_TIMEZONE", Settings.clinic_timezone)),
         oncall_emails=tuple(part.strip() for part in (env.get("ONCALL_EMAILS") or "").split(",") if part.strip()),
