@@ -16,6 +16,7 @@ bench:
 	@$(PYTHON) benchmarks/ceilings.py
 	@$(PYTHON) benchmarks/booking.py
 	@$(PYTHON) benchmarks/vitals.py
+	@$(PYTHON) benchmarks/notification_latency.py
 
 lint:
 	@scripts/bootstrap.sh run
