@@ -31,8 +31,12 @@ MAIL_PORT = int(os.environ.get("SMTP_PORT", "8025"))
 
 def main() -> int:
     VAR.mkdir(parents=True, exist_ok=True)
-    (VAR / "mail").mkdir(exist_ok=True)
+    # A Maildir: the sink writes each message to tmp/ and moves it to new/, which must both exist.
+    for folder in ("tmp", "new", "cur"):
+        (VAR / "mail" / folder).mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, CLINIC_VAR_DIR=str(VAR), SMTP_HOST="127.0.0.1", SMTP_PORT=str(MAIL_PORT))
+    # The demo's on-call staff, so that vital-sign alerts are mailed (to the sink) unless told otherwise.
+    env.setdefault("ONCALL_EMAILS", "on-call@clinic.localhost")
     rabbit = None
     children: list[subprocess.Popen] = []
     try:
