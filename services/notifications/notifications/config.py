@@ -20,6 +20,8 @@ class MailSettings:
     smtp_security: str = "none"
     smtp_username: str = ""
     smtp_password: str = ""
+    # A CA bundle for a relay whose certificate a private authority signed (else the system's CAs).
+    smtp_ca_file: str = ""
     mail_from: str = "clinic@localhost"
     clinic_name: str = "Headache Infusion Clinic"
     clinic_address: str = ""
@@ -86,6 +88,7 @@ def load_mail_settings(env=None, settings: Settings | None = None) -> MailSettin
         smtp_security=security,
         smtp_username=env.get("SMTP_USERNAME") or "",
         smtp_password=env.get("SMTP_PASSWORD") or "",
+        smtp_ca_file=env.get("SMTP_CA_FILE") or "",
         mail_from=env.get("MAIL_FROM") or "clinic@localhost",
         clinic_name=env.get("CLINIC_NAME") or "Headache Infusion Clinic",
         clinic_address=env.get("CLINIC_ADDRESS") or UNSET_ADDRESS,

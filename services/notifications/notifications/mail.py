@@ -61,7 +61,8 @@ def build_message(composed, *, to: Address, sender: Address, message_id: str, da
 
 def connect(mail_settings, timeout: float = 10.0) -> smtplib.SMTP:
     """An SMTP connection as the settings say: plain, STARTTLS or implicit TLS, with login if a user is set."""
-    context = ssl.create_default_context()
+    # Certificates are verified (host name included), against SMTP_CA_FILE when one is given.
+    context = ssl.create_default_context(cafile=mail_settings.smtp_ca_file or None)
     if mail_settings.smtp_security == "tls":
         smtp = smtplib.SMTP_SSL(mail_settings.smtp_host, mail_settings.smtp_port, timeout=timeout, context=context)
     else:
