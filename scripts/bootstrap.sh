@@ -11,6 +11,8 @@ python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 if [ "$purpose" = test ] || [ "$purpose" = bench ]; then
   # PostgreSQL 15 with btree_gist (shipped in postgresql-15 on Debian 12).
   [ -x /usr/lib/postgresql/15/bin/initdb ] || missing+=(postgresql-15 postgresql-contrib)
+  # The TLS mail tests make their own certificate authority with it.
+  command -v openssl >/dev/null || missing+=(openssl)
 fi
 
 if [ ${#missing[@]} -gt 0 ]; then
