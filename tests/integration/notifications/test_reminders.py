@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 import pytest
 
 from clinic.worker import Job
+from notifications.db import messages
 from notifications.domain import ReminderRules, reminder_event_id
 from notifications.services.reminders import queue_reminders
 from tests.integration.notifications.test_mail_log import NY, TUESDAY_TEN, Post, new_id, utc_text
@@ -118,3 +119,24 @@ def test_a_reminder_for_a_patient_without_a_contact_waits_for_it(post, reminders
     assert reminders.run_at(at(MONDAY, 17, 10)) == 0
     [reminder] = reminders.sent()
     assert (reminder["status"], reminder["recipient"]) == ("queued", "ida@example.org")
+
+
+def test_a_reminder_not_sent_yet_is_skipped_when_the_appointment_is_cancelled_or_moved(post, reminders):
+    """Queued at the reminder hour while the SMTP server was down, say: the patient must not be reminded
+    of an appointment that is off, or of its old time (the moved one gets its own reminder)."""
+    patient = post.contact()
+    cancelled = post.book(patient)
+    moved = post.book(patient, starts_at=TUESDAY_TEN + timedelta(hours=3))
+    assert reminders.run_at(at(MONDAY, 17)) == 2
+
+    post.cancel(cancelled, version=2)
+    later_that_day = moved["starts_at"] + timedelta(hours=2)
+    post.reschedule(moved, later_that_day, version=2)
+    assert reminders.run_at(at(MONDAY, 17, 30)) == 1
+
+    by_event = {row["event_id"]: row for row in reminders.sent()}
+    for booked in (cancelled, moved):
+        old = by_event[reminder_event_id(booked["appointment_id"], 1)]
+        assert (old["status"], old["reason"]) == ("skipped", messages.APPOINTMENT_CHANGED)
+    new = by_event[reminder_event_id(moved["appointment_id"], 2)]
+    assert new["status"] == "queued" and new["context"]["starts_at"] == utc_text(later_that_day)

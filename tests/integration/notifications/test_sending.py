@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import threading
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
 
 from clinic.db import rows_of
+from clinic.localservers import free_port
 from clinic.unit_of_work import UnitOfWork
 from notifications import db
 from notifications.config import MailSettings
@@ -291,3 +292,52 @@ def test_the_clinics_own_templates_go_out_with_their_calendar_file(desk, smtp_si
     [event] = calendar.walk("VEVENT")
     # 14:00 UTC is 09:00 in New York, the clinic's default time zone.
     assert event.decoded("dtstart").hour == 9 and str(event["uid"]).startswith(appointment)
+
+
+def test_a_refused_login_keeps_every_message_queued_for_the_next_attempt(desk, smtp_sink):
+    """A wrong password (535) or a server refusing mail at its greeting is not the messages' fault:
+    they wait and go once the settings or the server are right, none is failed for good."""
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.smtp import AuthResult
+
+    def wrong_password(server, session, envelope, mechanism, auth_data):
+        return AuthResult(success=False, handled=False)
+
+    refusing = Controller(smtp_sink.collector, hostname="127.0.0.1", port=free_port(), authenticator=wrong_password,
+                          auth_require_tls=False, auth_exclude_mechanism=["LOGIN"])
+    refusing.start()
+    try:
+        for n in range(2):
+            desk.queue(desk.patient(f"patient{n}@example.org"))
+        desk.mail_settings = replace(desk.mail_settings, smtp_port=refusing.port, smtp_username="clinic",
+                                     smtp_password="wrong")
+        outcome = desk.send()
+    finally:
+        refusing.stop()
+
+    assert outcome.failed == [] and len(outcome.retrying) == 2
+    assert {(row["status"], row["attempts"], row["last_error"]) for row in desk.rows()} == {
+        (messages.QUEUED, 1, "SMTPAuthenticationError (SMTP 535)")}
+    desk.mail_settings = replace(desk.mail_settings, smtp_port=smtp_sink.port, smtp_username="")
+    desk.clock.advance(seconds=5)
+    assert len(desk.send().sent) == 2
+    assert sorted(rcpt for _, [rcpt], _ in smtp_sink.envelopes) == ["patient0@example.org", "patient1@example.org"]
+
+
+def test_an_opt_out_that_comes_after_the_message_was_queued_stops_it(desk, smtp_sink):
+    """Queued while the server was down, say; the patient then opts out, or removes their address: it is not sent."""
+    opting_out, removing, staying = (desk.patient(f"{name}@example.org") for name in ("opting", "removing", "staying"))
+    for patient in (opting_out, removing, staying):
+        desk.queue(patient)
+    with desk.uow() as uow:
+        for patient, change in ((opting_out, {"email_opt_out": True}), (removing, {"email": None})):
+            db.keep_contact(uow.connection, {**db.get_contact(uow.connection, patient), **change, "version": 2})
+
+    outcome = desk.send()
+
+    assert len(outcome.sent) == 1 and len(outcome.skipped) == 2
+    assert [rcpt for _, [rcpt], _ in smtp_sink.envelopes] == ["staying@example.org"]
+    assert desk.rows(patient_id=opting_out)[0]["status"] == messages.SKIPPED
+    assert desk.rows(patient_id=opting_out)[0]["reason"] == messages.OPTED_OUT
+    assert (desk.rows(patient_id=removing)[0]["status"], desk.rows(patient_id=removing)[0]["reason"]) == (
+        messages.SKIPPED, messages.NO_EMAIL)

@@ -30,6 +30,7 @@ KINDS = ("infusion_booked", "rescheduled", "cancelled", "no_show", "reminder", "
 NO_EMAIL = "no email address"
 OPTED_OUT = "opted out of email"
 NO_CONTACT_IN_TIME = "no contact details arrived in time"
+APPOINTMENT_CHANGED = "the appointment was changed or cancelled before the reminder went"
 
 messages = sa.Table(
     "messages",
@@ -151,6 +152,21 @@ def release_waiting(uow, patient_id: str) -> int:
     return released
 
 
+def skip_outdated_reminders(uow, appointment_id: str) -> int:
+    """The appointment has changed (rescheduled, cancelled, missed): its reminders not sent yet would
+    name the old time, or an appointment that is off, and are skipped with the reason (a rescheduled one
+    gets a reminder of its new version from the job). One a sender holds now is past stopping, and is
+    left for the sender to mark. Inside the caller's unit of work; how many were skipped."""
+    skipped = uow.connection.execute(
+        sa.update(messages)
+        .where(messages.c.appointment_id == appointment_id, messages.c.kind == "reminder",
+               messages.c.status.in_((QUEUED, WAITING_FOR_CONTACT)),
+               sa.or_(messages.c.claimed_until.is_(None), messages.c.claimed_until <= uow.now))
+        .values(status=SKIPPED, reason=APPOINTMENT_CHANGED, updated_at=uow.now)
+        .execution_options(preserve_rowcount=True))
+    return skipped.rowcount
+
+
 def skip_stale_waiting(uow, older_than: timedelta) -> int:
     """The job for messages still waiting for a contact: those whose contact has arrived meanwhile are
     released (a contact that committed while the event was being recorded); those waiting longer than
@@ -204,6 +220,12 @@ def mark_failed(connection: Connection, message_id: str, now: datetime, reason: 
     connection.execute(sa.update(messages).where(messages.c.id == message_id, messages.c.status == QUEUED)
                        .values(status=FAILED, reason=reason[:200], last_error=reason[:500], claimed_until=None,
                                updated_at=now, attempts=messages.c.attempts + 1))
+
+
+def mark_skipped(connection: Connection, message_id: str, now: datetime, reason: str) -> None:
+    """Not sent after all: the patient opted out or removed their address after it was queued."""
+    connection.execute(sa.update(messages).where(messages.c.id == message_id, messages.c.status == QUEUED)
+                       .values(status=SKIPPED, reason=reason, claimed_until=None, updated_at=now))
 
 
 def retry_later(connection: Connection, message_id: str, now: datetime, error: str,

@@ -10,15 +10,16 @@ from clinic.events import Event
 from clinic.unit_of_work import UnitOfWork
 from notifications import domain
 from notifications.db import appointments
-from notifications.db.messages import queue_for_patient
+from notifications.db.messages import queue_for_patient, skip_outdated_reminders
 
 log = logging.getLogger(__name__)
 
 
 def appointment_changed(uow: UnitOfWork, event: Event, status: str, kind: str) -> str | None:
-    """Keep the appointment copy at the event's version and record the patient's message in the mail
-    log. An event older than the copy (a booking heard after its own reschedule or cancellation)
-    sends nothing: its calendar file would be out of date, and its news already overtaken.
+    """Keep the appointment copy at the event's version, skip its reminders not sent yet (they name
+    the old time), and record the patient's message in the mail log. An event older than the copy (a
+    booking heard after its own reschedule or cancellation) sends nothing: its calendar file would be
+    out of date, and its news already overtaken.
     Returns the message's status in the mail log, None when nothing was recorded."""
     data = event.data
     with uow:
@@ -27,6 +28,7 @@ def appointment_changed(uow: UnitOfWork, event: Event, status: str, kind: str) -
             log.info("appointment %s: event %s at version %s is older than the copy; no message",
                      data["appointment_id"], event.id, data.get("appointment_version"))
             return None
+        skip_outdated_reminders(uow, str(data["appointment_id"]))
         context = domain.appointment_context(data, event.occurred_at, known)
         return queue_for_patient(uow, event.id, kind, str(data["patient_id"]), context,
                                  appointment_id=str(data["appointment_id"]))

@@ -38,6 +38,7 @@ class Outcome:
     sent: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     retrying: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
 
 
 def _recipient_name(message: dict) -> str:
@@ -65,6 +66,19 @@ def render(message: dict, mail_settings: MailSettings, compose: Callable, now) -
         raise Unsendable(f"message could not be built ({type(exc).__name__})") from exc
 
 
+class ServerUnavailable(Exception):
+    """The SMTP server would not take mail at all (its greeting, STARTTLS or the login refused): the
+    fault of the server or of our settings, never of a message, so every message waits and is tried again."""
+
+
+def _connect(connect: Callable, mail_settings: MailSettings):
+    try:
+        return connect(mail_settings, timeout=SMTP_TIMEOUT_SECONDS)
+    except smtplib.SMTPException as exc:
+        # A 5xx here (535 wrong password, 554 at the greeting) says nothing about the message.
+        raise ServerUnavailable(mail.describe_error(exc)) from exc
+
+
 def _refused_for_good(exc: smtplib.SMTPException) -> bool:
     # A refused recipient or a 5xx to the message itself will not change by trying again; a refused
     # sender (our own settings) or a 4xx will.
@@ -78,8 +92,9 @@ def _refused_for_good(exc: smtplib.SMTPException) -> bool:
 def send_due(uow: UnitOfWork, mail_settings: MailSettings, compose: Callable | None = None, *,
              lease: timedelta = LEASE, batch: int = BATCH, connect: Callable = mail.connect) -> Outcome:
     """Send the queued messages that are due, up to `batch`, and record each one's fate: sent;
-    failed for good with the reason (template error, refused recipient); or still queued with one
-    more attempt and a later next attempt (the server could not be reached). `compose` is
+    failed for good with the reason (template error, refused recipient); skipped with the reason
+    (the patient opted out or removed their address since it was queued); or still queued with one
+    more attempt and a later next attempt (the server could not be reached or refused the login). `compose` is
     notifications.compose.compose unless given."""
     if compose is None:
         from notifications.compose import compose
@@ -91,13 +106,23 @@ def send_due(uow: UnitOfWork, mail_settings: MailSettings, compose: Callable | N
     smtp = None
     try:
         for position, message in enumerate(claimed):
+            if message["patient_id"] is not None:
+                # The contact copy as it is now: an opt-out (or a removed address) that came after the
+                # message was queued, during an SMTP outage say, still stops it.
+                where = messages.addressed(message["contact"], message["patient_id"])
+                if where["status"] == messages.SKIPPED:
+                    _record(uow, outcome.skipped, message, messages.mark_skipped, where["reason"])
+                    continue
             try:
                 email = render(message, mail_settings, compose, uow.clock())
                 if smtp is None:
-                    smtp = connect(mail_settings, timeout=SMTP_TIMEOUT_SECONDS)
+                    smtp = _connect(connect, mail_settings)
                 smtp.send_message(email, from_addr=mail_settings.mail_from, to_addrs=[message["recipient"]])
             except Unsendable as exc:
                 _record(uow, outcome.failed, message, messages.mark_failed, str(exc))
+            except ServerUnavailable as exc:
+                _retry_all(uow, outcome, claimed[position:], str(exc), mail_settings)
+                return outcome
             except smtplib.SMTPException as exc:
                 if _refused_for_good(exc):
                     _record(uow, outcome.failed, message, messages.mark_failed, mail.describe_error(exc))
