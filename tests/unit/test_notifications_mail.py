@@ -5,22 +5,13 @@ from __future__ import annotations
 
 import email
 import email.policy
-from dataclasses import dataclass
 
 import pytest
 
 from clinic.config import ConfigurationError
+from notifications.compose import Composed
 from notifications.config import load_mail_settings
 from notifications.mail import address, build_message, describe_error, message_id_for
-
-
-@dataclass(frozen=True)
-class Composed:
-    subject: str
-    text: str
-    html: str
-    calendar: bytes | None = None
-    calendar_method: str | None = None
 
 
 def test_the_message_id_is_the_same_for_the_same_message_and_differs_otherwise():

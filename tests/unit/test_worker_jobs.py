@@ -4,13 +4,13 @@ interval, the thread stopped when the worker stops."""
 from __future__ import annotations
 
 import threading
-import time
 from datetime import datetime, timedelta, timezone
 
 import sqlalchemy as sa
 
 from clinic.config import load_settings
 from clinic.db import create_engine, messaging_tables
+from clinic.testing import eventually
 from clinic.worker import Job, _Jobs
 
 MOMENT = datetime(2030, 1, 7, 14, tzinfo=timezone.utc)
@@ -55,10 +55,9 @@ def test_a_failed_run_is_logged_by_its_class_only_and_the_next_job_still_runs(tm
     runner = _jobs(tmp_path, Job("failing", timedelta(seconds=60), failing), Job("next", timedelta(seconds=60), ran.append))
     thread = threading.Thread(target=runner.run)
     thread.start()
-    deadline = time.monotonic() + 5
-    while not ran and time.monotonic() < deadline:
-        time.sleep(0.01)
-    runner.stop()
-    thread.join(5)
-    assert ran, "the job after a failing one did not run"
+    try:
+        eventually(lambda: ran, timeout=5, message="the job after a failing one")
+    finally:
+        runner.stop()
+        thread.join(5)
     assert "ValueError" in caplog.text and "Ana" not in caplog.text

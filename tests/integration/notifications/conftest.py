@@ -6,27 +6,15 @@ from __future__ import annotations
 import email
 import email.policy
 import socket
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 import pytest
 from aiosmtpd.controller import Controller
 
 from clinic.db import create_engine
 from clinic.migrations import migrate
+from clinic.testing.clock import Clock
 from notifications import db
-
-
-class Clock:
-    """The test's clock: fixed until the test moves it."""
-
-    def __init__(self, moment: datetime):
-        self.moment = moment
-
-    def __call__(self) -> datetime:
-        return self.moment
-
-    def advance(self, **delta) -> None:
-        self.moment = self.moment + timedelta(**delta)
 
 
 @pytest.fixture(params=["postgresql", "sqlite"])

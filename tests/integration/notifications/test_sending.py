@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -17,20 +17,12 @@ from clinic.db import rows_of
 from clinic.localservers import free_port
 from clinic.unit_of_work import UnitOfWork
 from notifications import db
+from notifications.compose import Composed
 from notifications.config import MailSettings
 from notifications.db import messages
 from notifications.services import sending
 
 BODY_WORDS = "Bring a laptop"
-
-
-@dataclass(frozen=True)
-class Composed:
-    subject: str
-    text: str
-    html: str
-    calendar: bytes | None = None
-    calendar_method: str | None = None
 
 
 ICS = b"BEGIN:VCALENDAR\r\nVERSION:2.0\r\nMETHOD:REQUEST\r\nEND:VCALENDAR\r\n"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
@@ -20,6 +20,7 @@ from clinic.auth import issue_token
 from clinic.db import create_engine, rows_of
 from clinic.inbox import APPLIED, apply_once
 from clinic.migrations import migrate
+from clinic.testing.clock import Clock
 from records import domain as records_domain
 from scheduling import SERVICE
 from scheduling.db import MIGRATIONS, metadata, plan_copies, tables
@@ -36,19 +37,6 @@ KETOROLAC = {"name": "ketorolac", "dose": "30", "unit": "mg", "route": "IV", "pu
 def local(day: date, hhmm: str) -> datetime:
     """A clinic-local wall-clock time as an aware datetime."""
     return datetime.combine(day, time.fromisoformat(hhmm), tzinfo=NY)
-
-
-class Clock:
-    """The clinic's clock for a test: fixed until the test moves it."""
-
-    def __init__(self, moment: datetime):
-        self.moment = moment
-
-    def __call__(self) -> datetime:
-        return self.moment.astimezone(timezone.utc)
-
-    def set(self, moment: datetime) -> None:
-        self.moment = moment
 
 
 # --- records' events, as records publishes them ---------------------------------------------------

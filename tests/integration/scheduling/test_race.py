@@ -6,7 +6,6 @@ transaction does.
 
 from __future__ import annotations
 
-import threading
 from datetime import timedelta
 
 import pytest
@@ -15,6 +14,7 @@ import sqlalchemy as sa
 from clinic.auth import issue_token
 from clinic.db import create_engine, new_id, utcnow
 from clinic.migrations import migrate
+from clinic.testing.concurrency import at_once
 from scheduling.app import create_app
 from scheduling.db import MIGRATIONS, booking_sql, calendar, tables
 from scheduling.domain import SchedulingRules
@@ -27,22 +27,13 @@ RACERS = 50
 def race(clinic: Clinic, bodies: list[dict]) -> list[tuple[int, dict]]:
     """POST every body to /appointments from its own thread, all released at once."""
     headers = {"Authorization": f"Bearer {issue_token(clinic.settings, 'desk', ['front_desk'])}"}
-    start = threading.Barrier(len(bodies))
-    results: list[tuple[int, dict] | None] = [None] * len(bodies)
 
-    def racer(index: int, body: dict) -> None:
+    def booking(body: dict):
         client = clinic.app.test_client()
-        start.wait()
-        response = client.post("/appointments", json=body, headers=headers)
-        results[index] = (response.status_code, response.get_json())
+        return lambda: (lambda response: (response.status_code, response.get_json()))(
+            client.post("/appointments", json=body, headers=headers))
 
-    threads = [threading.Thread(target=racer, args=(index, body)) for index, body in enumerate(bodies)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert all(result is not None for result in results), "a racer did not finish"
-    return results
+    return at_once([booking(body) for body in bodies])
 
 
 def assert_one_winner(results: list[tuple[int, dict]]) -> str:

@@ -4,7 +4,6 @@ the plan copy from records' events, and what happens after an infusion session e
 from __future__ import annotations
 
 import json
-import threading
 import uuid
 from datetime import datetime, timedelta
 
@@ -12,9 +11,10 @@ import pika
 import pytest
 import sqlalchemy as sa
 
-from clinic import bus, events
+from clinic import events
 from clinic.db import rows_of
 from clinic.testing import assert_error, eventually
+from clinic.testing.concurrency import publishing, running
 from clinic.testing.listening import listening
 from clinic.worker import Worker
 from scheduling.db import metadata, plan_copies, tables
@@ -28,27 +28,16 @@ TWO_WEEKS_LATER = MONDAY + timedelta(days=14)
 @pytest.fixture
 def worker(clinic):
     """The scheduling worker (consumer and outbox relay) on the clinic's database, the test's bus namespace and clock."""
-    running = Worker(clinic.settings, metadata, make_handlers(SchedulingRules(timezone=NY)), engine=clinic.engine,
-                     clock=clinic.clock)
-    thread = threading.Thread(target=running.run, name="scheduling-worker", daemon=True)
-    thread.start()
-    assert running.consumer.ready.wait(15), "the worker did not connect to the broker"
-    yield running
-    running.stop()
-    thread.join(timeout=15)
+    with running(Worker(clinic.settings, metadata, make_handlers(SchedulingRules(timezone=NY)), engine=clinic.engine,
+                        clock=clinic.clock), "scheduling-worker") as worker:
+        yield worker
 
 
 @pytest.fixture
 def publish(clinic):
     """publish(event) onto the test's exchange, as another service's relay would."""
-    publisher = bus.Publisher(clinic.settings)
-
-    def send(event: events.Event) -> events.Event:
-        publisher.publish(event.type, event.id, event.to_json())
-        return event
-
-    yield send
-    publisher.close()
+    with publishing(clinic.settings) as send:
+        yield send
 
 
 @pytest.fixture

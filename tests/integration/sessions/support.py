@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
@@ -21,6 +21,7 @@ from clinic.auth import issue_token
 from clinic.db import create_engine, rows_of
 from clinic.inbox import APPLIED, apply_once
 from clinic.migrations import migrate
+from clinic.testing.clock import Clock
 from sessions import SERVICE
 from sessions.app import create_app
 from sessions.db import MIGRATIONS, metadata, monitoring, tables
@@ -45,23 +46,6 @@ DISCHARGE = {
 def local(day: date, hhmm: str) -> datetime:
     """A clinic-local wall-clock time as an aware datetime."""
     return datetime.combine(day, time.fromisoformat(hhmm), tzinfo=NY)
-
-
-class Clock:
-    """The ward's clock for a test: fixed until the test moves it."""
-
-    def __init__(self, moment: datetime):
-        self.moment = moment
-
-    def __call__(self) -> datetime:
-        return self.moment.astimezone(timezone.utc)
-
-    def set(self, moment: datetime) -> None:
-        self.moment = moment
-
-    def advance(self, **delta) -> None:
-        """Move the clock on, e.g. advance(minutes=121)."""
-        self.moment = self.moment + timedelta(**delta)
 
 
 class Ward:

@@ -6,9 +6,8 @@ decides; on SQLite the serialised write transaction and the same index do.
 
 from __future__ import annotations
 
-import threading
-
 from clinic import events
+from clinic.testing.concurrency import at_once
 from tests.integration.sessions.support import Ward, checked_in_session, room
 
 RACERS = 12
@@ -17,22 +16,13 @@ RACERS = 12
 def race(ward: Ward, session_ids: list[str]) -> list[tuple[int, dict]]:
     """POST /sessions/{id}/start for each id from its own thread, all released at once."""
     headers = ward.headers("nurse")
-    gate = threading.Barrier(len(session_ids))
-    results: list[tuple[int, dict] | None] = [None] * len(session_ids)
 
-    def racer(index: int, session_id: str) -> None:
+    def start(session_id: str):
         client = ward.app.test_client()
-        gate.wait()
-        response = client.post(f"/sessions/{session_id}/start", headers=headers)
-        results[index] = (response.status_code, response.get_json())
+        return lambda: (lambda response: (response.status_code, response.get_json()))(
+            client.post(f"/sessions/{session_id}/start", headers=headers))
 
-    threads = [threading.Thread(target=racer, args=(index, session_id)) for index, session_id in enumerate(session_ids)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert all(result is not None for result in results), "a racer did not finish"
-    return results
+    return at_once([start(session_id) for session_id in session_ids])
 
 
 def test_starts_of_different_sessions_in_one_room_racing_leave_one_started(racing_ward):

@@ -5,13 +5,13 @@ discharge leave through the outbox relay onto the bus, once each."""
 from __future__ import annotations
 
 import json
-import threading
 
 import pytest
 import sqlalchemy as sa
 
-from clinic import bus, events
+from clinic import events
 from clinic.testing import eventually
+from clinic.testing.concurrency import publishing, running
 from clinic.testing.listening import listening
 from clinic.worker import Worker
 from sessions.db import metadata, tables
@@ -22,26 +22,15 @@ from tests.integration.sessions.support import DISCHARGE, PLAN_DRUGS, check_in_d
 @pytest.fixture
 def worker(ward):
     """Sessions' worker (consumer and outbox relay) on the ward's database, the test's bus namespace and clock."""
-    running = Worker(ward.settings, metadata, make_handlers(), engine=ward.engine, clock=ward.clock)
-    thread = threading.Thread(target=running.run, name="sessions-worker", daemon=True)
-    thread.start()
-    assert running.consumer.ready.wait(15), "the worker did not connect to the broker"
-    yield running
-    running.stop()
-    thread.join(timeout=15)
+    with running(Worker(ward.settings, metadata, make_handlers(), engine=ward.engine, clock=ward.clock), "sessions-worker") as worker:
+        yield worker
 
 
 @pytest.fixture
 def publish(ward):
     """publish(event) onto the test's exchange, as another service's relay would."""
-    publisher = bus.Publisher(ward.settings)
-
-    def send(event: events.Event) -> events.Event:
-        publisher.publish(event.type, event.id, event.to_json())
-        return event
-
-    yield send
-    publisher.close()
+    with publishing(ward.settings) as send:
+        yield send
 
 
 def applied(ward, event: events.Event) -> bool:
