@@ -64,25 +64,22 @@ def out_of_bounds(values: dict, bounds: dict) -> dict[str, str]:
     """
     faults: dict[str, str] = {}
     numbers: dict[str, Decimal] = {}
-    for parameter, (lowest, highest) in bounds.items():
+    # Each value read as a number once: monitors post batches, and this runs for every reading.
+    for parameter in (*bounds, *(name for name in ("systolic", "diastolic") if name not in bounds)):
         value = values.get(parameter)
         if value is None:
             continue
-        # Each value read as a number once: monitors post batches, and this runs for every reading.
         number = _number(value)
+        lowest, highest = bounds.get(parameter, (None, None))
         if number is None:
             faults[parameter] = f"{parameter} must be a number"
-        elif number < lowest:
+        elif lowest is not None and number < lowest:
             faults[parameter] = f"{parameter} {value} is below {lowest}, the lowest a living person can show"
-        elif number > highest:
+        elif highest is not None and number > highest:
             faults[parameter] = f"{parameter} {value} is above {highest}, the highest a living person can show"
         else:
             numbers[parameter] = number
     systolic, diastolic = numbers.get("systolic"), numbers.get("diastolic")
-    if systolic is None and "systolic" not in faults and "systolic" not in bounds and values.get("systolic") is not None:
-        systolic = _number(values["systolic"])
-    if diastolic is None and "diastolic" not in faults and "diastolic" not in bounds and values.get("diastolic") is not None:
-        diastolic = _number(values["diastolic"])
     if systolic is not None and diastolic is not None and diastolic >= systolic:
         faults["diastolic"] = f"diastolic {values['diastolic']} must be below systolic {values['systolic']}"
     return faults
