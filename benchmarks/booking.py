@@ -67,7 +67,7 @@ sys.path.insert(0, str(ROOT))
 
 import psycopg  # noqa: E402
 
-from benchmarks.servers import fresh_database, scratch_directory, start_postgres  # noqa: E402
+from benchmarks.servers import describe_postgres, fresh_database, scratch_directory, start_postgres  # noqa: E402
 from clinic.auth import issue_token  # noqa: E402
 from clinic.config import load_settings  # noqa: E402
 from clinic.db import create_engine  # noqa: E402
@@ -510,11 +510,8 @@ def measure(args, stack: ExitStack) -> None:
     stack.callback(shutil.rmtree, work, ignore_errors=True)
     scheduling_url = fresh_database(stack, server_url, "bench_scheduling")
     baseline_url = fresh_database(stack, server_url, "bench_baseline")
-    with psycopg.connect(scheduling_url) as connection:
-        version = connection.execute("SHOW server_version").fetchone()[0]
-        durability = ", ".join(f"{name}={connection.execute(f'SHOW {name}').fetchone()[0]}" for name in ("fsync", "synchronous_commit"))
     print(f"servers: {source}")
-    print(f"PostgreSQL {version} ({durability}); {os.cpu_count()} cores, Python {platform.python_version()}")
+    print(f"{describe_postgres(scheduling_url)}; {os.cpu_count()} cores, Python {platform.python_version()}")
     print(f"gunicorn: {args.workers} workers x {args.threads} threads (gthread), keep-alive; "
           f"load: {args.clients} closed-loop clients in {args.processes} processes; open loop {args.rate:g}/s")
     print("note: the load generator runs on this machine too and takes CPU from gunicorn and PostgreSQL")
@@ -617,6 +614,14 @@ def cpu_rows(base_peak: Results, peak: Results) -> list[tuple]:
     return rows
 
 
+def print_table(header: tuple, rows: list[tuple]) -> None:
+    """The figures as a plain table, each column as wide as its widest cell (every benchmark prints one)."""
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    print()
+    for row in [header, tuple("-" * width for width in widths), *rows]:
+        print("  ".join(f"{str(cell):<{widths[i]}}" for i, cell in enumerate(row)).rstrip())
+
+
 def report(args, rounds, base_peak, base_latency, peak, latency, created, stored, rooms_twice, patients_twice, failures) -> None:
     # The target is judged on the median round: each round's bookings/s over the baseline's requests/s
     # in the round beside it.
@@ -642,11 +647,7 @@ def report(args, rounds, base_peak, base_latency, peak, latency, created, stored
          f"{stored} appointments for {created} x 201", f"zero: {met(clean)}"),
         *cpu_rows(base_peak, peak),
     ]
-    header = ("", "baseline (1-row insert)", "booking", "ratio / check", "target")
-    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
-    print()
-    for row in [header, tuple("-" * width for width in widths), *rows]:
-        print("  ".join(f"{str(cell):<{widths[i]}}" for i, cell in enumerate(row)).rstrip())
+    print_table(("", "baseline (1-row insert)", "booking", "ratio / check", "target"), rows)
     print()
     print(f"peak answers:    baseline {base_peak.statuses()}; booking {peak.statuses()} "
           f"(1 in {HOT_EVERY} aimed at a hot slot, so 409s are expected)")

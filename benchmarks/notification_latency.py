@@ -44,7 +44,7 @@ import psycopg  # noqa: E402
 import requests  # noqa: E402
 from aiosmtpd.controller import Controller  # noqa: E402
 
-from benchmarks.booking import NY, TIMEZONE, body_for, seed_scheduling, start_gunicorn  # noqa: E402
+from benchmarks.booking import NY, TIMEZONE, body_for, print_table, seed_scheduling, start_gunicorn  # noqa: E402
 from benchmarks.servers import fresh_database, scratch_directory, start_postgres, start_rabbitmq  # noqa: E402
 from benchmarks.vitals import STEADY, seed_sessions  # noqa: E402
 from clinic import bus  # noqa: E402
@@ -245,11 +245,7 @@ def report(args, direct, confirmation, staff, booked, raised) -> None:
     rows = [row("ceiling: one email straight to SMTP", direct, None),
             row("booking answered -> confirmation email received", confirmation, TARGET_P99_SECONDS),
             row("alerting reading answered -> staff email received", staff, TARGET_P99_SECONDS)]
-    header = ("", "events", "p50", "p99", "max", "target (p99)")
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    print()
-    for r in [header, tuple("-" * w for w in widths), *rows]:
-        print("  ".join(f"{str(cell):<{widths[i]}}" for i, cell in enumerate(r)).rstrip())
+    print_table(("", "events", "p50", "p99", "max", "target (p99)"), rows)
     print(f"\n{booked} bookings and {raised} alerting readings counted (after {args.warmup} of each), offered at {args.rate:g}/s; "
           f"mean {statistics.fmean(confirmation) * 1000:.0f} ms and {statistics.fmean(staff) * 1000:.0f} ms")
 

@@ -56,6 +56,14 @@ def start_postgres(stack: ExitStack, directory: Path) -> tuple[str, str]:
     return postgres.start(), f"PostgreSQL started from local packages (127.0.0.1:{postgres.port}, {directory})"
 
 
+def describe_postgres(url: str) -> str:
+    """The server's version and durability settings, as every benchmark prints them first."""
+    with psycopg.connect(url) as connection:
+        version = connection.execute("SHOW server_version").fetchone()[0]
+        durability = ", ".join(f"{name}={connection.execute(f'SHOW {name}').fetchone()[0]}" for name in ("fsync", "synchronous_commit"))
+    return f"PostgreSQL {version} ({durability})"
+
+
 def fresh_database(stack: ExitStack, server_url: str, prefix: str = "bench") -> str:
     """A new empty database on the server, dropped when the stack closes; returns its URL."""
     name = f"{prefix}_{uuid.uuid4().hex[:12]}"

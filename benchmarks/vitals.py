@@ -61,12 +61,13 @@ from benchmarks.booking import (  # noqa: E402
     cpu_rows,
     local_postmaster,
     open_loop,
+    print_table,
     seed_baseline,
     settle,
     start_gunicorn,
     sum_cpu,
 )
-from benchmarks.servers import fresh_database, scratch_directory, start_postgres  # noqa: E402
+from benchmarks.servers import describe_postgres, fresh_database, scratch_directory, start_postgres  # noqa: E402
 from clinic.db import create_engine  # noqa: E402
 from clinic.migrations import migrate  # noqa: E402
 
@@ -249,11 +250,8 @@ def measure(args, stack: ExitStack) -> None:
     sessions_url = fresh_database(stack, server_url, "bench_sessions")
     raw_url = fresh_database(stack, server_url, "bench_raw")
     baseline_url = fresh_database(stack, server_url, "bench_baseline")
-    with psycopg.connect(sessions_url) as connection:
-        version = connection.execute("SHOW server_version").fetchone()[0]
-        durability = ", ".join(f"{name}={connection.execute(f'SHOW {name}').fetchone()[0]}" for name in ("fsync", "synchronous_commit"))
     print(f"servers: {source}")
-    print(f"PostgreSQL {version} ({durability}); {os.cpu_count()} cores, Python {platform.python_version()}")
+    print(f"{describe_postgres(sessions_url)}; {os.cpu_count()} cores, Python {platform.python_version()}")
     print(f"gunicorn: {args.workers} workers x {args.threads} threads (gthread), keep-alive; "
           f"load: {args.clients} closed-loop clients in {args.processes} processes; open loop {args.rate:g} readings/s")
     print("note: the load generator runs on this machine too and takes CPU from gunicorn and PostgreSQL")
@@ -352,11 +350,7 @@ def report(args, rounds: list[Round], base_latency, latency, memory, answered, s
         ("readings stored", "", f"{stored:,}", f"{answered:,} answered as stored", f"equal: {met(stored == answered)}"),
         *cpu_rows(base_peak, peak),
     ]
-    header = ("", "ceiling", "sessions", "ratio / check", "target")
-    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
-    print()
-    for row in [header, tuple("-" * width for width in widths), *rows]:
-        print("  ".join(f"{str(cell):<{widths[i]}}" for i, cell in enumerate(row)).rstrip())
+    print_table(("", "ceiling", "sessions", "ratio / check", "target"), rows)
     print()
     print(f"answers: batches {batches.statuses()}; singles {peak.statuses()}; latency {latency.statuses()}")
     if failures:
