@@ -7,11 +7,8 @@ import itertools
 import uuid
 from datetime import datetime, timedelta, timezone
 
-import pytest
-
 from clinic import events
 from clinic.auth import issue_token
-from clinic.db import create_engine
 from clinic.inbox import APPLIED, apply_once
 from clinic.migrations import migrate
 from clinic.testing.migrations import downgrade, schema_differences
@@ -19,20 +16,6 @@ from notifications import db
 from notifications.app import create_app
 from notifications.config import load_mail_settings
 from notifications.handlers import make_handlers
-
-
-@pytest.fixture(params=["postgresql", "sqlite"])
-def notifications_engine(request, postgres, tmp_path):
-    if request.param == "postgresql":
-        url = postgres.create_database("notifications")
-    else:
-        url = f"sqlite:///{tmp_path / 'notifications.db'}"
-    engine = create_engine(url)
-    migrate(engine, db.MIGRATIONS)
-    yield engine
-    engine.dispose()
-    if request.param == "postgresql":
-        postgres.drop_database(url)
 
 
 def contact_changed(patient_id: str, email: str, version: int | None, occurred_at: datetime) -> events.Event:
