@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 
 import pika
 import pika.exceptions as pe
@@ -51,6 +52,29 @@ class Backoff:
 
     def reset(self) -> None:
         self.attempt = 0
+
+
+class Outage:
+    """Says once that something is away and once that it is back, however many retries lie between:
+    a warning when the outage begins (with the first retry delay), an info line when it ends with how
+    long it lasted, and nothing for each failed attempt in between (no traceback: it is expected)."""
+
+    def __init__(self, logger: logging.Logger, what: str):
+        self.log = logger
+        self.what = what
+        self.since: float | None = None
+
+    def failed(self, exc: BaseException, delay: float) -> None:
+        if self.since is None:
+            self.since = time.monotonic()
+            self.log.warning("%s unavailable (%s); retrying in %.1fs, then with growing delays", self.what, type(exc).__name__, delay)
+        else:
+            self.log.debug("%s still unavailable (%s); retrying in %.1fs", self.what, type(exc).__name__, delay)
+
+    def recovered(self) -> None:
+        if self.since is not None:
+            self.log.info("%s back after %.1fs", self.what, time.monotonic() - self.since)
+            self.since = None
 
 
 def connection_parameters(settings: Settings) -> pika.URLParameters:

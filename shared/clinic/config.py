@@ -57,6 +57,20 @@ class Settings:
     broker_heartbeat_seconds: int = 30
     reconnect_max_seconds: float = 5.0
     database_timeout_seconds: int = 2
+    # The longest any one database wait may take (a statement, a commit, a frozen server) before the
+    # request answers 503 or the worker backs off; kept below the probes' timeouts.
+    database_deadline_seconds: float = 5.0
+    # How long a failed event waits before each retry; after the last it is dead-lettered.
+    retry_delays_seconds: tuple[float, ...] = (1.0, 5.0, 30.0, 120.0)
+    # How long the consumer waits for more messages before applying a batch smaller than `prefetch`.
+    batch_wait_seconds: float = 0.005
+    # Events no queue is bound to are kept at most this many, and at most this long.
+    unrouted_max_length: int = 10_000
+    unrouted_ttl_seconds: int = 7 * 24 * 3600
+    # Outbox events the relay may have published and not yet seen confirmed.
+    relay_window: int = 1000
+    # The worker's own HTTP port for /metrics and its liveness (/healthz); 0 serves none.
+    metrics_port: int = 0
     log_level: str = "INFO"
 
     @property
@@ -107,6 +121,20 @@ class Settings:
                 raise ConfigurationError("CLINIC_ENV=production needs DATABASE_URL to point at PostgreSQL.")
 
 
+def read_delays(env, name: str, default: tuple[float, ...]) -> tuple[float, ...]:
+    """Comma-separated seconds, each positive (e.g. "1,5,30")."""
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        delays = tuple(float(part) for part in raw.split(","))
+    except ValueError:
+        raise ConfigurationError(f"{name} must be comma-separated seconds such as 1,5,30, got {raw!r}") from None
+    if not all(0 < delay <= 24 * 3600 for delay in delays):
+        raise ConfigurationError(f"{name}: every delay must be above 0 and at most a day, got {raw!r}")
+    return delays
+
+
 def default_database_url(service: str, var_dir: Path | None = None) -> str:
     var_dir = var_dir or Path(os.environ.get("CLINIC_VAR_DIR", "var"))
     return f"sqlite:///{(var_dir / f'{service}.db').resolve()}"
@@ -141,5 +169,12 @@ def load_settings(service: str, env: dict | None = None) -> Settings:
         broker_heartbeat_seconds=read_int(env, "CLINIC_BROKER_HEARTBEAT_SECONDS", Settings.broker_heartbeat_seconds),
         reconnect_max_seconds=read_float(env, "CLINIC_RECONNECT_MAX_SECONDS", Settings.reconnect_max_seconds),
         database_timeout_seconds=read_int(env, "CLINIC_DATABASE_TIMEOUT_SECONDS", Settings.database_timeout_seconds),
+        database_deadline_seconds=read_float(env, "CLINIC_DATABASE_DEADLINE_SECONDS", Settings.database_deadline_seconds),
+        retry_delays_seconds=read_delays(env, "CLINIC_RETRY_DELAYS", Settings.retry_delays_seconds),
+        batch_wait_seconds=read_float(env, "CLINIC_BATCH_WAIT_MS", Settings.batch_wait_seconds * 1000) / 1000,
+        unrouted_max_length=read_int(env, "CLINIC_UNROUTED_MAX_LENGTH", Settings.unrouted_max_length),
+        unrouted_ttl_seconds=read_int(env, "CLINIC_UNROUTED_TTL_SECONDS", Settings.unrouted_ttl_seconds),
+        relay_window=read_int(env, "CLINIC_RELAY_WINDOW", Settings.relay_window),
+        metrics_port=read_int(env, "CLINIC_METRICS_PORT", Settings.metrics_port),
         log_level=env.get("LOG_LEVEL") or Settings.log_level,
     )

@@ -78,5 +78,7 @@ def configure_logging(settings: Settings) -> None:
     )
     root.addHandler(handler)
     root.setLevel(settings.log_level.upper())
-    logging.getLogger("pika").setLevel(logging.WARNING)
+    # pika logs each failed connection attempt with a traceback; those failures are expected during a
+    # broker outage, and the consumer and the relay say once when it begins and once when it ends.
+    logging.getLogger("pika").setLevel(logging.CRITICAL)
     root._clinic_configured = True

@@ -1,0 +1,49 @@
+"""What every clinic process tells Prometheus, defined once so every service names it the same way.
+
+Web processes serve these at /metrics on their own port; workers on their metrics port
+(CLINIC_METRICS_PORT). Labels never hold patient data: a route template, an event type, a status.
+Each metric carries the service's name, so several services in one process (the tests) stay apart.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+# --- the web ---------------------------------------------------------------------------------
+
+REQUESTS = Counter(
+    "clinic_http_requests", "HTTP requests answered, by route template, method and status.",
+    ["service", "route", "method", "status"],
+)
+REQUEST_SECONDS = Histogram(
+    "clinic_http_request_duration_seconds", "Time to answer an HTTP request, by route template and method.",
+    ["service", "route", "method"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+DATABASE_UNAVAILABLE = Counter(
+    "clinic_database_unavailable", "Requests answered 503 database_unavailable (the database was away or stalled).",
+    ["service"],
+)
+
+# --- the consumer ----------------------------------------------------------------------------
+
+CONSUMED = Counter("clinic_messages_consumed", "Messages taken from the service's queue, by event type.", ["service", "event_type"])
+APPLIED = Counter("clinic_messages_applied", "Events applied (their handler committed), by event type.", ["service", "event_type"])
+DUPLICATES = Counter("clinic_messages_duplicate", "Events skipped because the inbox had applied them already.", ["service", "event_type"])
+RETRIED = Counter("clinic_messages_retried", "Events whose handler failed and that wait to be tried again.", ["service", "event_type"])
+DEAD_LETTERED = Counter("clinic_messages_dead_lettered", "Messages put in the service's dead-letter queue.", ["service", "event_type"])
+APPLY_LAG_SECONDS = Histogram(
+    "clinic_event_apply_lag_seconds", "From an event's occurred_at to when this service applied it.",
+    ["service", "event_type"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600),
+)
+UNROUTED_MESSAGES = Gauge("clinic_unrouted_messages", "Events waiting in the unrouted queue (no queue was bound to them).", ["service"])
+
+# --- the relay -------------------------------------------------------------------------------
+
+OUTBOX_BACKLOG = Gauge("clinic_outbox_backlog", "Outbox rows not yet published.", ["service"])
+OUTBOX_OLDEST_AGE_SECONDS = Gauge("clinic_outbox_oldest_unpublished_age_seconds",
+                                  "Age of the oldest outbox row not yet published (0 when none).", ["service"])
+RELAY_PUBLISHED = Counter("clinic_relay_published", "Outbox events the broker confirmed.", ["service"])
+RELAY_LAST_PUBLISH = Gauge("clinic_relay_last_publish_timestamp_seconds",
+                           "When the relay last saw a publish confirmed (Unix time).", ["service"])
