@@ -17,6 +17,8 @@ bench:
 	@$(PYTHON) benchmarks/booking.py
 	@$(PYTHON) benchmarks/vitals.py
 	@$(PYTHON) benchmarks/notification_latency.py
+	@$(PYTHON) benchmarks/consumers.py
+	@$(PYTHON) benchmarks/relay.py
 
 lint:
 	@scripts/bootstrap.sh run

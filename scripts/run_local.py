@@ -1,9 +1,29 @@
-"""`make run`: the whole clinic on one machine, on its embedded defaults.
+"""`make run`: the whole clinic on one machine, on its embedded defaults, kept running.
 
-Starts a local RabbitMQ (unless RABBITMQ_URL is set), a local SMTP mail sink on
-127.0.0.1:8025 that keeps every message under var/mail/ (Maildir), and for each
-service its migrations, its web app and its worker, on SQLite files under var/.
-Ctrl-C stops everything it started.
+Starts a local RabbitMQ (unless RABBITMQ_URL is set), a local SMTP mail sink that keeps every
+message under var/mail/ (Maildir), and for each service its migrations, its web app and its worker,
+on SQLite files under var/. Then it watches them:
+
+- a process that exits without being asked to (a web app, a worker, the mail sink, the broker it
+  started) is started again after a delay that doubles with each failure in a row (1 s, 2 s, 4 s …
+  at most 30 s; back to 1 s once it has stayed up a minute), and the terminal says so in one line;
+  the others keep running. The broker keeps its durable queues and messages under var/rabbitmq/.
+- Ctrl-C (SIGINT) or SIGTERM stops everything it started, the broker's Erlang port mapper (epmd)
+  included; an epmd it did not start (another RabbitMQ on the machine) is left alone.
+
+Ports, each moved by CLINIC_PORT_OFFSET:
+  web apps            8101-8104 (scheduling, sessions, records, notifications)
+  web apps' metrics   9101-9104 (/metrics, /healthz of each gunicorn master)
+  workers' metrics    9201-9204
+  mail sink           8025 (SMTP_PORT)
+  RabbitMQ            5672, or a free port when that is taken (only when it starts one)
+
+Environment:
+  CLINIC_VAR_DIR      where the databases, logs, pid files, mail and broker files go (var/)
+  CLINIC_PORT_OFFSET  added to every port above (0), to run a second clinic beside the first
+  SMTP_PORT           the mail sink's port before the offset (8025)
+  RABBITMQ_URL        a running broker to use instead of starting one
+Each process logs to var/<name>.log; var/<name>.pid holds its process id while it runs.
 """
 
 from __future__ import annotations
@@ -11,58 +31,123 @@ from __future__ import annotations
 import importlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from clinic import bus
-from clinic.config import load_settings
+from clinic.config import ConfigurationError, default_database_url, load_settings, read_int
 from clinic.db import create_engine
-from clinic.localservers import LocalRabbitMQ, ServerNotAvailable, wait_for_port
+from clinic.localservers import LocalRabbitMQ, ServerNotAvailable
 from clinic.migrations import migrate
 
 ROOT = Path(__file__).resolve().parent.parent
 VAR = Path(os.environ.get("CLINIC_VAR_DIR", ROOT / "var")).resolve()
 BIN = Path(sys.executable).parent
-PORTS = {"scheduling": 8101, "sessions": 8102, "records": 8103, "notifications": 8104}
-MAIL_PORT = int(os.environ.get("SMTP_PORT", "8025"))
+SERVICES = ("scheduling", "sessions", "records", "notifications")
+
+FIRST_DELAY, LONGEST_DELAY = 1.0, 30.0
+# A process that stayed up this long is healthy again: its next crash waits the first delay.
+STAYED_UP_SECONDS = 60.0
+STOP_SECONDS = 15.0
+
+
+class Ports:
+    """Every port of one run, moved by the offset."""
+
+    def __init__(self, offset: int, mail: int):
+        self.offset = offset
+        self.web = {service: 8101 + index + offset for index, service in enumerate(SERVICES)}
+        self.web_metrics = {service: 9101 + index + offset for index, service in enumerate(SERVICES)}
+        self.worker_metrics = {service: 9201 + index + offset for index, service in enumerate(SERVICES)}
+        self.mail = mail + offset
+        self.rabbitmq = 5672 + offset
+
+
+class Supervised:
+    """One process kept running: started again after a growing delay when it exits unasked."""
+
+    def __init__(self, name: str, launch: Callable[[], subprocess.Popen], log: Path):
+        self.name = name
+        self._launch = launch
+        self.log = log
+        self.process: subprocess.Popen | None = None
+        self.started_at = 0.0
+        self.failures_in_a_row = 0
+        self.restart_at: float | None = None
+
+    @property
+    def pid_file(self) -> Path:
+        return VAR / f"{self.name}.pid"
+
+    def start(self) -> None:
+        self.restart_at = None
+        self.process = self._launch()
+        self.started_at = time.monotonic()
+        self.pid_file.write_text(f"{self.process.pid}\n")
+
+    def watch(self, now: float) -> None:
+        """Notice an exit (and schedule the restart), or restart when its delay has passed."""
+        if self.process is not None and self.process.poll() is not None:
+            code = self.process.returncode
+            _end_leftovers(self.process)
+            self.process = None
+            self.pid_file.unlink(missing_ok=True)
+            if now - self.started_at >= STAYED_UP_SECONDS:
+                self.failures_in_a_row = 0
+            delay = min(LONGEST_DELAY, FIRST_DELAY * 2 ** self.failures_in_a_row)
+            self.failures_in_a_row += 1
+            self.restart_at = now + delay
+            say(f"{self.name} {_how_it_ended(code)}; starting it again in {delay:g} s "
+                f"(log: {self.log})", error=True)
+        elif self.process is None and self.restart_at is not None and now >= self.restart_at:
+            self.start()
 
 
 def main() -> int:
+    try:
+        ports = Ports(read_int(os.environ, "CLINIC_PORT_OFFSET", 0), read_int(os.environ, "SMTP_PORT", 8025))
+    except ConfigurationError as exc:
+        print(f"make run: {exc}", file=sys.stderr)
+        return 2
     VAR.mkdir(parents=True, exist_ok=True)
     # A Maildir: the sink writes each message to tmp/ and moves it to new/, which must both exist.
     for folder in ("tmp", "new", "cur"):
         (VAR / "mail" / folder).mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, CLINIC_VAR_DIR=str(VAR), SMTP_HOST="127.0.0.1", SMTP_PORT=str(MAIL_PORT))
+    env = dict(os.environ, CLINIC_VAR_DIR=str(VAR), SMTP_HOST="127.0.0.1", SMTP_PORT=str(ports.mail))
     # The demo's on-call staff, so that vital-sign alerts are mailed (to the sink) unless told otherwise.
     env.setdefault("ONCALL_EMAILS", "on-call@clinic.localhost")
-    rabbit = None
-    children: list[subprocess.Popen] = []
+
+    stopping = _stop_on_signals()
+    rabbit: LocalRabbitMQ | None = None
+    supervised: list[Supervised] = []
     try:
         if not os.environ.get("RABBITMQ_URL"):
-            rabbit = LocalRabbitMQ(VAR / "rabbitmq", port=_rabbit_port())
-            print(f"starting RabbitMQ on 127.0.0.1:{rabbit.port} (files in {rabbit.base})", flush=True)
-            env["RABBITMQ_URL"] = rabbit.start()
-        children.append(_spawn("mail", [str(BIN / "python"), "-m", "aiosmtpd", "-n", "-l", f"127.0.0.1:{MAIL_PORT}",
-                                        "-c", "aiosmtpd.handlers.Mailbox", str(VAR / "mail")], env))
-        for service in PORTS:
-            settings = load_settings(service, env)
-            migrate(create_engine(settings.database_url), importlib.import_module(f"{service}.db").MIGRATIONS)
-            # Every consumer's queue before any relay runs: a migration may announce what exists already
-            # (scheduling's rooms), and an event published before its consumer's queue would be unrouted.
-            consumed = importlib.import_module(f"{service}.worker").handlers(settings)
-            if consumed:
-                bus.declare_consumer(settings, consumed)
-        for service, port in PORTS.items():
-            children.append(_spawn(f"{service}-web", [str(BIN / "gunicorn"), "-c", "python:clinic.gunicorn_conf",
-                                                      "--bind", f"127.0.0.1:{port}", "--workers", "1", "--threads", "4",
-                                                      "--log-level", "warning", f"{service}.app:create_app()"], env))
-            children.append(_spawn(f"{service}-worker", [str(BIN / f"{service}-worker")], env))
-        for port in [MAIL_PORT, *PORTS.values()]:
-            wait_for_port(port, 30, what=f"port {port}")
-        _banner(env)
-        _wait_until_interrupted(children)
+            rabbit = LocalRabbitMQ(VAR / "rabbitmq", port=ports.rabbitmq if _is_free(ports.rabbitmq) else None)
+            say(f"starting RabbitMQ on 127.0.0.1:{rabbit.port} (files in {rabbit.base})")
+            broker = Supervised("rabbitmq", rabbit.launch, rabbit.base / "log")
+            supervised.append(broker)
+            broker.start()
+            if not _wait_for_port(rabbit.port, 90, broker.process, stopping):
+                return 0
+            env["RABBITMQ_URL"] = rabbit.url
+        _prepare_databases_and_queues(env)
+        supervised.append(_child("mail", [str(BIN / "python"), "-m", "aiosmtpd", "-n", "-l", f"127.0.0.1:{ports.mail}",
+                                          "-c", "aiosmtpd.handlers.Mailbox", str(VAR / "mail")], env))
+        for service in SERVICES:
+            web_env = dict(env, CLINIC_METRICS_PORT=str(ports.web_metrics[service]))
+            supervised.append(_child(f"{service}-web", [
+                str(BIN / "gunicorn"), "-c", "python:clinic.gunicorn_conf", "--bind", f"127.0.0.1:{ports.web[service]}",
+                "--workers", "1", "--threads", "4", "--log-level", "warning", f"{service}.app:create_app()"], web_env))
+            worker_env = dict(env, CLINIC_METRICS_PORT=str(ports.worker_metrics[service]))
+            supervised.append(_child(f"{service}-worker", [str(BIN / f"{service}-worker")], worker_env))
+        for process in supervised:
+            if process.process is None:
+                process.start()
+        _supervise(supervised, ports, env, stopping)
     except ServerNotAvailable as exc:
         print(f"make run: {exc}", file=sys.stderr)
         return 1
@@ -70,63 +155,163 @@ def main() -> int:
         print(f"make run: RabbitMQ at RABBITMQ_URL is not reachable ({type(exc).__name__})", file=sys.stderr)
         return 1
     finally:
-        print("\nstopping…", flush=True)
-        for child in children:
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-        for child in children:
-            try:
-                child.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                child.kill()
+        # A second Ctrl-C must not cut the stopping short and leave processes behind.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        print(flush=True)  # off the line where the terminal echoed ^C
+        say("stopping…")
+        _stop_all([process for process in supervised if process.name != "rabbitmq"])
         if rabbit is not None:
-            rabbit.stop()
-        print("stopped", flush=True)
+            rabbit.stop()  # the node (the last, so that the workers stop cleanly) and its epmd
+            (VAR / "rabbitmq.pid").unlink(missing_ok=True)
+        say("stopped")
     return 0
 
 
-def _rabbit_port() -> int | None:
-    """5672 when it is free, so `clinic` commands find the broker on its usual port."""
-    import socket
-
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", 5672))
-            return 5672
-        except OSError:
-            return None
+class _Stopping:
+    requested = False
 
 
-def _spawn(name: str, command: list[str], env: dict) -> subprocess.Popen:
-    log = open(VAR / f"{name}.log", "ab")
-    return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ROOT)
-
-
-def _banner(env: dict) -> None:
-    print("\nThe clinic is running:")
-    for service, port in PORTS.items():
-        print(f"  {service:<14} http://127.0.0.1:{port}   (docs: /docs, OpenAPI: /openapi.json)")
-    print(f"  mail sink      smtp://127.0.0.1:{MAIL_PORT} → {VAR / 'mail'}")
-    print(f"  RabbitMQ       {env['RABBITMQ_URL'].split('@')[-1]}")
-    print(f"  logs           {VAR}/*.log")
-    print("\nA staff token for the API: .venv/bin/clinic token --role front_desk")
-    print("Ctrl-C stops everything.", flush=True)
-
-
-def _wait_until_interrupted(children: list[subprocess.Popen]) -> None:
-    stop = {"now": False}
+def _stop_on_signals() -> _Stopping:
+    stopping = _Stopping()
 
     def _stop(*_):
-        stop["now"] = True
+        stopping.requested = True
 
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
-    while not stop["now"]:
-        for child in children:
-            if child.poll() is not None:
-                print(f"a process exited (code {child.returncode}): see {VAR}/*.log", file=sys.stderr)
-                return
-        time.sleep(0.5)
+    return stopping
+
+
+def _prepare_databases_and_queues(env: dict) -> None:
+    for service in SERVICES:
+        settings = load_settings(service, env)
+        if not env.get("DATABASE_URL"):
+            settings = settings.with_changes(database_url=default_database_url(service, VAR))
+        migrate(create_engine(settings.database_url), importlib.import_module(f"{service}.db").MIGRATIONS)
+        # Every consumer's queue before any relay runs: a migration may announce what exists already
+        # (scheduling's rooms), and an event published before its consumer's queue would be unrouted.
+        consumed = importlib.import_module(f"{service}.worker").handlers(settings)
+        if consumed:
+            bus.declare_consumer(settings, consumed)
+
+
+def _child(name: str, command: list[str], env: dict) -> Supervised:
+    def launch() -> subprocess.Popen:
+        with open(VAR / f"{name}.log", "ab") as log:
+            # A session of its own: Ctrl-C reaches only this supervisor, which stops the children in
+            # order, and a crashed child's leftovers (gunicorn's workers) can be ended as a group.
+            return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    cwd=ROOT, start_new_session=True)
+
+    return Supervised(name, launch, VAR / f"{name}.log")
+
+
+def _supervise(supervised: list[Supervised], ports: Ports, env: dict, stopping: _Stopping) -> None:
+    """Until stopped: restart what exits; show the banner once every app and the mail sink answer."""
+    waiting_for = [ports.mail, *ports.web.values()]
+    while not stopping.requested:
+        now = time.monotonic()
+        for process in supervised:
+            process.watch(now)
+        if waiting_for:
+            waiting_for = [port for port in waiting_for if not _answers(port)]
+            if not waiting_for:
+                _banner(ports, env)
+        time.sleep(0.2)
+
+
+def _stop_all(supervised: list[Supervised]) -> None:
+    """SIGTERM to every process group at once, SIGKILL to what is still there after STOP_SECONDS."""
+    running = [process.process for process in supervised if process.process is not None]
+    for process in running:
+        _signal_group(process, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_SECONDS
+    for process in running:
+        try:
+            process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+        _end_leftovers(process)
+    for process in supervised:
+        process.process = None
+        process.pid_file.unlink(missing_ok=True)
+
+
+def _end_leftovers(process: subprocess.Popen) -> None:
+    """SIGKILL whatever is left of the process's group, e.g. gunicorn workers of a master that was
+    killed: they would hold its port and its restart would fail."""
+    _signal_group(process, signal.SIGKILL)
+    if process.poll() is None:
+        process.wait(timeout=10)
+
+
+def _signal_group(process: subprocess.Popen, signum: int) -> None:
+    try:
+        os.killpg(process.pid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _how_it_ended(code: int) -> str:
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+def _wait_for_port(port: int, timeout: float, process: subprocess.Popen, stopping: _Stopping) -> bool:
+    """True once the port answers; False when stopped first. A server that exits or never answers is
+    ServerNotAvailable."""
+    deadline = time.monotonic() + timeout
+    while not stopping.requested:
+        if _answers(port):
+            return True
+        if process.poll() is not None:
+            raise ServerNotAvailable(f"RabbitMQ exited with code {process.returncode} before accepting connections "
+                                     f"(log: {VAR / 'rabbitmq'}/log)")
+        if time.monotonic() > deadline:
+            raise ServerNotAvailable(f"RabbitMQ did not accept connections on port {port} within {timeout:.0f}s")
+        time.sleep(0.2)
+    return False
+
+
+def _answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _is_free(port: int) -> bool:
+    """True when nothing listens on the port, so that `clinic` commands find the broker on its usual port."""
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def say(line: str, error: bool = False) -> None:
+    """One line on the terminal, with the time it happened."""
+    print(f"{time.strftime('%H:%M:%S')} {line}", file=sys.stderr if error else sys.stdout, flush=True)
+
+
+def _banner(ports: Ports, env: dict) -> None:
+    print("\nThe clinic is running:")
+    for service in SERVICES:
+        print(f"  {service:<14} http://127.0.0.1:{ports.web[service]}   "
+              f"metrics: web :{ports.web_metrics[service]}, worker :{ports.worker_metrics[service]}")
+    print("                 (each app: /docs, /openapi.json; each metrics port: /metrics, /healthz)")
+    print(f"  mail sink      smtp://127.0.0.1:{ports.mail} → {VAR / 'mail'}")
+    print(f"  RabbitMQ       {env['RABBITMQ_URL'].split('@')[-1]}")
+    print(f"  logs           {VAR}/*.log (process ids in {VAR}/*.pid)")
+    print("\nA staff token for the API: .venv/bin/clinic token --role front_desk")
+    print("A process that stops is started again. Ctrl-C stops everything.", flush=True)
 
 
 if __name__ == "__main__":

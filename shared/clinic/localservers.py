@@ -3,10 +3,15 @@
 Used where no server is given and no Docker engine answers: by `make run` (RabbitMQ)
 and by the test fixtures (both). Each server listens on 127.0.0.1 on a free port,
 keeps all its files under the directory it is given, and is stopped by stop().
+
+A RabbitMQ node gets an Erlang port mapper (epmd) of its own, on a port of its own, rather than
+the machine's shared one on 4369: stop() can then stop the epmd its node started without taking
+away the one another node on the machine (another clinic, the test suite's broker) relies on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -17,6 +22,7 @@ from pathlib import Path
 
 RABBITMQ_SERVER = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
 RABBITMQCTL = Path("/usr/lib/rabbitmq/bin/rabbitmqctl")
+EPMD = Path(shutil.which("epmd") or "/usr/lib/erlang/bin/epmd")
 
 
 class ServerNotAvailable(RuntimeError):
@@ -43,8 +49,14 @@ def wait_for_port(port: int, timeout: float, process: subprocess.Popen | None = 
 
 
 class LocalRabbitMQ:
-    """A RabbitMQ node of our own. Run as the current user through the unwrapped server script,
-    because the /usr/sbin wrapper switches to the rabbitmq user, who cannot write our directory."""
+    """A RabbitMQ node of our own, with its own epmd. Run as the current user through the unwrapped
+    server script, because the /usr/sbin wrapper switches to the rabbitmq user, who cannot write our
+    directory.
+
+    start() starts it and waits until it accepts connections; launch() only starts it (a supervisor
+    that starts it again after a crash does not wait). The node's name, its distribution port and
+    its epmd port are kept under `base_dir`, so a node started again there finds its durable queues
+    and messages, and an epmd left behind by a run that was killed is reused and then stopped."""
 
     def __init__(self, base_dir: Path, port: int | None = None):
         if not RABBITMQ_SERVER.exists():
@@ -56,6 +68,7 @@ class LocalRabbitMQ:
         self.port = port or free_port()
         self.node = f"clinic{self.port}@localhost"
         self.process: subprocess.Popen | None = None
+        self.epmd_port: int | None = None
 
     @property
     def url(self) -> str:
@@ -75,16 +88,28 @@ class LocalRabbitMQ:
             RABBITMQ_ENABLED_PLUGINS_FILE=str(self.base / "enabled_plugins"),
             RABBITMQ_CONF_ENV_FILE=str(self.base / "rabbitmq-env.conf"),
             RABBITMQ_PID_FILE=str(self.base / "rabbitmq.pid"),
+            # The node, and rabbitmqctl looking for it, use (and start) the epmd on this port.
+            ERL_EPMD_PORT=str(self.epmd_port),
+            ERL_EPMD_ADDRESS="127.0.0.1",
         )
         return env
 
     def start(self, timeout: float = 90) -> str:
+        """Start the node and wait until it accepts connections; returns its AMQP URL."""
+        process = self.launch()
+        wait_for_port(self.port, timeout, process, f"RabbitMQ (log: {self.base / 'log'})")
+        return self.url
+
+    def launch(self) -> subprocess.Popen:
+        """Start the node (in a session of its own) without waiting for it to accept connections."""
         for sub in ("mnesia", "log"):
             (self.base / sub).mkdir(parents=True, exist_ok=True)
         dist_file = self.base / "dist_port"
         if not dist_file.exists():
             dist_file.write_text(str(free_port()))
         self._dist_port = int(dist_file.read_text())
+        if self.epmd_port is None:
+            self.epmd_port = self._own_epmd_port()
         (self.base / "rabbitmq.conf").write_text(
             "loopback_users = none\n"
             "disk_free_limit.absolute = 50MB\n"
@@ -93,12 +118,24 @@ class LocalRabbitMQ:
         (self.base / "enabled_plugins").write_text("[].\n")
         (self.base / "rabbitmq-env.conf").write_text("")
         log = open(self.base / "server.out", "ab")
-        self.process = subprocess.Popen(
-            [str(RABBITMQ_SERVER)], env=self._env(), stdout=log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
-        )
-        wait_for_port(self.port, timeout, self.process, f"RabbitMQ (log: {self.base / 'log'})")
-        return self.url
+        with log:
+            self.process = subprocess.Popen(
+                [str(RABBITMQ_SERVER)], env=self._env(), stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True,
+            )
+        return self.process
+
+    def _own_epmd_port(self) -> int:
+        """The port remembered under base_dir when it is free or our epmd still holds it (a run that
+        was killed left it); otherwise a new free one, remembered."""
+        epmd_file = self.base / "epmd_port"
+        if epmd_file.exists():
+            port = int(epmd_file.read_text())
+            if _port_is_free(port) or _epmd_listens(port):
+                return port
+        port = free_port()
+        epmd_file.write_text(str(port))
+        return port
 
     def ctl(self, *args: str, timeout: float = 60) -> None:
         subprocess.run([str(RABBITMQCTL), "-n", self.node, *args], env=self._env(), check=True,
@@ -113,8 +150,47 @@ class LocalRabbitMQ:
         wait_for_port(self.port, 60, what="RabbitMQ")
 
     def stop(self) -> None:
+        """Stop the node, then the epmd it started (only ours: it listens on the node's own port)."""
         stop_process_group(self.process, timeout=30)
         self.process = None
+        if self.epmd_port is not None:
+            stop_epmd(self.epmd_port)
+
+
+def stop_epmd(port: int, timeout: float = 10) -> None:
+    """Stop the Erlang port mapper listening on `port`, and wait until the port is closed."""
+    with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+        subprocess.run([str(EPMD), "-port", str(port), "-kill"], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, timeout=timeout)
+    deadline = time.monotonic() + timeout
+    while _accepts_connections(port) and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def _epmd_listens(port: int) -> bool:
+    """An Erlang port mapper (not some other server) answers on the port."""
+    try:
+        return subprocess.run([str(EPMD), "-port", str(port), "-names"], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def _accepts_connections(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
 
 
 class LocalPostgres:

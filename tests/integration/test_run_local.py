@@ -1,0 +1,234 @@
+"""`make run` (scripts/run_local.py) keeps the clinic running, with real processes: its own RabbitMQ
+from the local packages (as `make run` starts it), the four services' web apps and workers on SQLite
+in a var directory of the test's own, every port moved by CLINIC_PORT_OFFSET.
+
+A worker killed twice in a row is started again each time, after a growing delay, and the terminal
+says so; a patient registered while it is down reaches its contact copy once it is back; the other
+processes keep running throughout. Ctrl-C then stops every process it started, RabbitMQ and the
+Erlang port mapper that RabbitMQ started included.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+
+from clinic.auth import issue_token
+from clinic.config import load_settings
+from clinic.db import create_engine
+from clinic.localservers import stop_epmd
+from clinic.testing import eventually
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVICES = ("scheduling", "sessions", "records", "notifications")
+# The ports `make run` uses before the offset: apps, web metrics, worker metrics, mail sink, RabbitMQ.
+BASE_PORTS = (*range(8101, 8105), *range(9101, 9105), *range(9201, 9205), 8025, 5672)
+
+
+class SupervisedClinic:
+    def __init__(self, process: subprocess.Popen, var: Path, terminal: Path, offset: int):
+        self.process = process
+        self.var = var
+        self.terminal_file = terminal
+        self.offset = offset
+
+    def terminal(self) -> str:
+        return self.terminal_file.read_text(errors="replace")
+
+    def app(self, service: str) -> str:
+        return f"http://127.0.0.1:{8101 + SERVICES.index(service) + self.offset}"
+
+    def pid(self, name: str) -> int | None:
+        """The process id run_local wrote for `name`, None while it is not running."""
+        try:
+            return int((self.var / f"{name}.pid").read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def pids(self) -> dict[str, int]:
+        return {path.stem: int(path.read_text()) for path in self.var.glob("*.pid")}
+
+
+@pytest.fixture
+def supervised_clinic(tmp_path):
+    offset = _free_offset()
+    var = tmp_path / "var"
+    env = {name: value for name, value in os.environ.items() if name not in ("RABBITMQ_URL", "DATABASE_URL")}
+    env.update(CLINIC_VAR_DIR=str(var), CLINIC_PORT_OFFSET=str(offset))
+    terminal = tmp_path / "terminal.txt"
+    with open(terminal, "wb") as out:
+        process = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "run_local.py")], env=env, cwd=ROOT,
+                                   stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    clinic = SupervisedClinic(process, var, terminal, offset)
+    try:
+        yield clinic
+    finally:
+        # When the test failed before stopping it: stop it, and whatever it may have left.
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
+        for pid in clinic.pids().values():
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        epmd_port = var / "rabbitmq" / "epmd_port"
+        if epmd_port.exists():
+            stop_epmd(int(epmd_port.read_text()))
+
+
+def test_a_killed_worker_is_started_again_and_nothing_is_lost_then_ctrl_c_stops_everything(supervised_clinic):
+    clinic = supervised_clinic
+    eventually(lambda: all(_healthy(clinic.app(service)) for service in SERVICES), timeout=120, interval=0.2,
+               message=f"the four apps to answer /healthz under run_local; its terminal:\n{clinic.terminal()}")
+    before = clinic.pids()
+    assert {f"{service}-{kind}" for service in SERVICES for kind in ("web", "worker")} | {"mail", "rabbitmq"} <= set(before)
+
+    # Killed twice in a row: started again after 1 s, then after 2 s, and the terminal says so each time.
+    first = before["notifications-worker"]
+    os.kill(first, signal.SIGKILL)
+    eventually(lambda: "notifications-worker was killed by SIGKILL; starting it again in 1 s" in clinic.terminal(),
+               timeout=10, message="the terminal to tell of the restart")
+    second = eventually(lambda: clinic.pid("notifications-worker") not in (None, first) and clinic.pid("notifications-worker"),
+                        timeout=10, message="the worker to be started again")
+    assert _alive(second)
+    os.kill(second, signal.SIGKILL)
+    eventually(lambda: "notifications-worker was killed by SIGKILL; starting it again in 2 s" in clinic.terminal(),
+               timeout=10, message="the terminal to tell of the second restart, with a longer delay")
+
+    # A patient registered while the worker is down.
+    settings = load_settings("records", env={})
+    headers = {"Authorization": f"Bearer {issue_token(settings, 'desk-1', ['front_desk'])}"}
+    patient = {"given_name": "Noor", "family_name": "Haddad", "birth_date": "1990-07-21", "sex": "female",
+               "email": "noor@example.org", "phone": "+1 555 010 0199", "preferred_contact": "email"}
+    response = requests.post(f"{clinic.app('records')}/patients", json=patient, headers=headers, timeout=10)
+    assert response.status_code == 201, response.text
+    assert clinic.pid("notifications-worker") is None, "the worker came back before the patient was registered"
+
+    third = eventually(lambda: clinic.pid("notifications-worker") not in (None, first, second) and clinic.pid("notifications-worker"),
+                       timeout=15, message="the worker to be started again after the second kill")
+    import notifications.db as notifications_db
+
+    engine = create_engine(f"sqlite:///{clinic.var / 'notifications.db'}")
+
+    def contact_copy():
+        with engine.connect() as connection:
+            return notifications_db.get_contact(connection, response.json()["id"])
+
+    copy = eventually(contact_copy, timeout=30, interval=0.2, message="the registration to reach notifications' contact copy")
+    engine.dispose()
+    assert copy["email"] == "noor@example.org"
+    assert _alive(third)
+    # The others kept running all along.
+    after = clinic.pids()
+    assert {name: pid for name, pid in after.items() if name != "notifications-worker"} == \
+           {name: pid for name, pid in before.items() if name != "notifications-worker"}
+
+    # Ctrl-C: every process it started ends, the broker and the broker's own epmd included.
+    started = _descendants(clinic.process.pid)
+    epmd_port = int((clinic.var / "rabbitmq" / "epmd_port").read_text())
+    epmd = _epmd_pid(epmd_port)
+    assert epmd is not None, f"no epmd runs for run_local's RabbitMQ on port {epmd_port}"
+    assert any("beam.smp" in command for command in started.values()), started
+    clinic.process.send_signal(signal.SIGINT)
+    assert clinic.process.wait(timeout=60) == 0
+    assert clinic.terminal().rstrip().endswith("stopped")
+    eventually(lambda: {pid: command for pid, command in {**started, epmd: "epmd"}.items() if _alive(pid)} == {},
+               timeout=10, message="every process run_local started to end")
+    assert not _accepts_connections(epmd_port), "the epmd of run_local's RabbitMQ still answers"
+    assert not list(clinic.var.glob("*.pid"))
+
+
+def _free_offset() -> int:
+    """An offset under which every port of `make run` is free, below the ephemeral range that other
+    tests' servers take their ports from."""
+    for _ in range(100):
+        offset = random.randrange(10_000, 23_000)
+        if all(_bindable(port + offset) for port in BASE_PORTS):
+            return offset
+    raise AssertionError("no free range of ports for run_local")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def _accepts_connections(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _healthy(base: str) -> bool:
+    try:
+        return requests.get(f"{base}/healthz", timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie has ended: only its exit status waits to be collected)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _processes() -> dict[int, tuple[int, str]]:
+    """pid -> (parent pid, command line) of every process on the machine."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            continue
+        found[int(entry.name)] = (parent, command)
+    return found
+
+
+def _descendants(root: int) -> dict[int, str]:
+    processes = _processes()
+    found: dict[int, str] = {}
+    parents = {root}
+    while parents:
+        children = {pid for pid, (parent, _) in processes.items() if parent in parents and pid not in found}
+        found.update({pid: processes[pid][1] for pid in children})
+        parents = children
+    return found
+
+
+def _epmd_pid(port: int) -> int | None:
+    """The epmd started with ERL_EPMD_PORT=port (run_local's RabbitMQ starts it; it runs detached)."""
+    for pid, (_, command) in _processes().items():
+        if "epmd" not in command:
+            continue
+        try:
+            environment = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+        if f"ERL_EPMD_PORT={port}".encode() in environment:
+            return pid
+    return None
