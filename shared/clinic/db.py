@@ -2,9 +2,11 @@
 database error means (unavailable, a conflict's victim, a constraint refusing a write), copies kept
 by version, and the outbox and inbox tables every service carries.
 
-One module because these are one contract with the database that the unit of work, the consumer and
-the web error handler all rely on together: the engine's checks, the transaction's way of ending and
-the reading of its errors must agree. Migrations are in clinic.migrations.
+One module, over the usual length, because these are one contract with the database that the unit of
+work, the consumer and the web error handler all rely on together: the engine's checks and deadlines,
+the transaction's way of ending and the reading of its errors must agree (a deadline that runs out
+must read as "unavailable", or a stalled database would answer 500 instead of 503). Migrations are in
+clinic.migrations.
 
 Each service owns its database. Its db.py builds a MetaData with `messaging_tables(metadata)` so the
 outbox and inbox live beside its own tables and are written in the same transactions.
@@ -14,12 +16,18 @@ from __future__ import annotations
 
 import logging
 import select
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 
+import psycopg
 import sqlalchemy as sa
+from psycopg.errors import ConnectionTimeout
+from psycopg.errors import _WaitTimeout as _PsycopgWaitTimeout
+from psycopg.pq import TransactionStatus
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -85,14 +93,48 @@ def messaging_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table]:
     return outbox, inbox
 
 
-def create_engine(url: str, timeout_seconds: int = 2) -> Engine:
-    """An engine that fails fast when the database is away, so requests answer 503 instead of hanging."""
+# The share of the deadline the server may spend on one statement before cancelling it.
+_SERVER_SHARE_OF_DEADLINE = 0.8
+
+
+def create_engine(url: str, timeout_seconds: int = 2, deadline_seconds: float | None = 5.0) -> Engine:
+    """An engine that fails fast when the database is away or stalled, so requests answer 503 instead
+    of hanging and workers back off.
+
+    `timeout_seconds` bounds making a connection and waiting for a free one in the pool.
+    `deadline_seconds` bounds every wait on the database once connected (None: no bound, for
+    migrations and tools). On PostgreSQL:
+      - the server cancels a statement after 80 % of the deadline (statement_timeout; lock waits are
+        part of the statement), leaving the connection usable;
+      - TCP keepalives and tcp_user_timeout notice a network partition;
+      - a server that holds the connection open and never answers (stopped, swapped out, a hung
+        disk: its kernel still acknowledges packets, so neither of the above fires) is cut off by the
+        client itself when a wait runs past the deadline (_BoundedConnection), and the connection is
+        discarded;
+      - once that has happened, new work is refused at once, without waiting, until a probe in the
+        background reaches the database again (_Stall).
+    On SQLite, the deadline bounds how long a transaction waits for the write lock (busy_timeout),
+    15 s without one.
+    """
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://"):]
     if url.startswith("sqlite"):
-        engine = sa.create_engine(url, hide_parameters=True, connect_args={"timeout": 15, "check_same_thread": False})
-        _sqlite_pragmas(engine)
+        busy_seconds = deadline_seconds or _SQLITE_BUSY_SECONDS
+        engine = sa.create_engine(url, hide_parameters=True, connect_args={"timeout": busy_seconds, "check_same_thread": False})
+        _sqlite_pragmas(engine, busy_seconds)
         return engine
+    # Keepalives make the kernel notice a server that vanished without a word (a host crash, a
+    # firewall forgetting the connection): the socket then reports an error at the next checkout.
+    connect_args = {"connect_timeout": timeout_seconds, "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
+                    "keepalives_count": 3}
+    if deadline_seconds is not None:
+        # Sent data left unacknowledged this long (a partition mid-statement) ends the connection.
+        connect_args["tcp_user_timeout"] = int(deadline_seconds * 1000)
+        # In the start-up packet, so it costs no round trip. Below the deadline: the server cancelling
+        # first keeps the connection; the client's deadline is the backstop.
+        statement_ms = int(deadline_seconds * 1000 * _SERVER_SHARE_OF_DEADLINE)
+        options = sa.engine.make_url(url).query.get("options")
+        connect_args["options"] = " ".join(filter(None, [options, f"-c statement_timeout={statement_ms}"]))
     engine = sa.create_engine(
         url,
         # Statement parameters are patient data: keep them out of error messages and logs.
@@ -100,14 +142,139 @@ def create_engine(url: str, timeout_seconds: int = 2) -> Engine:
         pool_size=5,
         max_overflow=10,
         pool_timeout=timeout_seconds,
-        # Keepalives make the kernel notice a server that vanished without a word (a host crash, a
-        # firewall forgetting the connection): the socket then reports an error at the next checkout.
-        connect_args={"connect_timeout": timeout_seconds, "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
-                      "keepalives_count": 3},
+        connect_args=connect_args,
     )
+    if deadline_seconds is not None:
+        stall = _Stall(deadline_seconds)
+        event.listen(engine, "do_connect", stall.connect)
+        event.listen(engine, "before_cursor_execute", stall.refuse_new_work)
     event.listen(engine, "connect", _note_new)
     event.listen(engine, "checkout", _refuse_if_hung_up)
     return engine
+
+
+class DatabaseNotAnswering(psycopg.OperationalError):
+    """The database did not answer within the engine's deadline, or is known not to be answering.
+    An OperationalError without SQLSTATE: is_unavailable() reads it as unavailable (503, back off)."""
+
+
+class _BoundedConnection(psycopg.Connection):
+    """psycopg's connection, with every wait on the server bounded by `deadline` seconds (None: none).
+
+    psycopg runs every exchange with the server (a statement, COMMIT, ROLLBACK, the pool's reset, a
+    fetch from a server-side cursor) as a generator driven by Connection.wait, which polls the
+    socket (in C, psycopg_binary's wait_c) every 0.1 s and raises its internal _WaitTimeout once
+    `timeout` has passed. Connection.wait is given that timeout here. When it runs out, the state of
+    the exchange is unknown, so the connection is closed: SQLAlchemy then sees a closed connection,
+    invalidates it (the pool discards it, never reuses it) and marks the error connection_invalidated.
+    Making a connection is bounded apart (connect_timeout). tests/integration/test_database_stall.py
+    proves this on a frozen server.
+    """
+
+    deadline: float | None = None
+    stall: _Stall | None = None
+
+    def wait(self, gen, *args, timeout: float | None = None, **kwargs):
+        limit = self.deadline
+        if limit is None or (timeout is not None and timeout <= limit):
+            return super().wait(gen, *args, timeout=timeout, **kwargs)
+        try:
+            return super().wait(gen, *args, timeout=limit, **kwargs)
+        except _PsycopgWaitTimeout:
+            self.pgconn.finish()
+            if self.stall is not None:
+                self.stall.noticed()
+            raise DatabaseNotAnswering(f"the database did not answer within {limit:g}s") from None
+
+
+_FIRST_PROBE_SECONDS = 0.1
+
+
+class _Stall:
+    """Whether an engine's database has stopped answering, and the probe that sees it answer again.
+
+    Without it, each request during a stall would wait out a whole deadline or connect timeout, and
+    the requests queued behind them in the same threads would wait several: with 8 clients on 4
+    threads, twice the bound. Once a wait has run out its deadline, or a connection attempt its
+    timeout, new work is refused at once (a new connection, or the first statement of a
+    transaction: one begun already is left to finish or run out its own deadline, since ending it
+    would wait on the server too), while one background thread tries a new connection and SELECT 1
+    with growing delays up to a second. The first answer ends the stall.
+
+    A false alarm (one wait ran out on a server that is answering) costs a few milliseconds of
+    refusals: the probe's first try ends it.
+    """
+
+    def __init__(self, deadline: float):
+        # Imported when needed: clinic.bus is the broker's module; only its outage logging is shared.
+        from clinic.bus import Outage
+
+        self.deadline = deadline
+        self.since: float | None = None
+        self._lock = threading.Lock()
+        self._probe: threading.Thread | None = None
+        self._connect_with: tuple[list, dict] | None = None
+        self._outage = Outage(log, "database")
+
+    def connect(self, _dialect, _record, cargs, cparams) -> _BoundedConnection:
+        """The engine's do_connect: every connection is a _BoundedConnection with the deadline."""
+        self._connect_with = (list(cargs), dict(cparams))
+        self.refuse_if_stalled()
+        try:
+            connection = _BoundedConnection.connect(*cargs, **cparams)
+        except ConnectionTimeout:
+            self.noticed()
+            raise
+        connection.deadline, connection.stall = self.deadline, self
+        return connection
+
+    def refuse_new_work(self, _connection, cursor, *_args) -> None:
+        """before_cursor_execute: refuse the first statement of a transaction while stalled."""
+        if self.since is not None and cursor.connection.info.transaction_status == TransactionStatus.IDLE:
+            self.refuse_if_stalled()
+
+    def refuse_if_stalled(self) -> None:
+        if self.since is None:
+            return
+        self._ensure_probe()  # after a fork, or should the probe have died
+        if self.since is not None:
+            raise DatabaseNotAnswering("the database is not answering (refused without waiting)")
+
+    def noticed(self) -> None:
+        with self._lock:
+            if self.since is None:
+                self.since = time.monotonic()
+                self._outage.failed(DatabaseNotAnswering(), _FIRST_PROBE_SECONDS)
+        self._ensure_probe()
+
+    def _ensure_probe(self) -> None:
+        with self._lock:
+            if self.since is not None and (self._probe is None or not self._probe.is_alive()):
+                self._probe = threading.Thread(target=self._run_probe, name="clinic-database-probe", daemon=True)
+                self._probe.start()
+
+    def _run_probe(self) -> None:
+        from clinic.bus import Backoff  # as Outage above
+
+        backoff = Backoff(cap_seconds=1.0, first_seconds=_FIRST_PROBE_SECONDS)
+        while True:
+            try:
+                if self._connect_with is not None:
+                    cargs, cparams = self._connect_with
+                    connection = _BoundedConnection.connect(*cargs, **cparams)
+                    try:
+                        connection.deadline = self.deadline
+                        connection.execute("SELECT 1")
+                    finally:
+                        connection.close()
+                with self._lock:
+                    self.since = None
+                self._outage.recovered()
+                return
+            except Exception as exc:  # noqa: BLE001 - whatever the reason, the database is not answering yet
+                delay = backoff.next()
+                self._outage.failed(exc, delay)
+                time.sleep(delay)
 
 
 _NEW = "clinic.new"
@@ -123,9 +290,10 @@ def _refuse_if_hung_up(dbapi_connection, record, _proxy) -> None:
 
     The check costs no round trip, unlike a ping: an idle connection has nothing to read unless the
     server has hung up (it sends a last message, then end of file), so a readable socket means
-    gone. A peer that vanished without a word is seen once TCP keepalives have given up on it (about
-    a minute); a request in that minute gets a 503. The services never LISTEN, so no notification
-    can make a live connection look gone; at worst another unexpected message costs a reconnect.
+    gone. A peer that vanished without a word is seen once TCP keepalives have given up on it (within
+    half a minute); a request in that time gets a 503 when its deadline runs out. The services never
+    LISTEN, so no notification can make a live connection look gone; at worst another unexpected
+    message costs a reconnect.
 
     A connection made just now is not checked: the pool replaces a refused connection once, and a
     new one refused too would end the request in a bare "connection is closed" (a 500). A new
@@ -183,7 +351,44 @@ def transaction(engine: Engine, refusals: tuple[type[BaseException], ...] = (Cli
                 raise
 
 
-def _sqlite_pragmas(engine: Engine) -> None:
+# How long a SQLite transaction waits for the write lock when the engine has no deadline.
+_SQLITE_BUSY_SECONDS = 15.0
+
+
+@contextmanager
+def without_deadline(engine: Engine) -> Iterator[Connection]:
+    """A connection of `engine` on which nothing is bounded by its deadline: no client-side deadline,
+    no statement_timeout, and on SQLite a wait for the write lock of at least 15 s. For migrations,
+    which may legitimately run for minutes (an index built on a large table).
+
+    The connection is begun by the caller (connection.begin()). Afterwards a PostgreSQL connection is
+    discarded rather than returned to the pool, so no request ever gets a connection without its
+    bounds (whatever state a failed migration left it in); SQLite's wait is set back instead (a
+    discarded in-memory database would be lost).
+    """
+    with engine.connect() as connection:
+        dbapi_connection = connection.connection.dbapi_connection
+        if is_postgresql(connection):
+            if isinstance(dbapi_connection, _BoundedConnection):
+                dbapi_connection.deadline = None
+            # On the driver's connection, outside SQLAlchemy's transaction (which the caller begins).
+            dbapi_connection.execute("SET statement_timeout = 0")
+            dbapi_connection.commit()
+            try:
+                yield connection
+            finally:
+                connection.invalidate()
+        else:
+            # Straight on sqlite3 (in autocommit), so that SQLAlchemy's BEGIN IMMEDIATE waits the longer time.
+            bounded = dbapi_connection.execute("PRAGMA busy_timeout").fetchone()[0]
+            dbapi_connection.execute(f"PRAGMA busy_timeout={max(bounded, int(_SQLITE_BUSY_SECONDS * 1000))}")
+            try:
+                yield connection
+            finally:
+                dbapi_connection.execute(f"PRAGMA busy_timeout={bounded}")
+
+
+def _sqlite_pragmas(engine: Engine, busy_seconds: float) -> None:
     # WAL lets the web process read while the worker writes; BEGIN IMMEDIATE takes the write lock
     # at the start of every transaction, which serialises writers (SQLite's only safe way to make
     # check-then-insert rules hold) and avoids deadlocks between a reader upgrading to a writer.
@@ -193,7 +398,7 @@ def _sqlite_pragmas(engine: Engine) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=15000")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_seconds * 1000)}")
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -208,6 +413,9 @@ def is_postgresql(connection_or_engine) -> bool:
 # SQLSTATEs that mean the server or the connection went away (class 08, the server shutting down,
 # or no connection slot free), as opposed to a statement the server refused.
 _SERVER_GONE = ("57P01", "57P02", "57P03", "53300")
+# SQLSTATEs of a wait the server ended for taking too long: statement_timeout (query_canceled, also
+# an operator's pg_cancel_backend) and lock_timeout (lock_not_available).
+_TOO_SLOW = ("57014", "55P03")
 # SQLSTATEs where the server chose this transaction as the victim of a conflict (serialization
 # failure, deadlock): the whole transaction may simply be run again.
 _RUN_AGAIN = ("40001", "40P01")
@@ -234,8 +442,8 @@ def violated_constraint(exc: BaseException) -> str | None:
 
 
 def is_unavailable(exc: BaseException) -> bool:
-    """True when the error says the database is away or out of connections (try later), not that
-    the statement is wrong."""
+    """True when the error says the database is away, stalled, too slow to answer within the deadline
+    or out of connections (try later), not that the statement is wrong."""
     if isinstance(exc, sa.exc.TimeoutError):
         return True  # the connection pool stayed exhausted past its timeout
     if not isinstance(exc, DBAPIError):
@@ -245,7 +453,7 @@ def is_unavailable(exc: BaseException) -> bool:
     if isinstance(exc, OperationalError):
         sqlstate = _sqlstate(exc)
         # No SQLSTATE: the connection could not be made at all (or SQLite stayed locked).
-        return sqlstate is None or sqlstate.startswith("08") or sqlstate in _SERVER_GONE
+        return sqlstate is None or sqlstate.startswith("08") or sqlstate in _SERVER_GONE or sqlstate in _TOO_SLOW
     return False
 
 

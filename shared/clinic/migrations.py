@@ -7,20 +7,28 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from clinic.db import create_engine
+from clinic.db import create_engine, without_deadline
 
 
 def migrate(engine_or_url, migrations_dir: Path | str, revision: str = "head") -> None:
-    """Bring a service's database to a revision with its Alembic migrations."""
+    """Bring a service's database to a revision with its Alembic migrations.
+
+    Migrations are exempt from the engine's deadline and statement timeout (clinic.db.without_deadline):
+    one may legitimately run for minutes."""
     from alembic import command
     from alembic.config import Config
 
-    engine = create_engine(engine_or_url) if isinstance(engine_or_url, str) else engine_or_url
+    made_here = isinstance(engine_or_url, str)
+    engine = create_engine(engine_or_url, deadline_seconds=None) if made_here else engine_or_url
     config = Config()
     config.set_main_option("script_location", str(migrations_dir))
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.upgrade(config, revision)
+    try:
+        with without_deadline(engine) as connection, connection.begin():
+            config.attributes["connection"] = connection
+            command.upgrade(config, revision)
+    finally:
+        if made_here:
+            engine.dispose()
 
 
 def run_migrations(metadata: sa.MetaData) -> None:
@@ -32,9 +40,12 @@ def run_migrations(metadata: sa.MetaData) -> None:
         url = context.config.get_main_option("sqlalchemy.url")
         if not url:
             raise RuntimeError("run migrations with `clinic migrate SERVICE` or give sqlalchemy.url")
-        engine = create_engine(url)
-        with engine.begin() as connection:
-            _configure_and_run(context, connection, metadata)
+        engine = create_engine(url, deadline_seconds=None)
+        try:
+            with engine.begin() as connection:
+                _configure_and_run(context, connection, metadata)
+        finally:
+            engine.dispose()
         return
     _configure_and_run(context, connection, metadata)
 

@@ -5,16 +5,20 @@
 3. servers started from the locally installed Debian packages, in a temporary directory.
 
 A server that cannot be had is an error with a message saying what to install or set.
-Fault tests stop and start the servers; that needs one of the last two (a server given
-by URL is not ours to stop).
+Fault tests stop and start the servers, or freeze them (every process stopped with SIGSTOP, or
+the container paused: connections stay open and nothing answers); that needs one of the last two
+(a server given by URL is not ours to stop).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
 import tempfile
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -141,6 +145,62 @@ class Database(_Server):
             self._local.restart()
         elif self._container:
             self._container.get_wrapped_container().unpause()
+
+    @contextmanager
+    def frozen(self) -> Iterator[None]:
+        """PostgreSQL frozen for the block, thawed after it whatever happens: every process of the
+        cluster stopped (SIGSTOP), or its container paused. Its kernel still accepts connections and
+        acknowledges packets, so clients see a server that holds every connection open and never
+        answers, as with a hung disk or a host swapping."""
+        self._require_control("PostgreSQL (it freezes the server's processes)")
+        stopped = self._freeze()
+        try:
+            yield
+        finally:
+            self._thaw(stopped)
+
+    def _freeze(self) -> list[int]:
+        if self._container:
+            self._container.get_wrapped_container().pause()
+            return []
+        postmaster = int((self._local.data / "postmaster.pid").read_text().split()[0])
+        # The postmaster first, so that it forks no new backend while its children are being stopped.
+        os.kill(postmaster, signal.SIGSTOP)
+        stopped = [postmaster]
+        for pid in _children(postmaster):
+            try:
+                os.kill(pid, signal.SIGSTOP)
+                stopped.append(pid)
+            except ProcessLookupError:
+                pass  # a backend that was ending
+        return stopped
+
+    def _thaw(self, stopped: list[int]) -> None:
+        if self._container:
+            self._container.get_wrapped_container().unpause()
+            return
+        for pid in reversed(stopped):
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+
+
+def _children(parent: int) -> list[int]:
+    """The processes whose parent is `parent` (a PostgreSQL cluster's backends and helpers), from /proc."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                # The command name, in parentheses, may hold spaces: the fields after it are split.
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == parent:
+            found.append(int(entry))
+    return found
 
 
 def _with_database(url: str, name: str) -> str:
