@@ -18,7 +18,9 @@ Modules, one reason each:
   validation    field validators every service's schemas use
   auth          staff tokens, roles, device tokens
   errors        domain exceptions, translated to HTTP once in web
-  worker        a service's worker process: consumer + relay
+  worker        a service's worker process: consumer, relay and periodic jobs, watched
+  metrics       the Prometheus metrics every process exposes
+  ops           the ops port (/metrics, /healthz apart from the request threads), `clinic outbox status`
   gunicorn_conf the web server's settings for every service
   localservers  RabbitMQ / PostgreSQL started from local packages
   cli           the `clinic` command

@@ -17,17 +17,27 @@ threads each. What it adds to gunicorn's defaults, and why:
   `Connection: close` and the connection closed: the app answers 413 without reading such a body,
   and gunicorn would otherwise give up draining it after 64 KiB and drop a connection it had just
   announced as kept alive (the client's next request on it then fails);
-- no access log: the app logs each request itself, by route template, never the raw path or query.
+- no access log: the app logs each request itself, by route template, never the raw path or query;
+- metrics added up over the worker processes: the master gives them a fresh directory for
+  prometheus_client's multiprocess mode before they fork (PROMETHEUS_MULTIPROC_DIR; removed when
+  the master exits), so /metrics answers the same whichever process is asked;
+- with CLINIC_METRICS_PORT set, the master itself serves /metrics and /healthz on that port, on the
+  address the app listens on (clinic.ops), from a thread of its own: the liveness probe is answered
+  while every request thread waits on a stalled database.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import sys
+import tempfile
 
 from gunicorn import util
 from gunicorn.http import errors
 from gunicorn.workers.gthread import ThreadWorker
 
+from clinic.config import read_int
 from clinic.http_edge import MAX_BODY_BYTES
 from clinic.http_errors import error_bytes
 
@@ -90,3 +100,70 @@ class JsonErrorsThreadWorker(ThreadWorker):
 
 
 worker_class = JsonErrorsThreadWorker
+
+
+# --- metrics and the master's ops port ---------------------------------------------------------
+# Nothing here may import prometheus_client before on_starting has set the directory: it chooses
+# between one process's values and files shared by several when it is first imported.
+
+_MULTIPROCESS_DIRECTORY = "PROMETHEUS_MULTIPROC_DIR"  # clinic.metrics.MULTIPROCESS_DIRECTORY
+_metrics_directory: str | None = None
+_ops = None  # the master's clinic.ops.OpsServer
+
+
+def on_starting(server):
+    """In the master, before any worker forks: a fresh directory for the workers' metrics."""
+    global _metrics_directory
+    values = sys.modules.get("prometheus_client.values")
+    if values is not None and not getattr(values.ValueClass, "_multiprocess", False):
+        # Imported before the master started (the app preloaded): the workers would keep their
+        # values to themselves, and files in the directory would be empty. Better per-process than wrong.
+        server.log.warning("metrics are per worker process: prometheus_client was imported before gunicorn started")
+        return
+    _metrics_directory = tempfile.mkdtemp(prefix="clinic-metrics-")
+    os.environ[_MULTIPROCESS_DIRECTORY] = _metrics_directory
+
+
+def when_ready(server):
+    """The master's ops port, when CLINIC_METRICS_PORT is set: /metrics of every worker process, and
+    /healthz answering while the master runs."""
+    global _ops
+    port = read_int(os.environ, "CLINIC_METRICS_PORT", 0)
+    if port <= 0:
+        return
+    from clinic.ops import OpsServer
+
+    host = _ops_host(server.cfg.address)
+    try:
+        _ops = OpsServer(port, host=host, name="gunicorn-ops").start()
+    except OSError as exc:
+        # Without it the liveness probe fails and the pod restarts in a loop: say why, and stop now.
+        server.halt(f"CLINIC_METRICS_PORT {host}:{port} cannot be served ({exc.strerror})", exit_status=1)
+    server.log.info("/metrics and /healthz of the web master on %s:%s", host, port)
+
+
+def _ops_host(addresses) -> str:
+    # The app's own address when it listens on the loopback only (make run, tests), else every address.
+    hosts = [address[0] for address in addresses if isinstance(address, tuple)]
+    return "127.0.0.1" if hosts and all(host in ("127.0.0.1", "localhost", "::1") for host in hosts) else "0.0.0.0"
+
+
+def post_fork(server, worker):
+    """In each new worker: let go of the master's ops port, which only the master serves."""
+    if _ops is not None:
+        _ops.forget_in_child()
+
+
+def child_exit(server, worker):
+    """In the master, when a worker process ends: its counts stay, its live gauges go."""
+    if _metrics_directory is not None:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid, _metrics_directory)
+
+
+def on_exit(server):
+    if _ops is not None:
+        _ops.stop()
+    if _metrics_directory is not None:
+        shutil.rmtree(_metrics_directory, ignore_errors=True)

@@ -4,11 +4,17 @@ Every 4xx and 5xx answers {"error": {"code", "message", "details"}} (clinic.http
 exceptions (clinic.errors) are translated here and nowhere else; a database that is away is a 503,
 never a hang or a 500. What every request passes before a view is clinic.http_edge; what the OpenAPI
 documents say beyond flask-smorest's defaults is clinic.openapi.
+
+Every request is counted in clinic.metrics by its route template (never the raw path, which can
+hold a name), method and status, and GET /metrics answers them. /metrics is answered before Flask
+routes the request: it is no operation of the API (not in the OpenAPI document, not audited, no
+token), and it holds no patient data.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from datetime import date, datetime
 
@@ -18,13 +24,13 @@ from flask_smorest import Api, Blueprint
 from sqlalchemy.engine import Engine
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
-from clinic import audit, bus, http_edge, openapi
+from clinic import audit, bus, http_edge, metrics, openapi
 from clinic.auth import Principal
 from clinic.config import Settings
 from clinic.db import create_engine, is_conflict_victim, is_unavailable, ping, utcnow
 from clinic.db import reading as db_reading
 from clinic.errors import ClinicError
-from clinic.http_errors import HTTP_CODES, ErrorSchema, error_response
+from clinic.http_errors import HTTP_CODES, ErrorSchema, error_bytes, error_response
 from clinic.logs import configure_logging
 from clinic.unit_of_work import UnitOfWork
 
@@ -146,7 +152,8 @@ def healthz():
 @health.response(200)
 @health.alt_response(503, schema=ErrorSchema)
 def readyz():
-    """The database and the broker are reachable: 200, else 503 naming what is not."""
+    """The database and the broker are reachable: 200, else 503 naming what is not. Answers within the
+    database's deadline (CLINIC_DATABASE_DEADLINE_SECONDS) and half a second for the broker."""
     checks = {"database": _database_ok(), "broker": bus.broker_reachable(settings())}
     if all(checks.values()):
         return {"status": "ready", "checks": checks}
@@ -170,6 +177,8 @@ def create_service_app(service_settings: Settings, blueprints, title: str, metad
     configure_logging(service_settings)
     service_settings.check_safe_to_run()
     app = Flask(service_settings.service)
+    # First, so that a request the edge refuses before any view is timed and counted too.
+    _install_metrics(app, service_settings.service)
     app.config.update(
         CLINIC_SETTINGS=service_settings,
         API_TITLE=title,
@@ -186,7 +195,8 @@ def create_service_app(service_settings: Settings, blueprints, title: str, metad
         },
         MAX_CONTENT_LENGTH=http_edge.READ_LIMIT_BYTES,
     )
-    app.extensions["clinic.engine"] = db_engine or create_engine(service_settings.database_url, service_settings.database_timeout_seconds)
+    app.extensions["clinic.engine"] = db_engine or create_engine(service_settings.database_url, service_settings.database_timeout_seconds,
+                                                                 deadline_seconds=service_settings.database_deadline_seconds)
     app.extensions["clinic.metadata"] = metadata
     app.extensions["clinic.clock"] = clock
     # `<date:day>` in a route: a plausible day, documented as one (before any blueprint adds its routes).
@@ -213,7 +223,9 @@ def _install_error_handlers(app: Flask) -> None:
     @app.errorhandler(sa.exc.TimeoutError)
     def _database_error(exc):
         if is_unavailable(exc):
-            log.warning("database unavailable: %s", type(getattr(exc, "orig", None) or exc).__name__)
+            # clinic.db says once when an outage begins and ends; a line per refused request would bury it.
+            log.debug("database unavailable: %s", type(getattr(exc, "orig", None) or exc).__name__)
+            metrics.DATABASE_UNAVAILABLE.labels(settings().service).inc()
             response = error_response(503, "database_unavailable", "the database is not reachable; try again shortly")
         elif is_conflict_victim(exc):
             response = error_response(503, "try_again", "the change collided with another one at the same moment; try again")
@@ -228,3 +240,51 @@ def _install_error_handlers(app: Flask) -> None:
         # HTTPExceptions never reach here: ClinicApi.handle_http_exception is the more specific handler.
         log.exception("unhandled error")
         return error_response(500, "internal_error", "an unexpected error occurred; it has been logged")
+
+
+METRICS_PATH = "/metrics"
+# Methods counted by name; any other (a client may send anything) is counted as "other", so a label
+# never grows without bound.
+_COUNTED_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def _install_metrics(app: Flask, service: str) -> None:
+    """Count and time every request the app answers, and answer GET /metrics in front of the app."""
+
+    @app.before_request
+    def _start_clock():
+        g.metrics_started = time.perf_counter()
+
+    @app.after_request
+    def _count(response):
+        # The template, never the path: "/patients/<uuid:patient_id>", not a patient's id.
+        route = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        method = request.method if request.method in _COUNTED_METHODS else "other"
+        metrics.REQUESTS.labels(service, route, method, str(response.status_code)).inc()
+        started = g.get("metrics_started")
+        if started is not None:
+            metrics.REQUEST_SECONDS.labels(service, route, method).observe(time.perf_counter() - started)
+        return response
+
+    app.wsgi_app = _MetricsEndpoint(app.wsgi_app)
+
+
+class _MetricsEndpoint:
+    """WSGI middleware answering GET /metrics (clinic.metrics.exposition) and passing every other
+    request on to the app."""
+
+    def __init__(self, app):
+        self.app = app
+
+    def __call__(self, environ, start_response):
+        if environ.get("PATH_INFO") != METRICS_PATH:
+            return self.app(environ, start_response)
+        method = environ.get("REQUEST_METHOD")
+        if method not in ("GET", "HEAD"):
+            body = error_bytes(405, f"{METRICS_PATH} answers GET only")
+            start_response("405 Method Not Allowed", [("Content-Type", "application/json"), ("Content-Length", str(len(body))),
+                                                      ("Allow", "GET, HEAD")])
+            return [body]
+        body, content_type = metrics.exposition(environ.get("HTTP_ACCEPT"))
+        start_response("200 OK", [("Content-Type", content_type), ("Content-Length", str(len(body))), ("Cache-Control", "no-store")])
+        return [b"" if method == "HEAD" else body]

@@ -5,6 +5,12 @@ The consumer and the relay each run their own pika connection; jobs touch only t
 event they cause goes out through the outbox). SIGTERM or SIGINT stops both cleanly: the
 message being handled is finished (or returned to the queue), the relay's batch
 is committed or rolled back.
+
+With settings.metrics_port set, the worker serves /metrics and /healthz there (clinic.ops) from a
+thread of its own. It is alive while each of its loops is: its thread runs and it has beaten (its
+`last_beat`, renewed at least once a second, also while it waits for a server to come back) within
+STUCK_AFTER_SECONDS. A loop that dies is logged at once and named on /healthz, so Kubernetes
+restarts the worker rather than leave a consumer running beside a relay that publishes nothing.
 """
 
 from __future__ import annotations
@@ -23,10 +29,15 @@ from clinic.config import Settings
 from clinic.db import create_engine, utcnow
 from clinic.inbox import Consumer, Handler
 from clinic.logs import configure_logging
+from clinic.ops import OpsServer
 from clinic.outbox import Relay
 from clinic.unit_of_work import UnitOfWork
 
 log = logging.getLogger(__name__)
+
+# A loop that has not beaten for this long is stuck: well above the one-second beat, and above any
+# one database wait (settings.database_deadline_seconds) or broker reconnection delay.
+STUCK_AFTER_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -34,11 +45,15 @@ class Job:
     """Work the worker does every `every`, in a unit of work of its own (one transaction per run).
 
     A job must be safe when two workers run it at once (two replicas) and when a run is cut short:
-    it decides from what the database says, under the database's constraints and locks."""
+    it decides from what the database says, under the database's constraints and locks.
+
+    `longest` is how long one run may take before the worker calls its jobs stuck, when that can be
+    more than STUCK_AFTER_SECONDS (a batch of emails to a slow mail server)."""
 
     name: str
     every: timedelta
     run: Callable[[UnitOfWork], object]
+    longest: timedelta | None = None
 
 
 class _Jobs:
@@ -47,24 +62,40 @@ class _Jobs:
     def __init__(self, settings: Settings, engine, metadata: sa.MetaData, jobs: Sequence[Job], clock: Callable[[], datetime]):
         self.settings, self.engine, self.metadata, self.jobs, self.clock = settings, engine, metadata, list(jobs), clock
         self._stopped = threading.Event()
+        # time.monotonic() when the loop last showed it was alive: between runs, at least once a second.
+        self.last_beat = time.monotonic()
+        # The job being run, if any (its run may take longer than a beat).
+        self.running: Job | None = None
 
     def run(self) -> None:
         due = {job.name: 0.0 for job in self.jobs}
         while not self._stopped.is_set():
+            self.last_beat = time.monotonic()
             for job in self.jobs:
                 if self._stopped.is_set():
                     return
                 if time.monotonic() >= due[job.name]:
                     self.run_once(job)
                     due[job.name] = time.monotonic() + job.every.total_seconds()
-            self._stopped.wait(max(0.05, min(due.values()) - time.monotonic()))
+            self._stopped.wait(min(1.0, max(0.05, min(due.values()) - time.monotonic())))
 
     def run_once(self, job: Job) -> None:
+        self.running = job
         try:
             job.run(UnitOfWork(self.engine, self.metadata, self.settings.service, clock=self.clock))
         except Exception as exc:  # noqa: BLE001 - a failed run is retried at the next interval
             # The class only: an exception's text may carry a row's values.
             log.error("job %s failed (%s); it runs again in %ss", job.name, type(exc).__name__, job.every.total_seconds())
+        finally:
+            self.running = None
+            self.last_beat = time.monotonic()
+
+    def silent_for(self) -> tuple[float, float]:
+        """(seconds since the loop last beat, how long it may be silent): longer while a job with a
+        `longest` of its own runs."""
+        job = self.running
+        allowed = max(STUCK_AFTER_SECONDS, job.longest.total_seconds()) if job is not None and job.longest else STUCK_AFTER_SECONDS
+        return time.monotonic() - self.last_beat, allowed
 
     def stop(self) -> None:
         self._stopped.set()
@@ -72,33 +103,88 @@ class _Jobs:
 
 class Worker:
     def __init__(self, settings: Settings, metadata: sa.MetaData, handlers: dict[str, Handler], engine=None,
-                 clock: Callable[[], datetime] = utcnow, jobs: Sequence[Job] = ()):
-        """`clock` gives each event's and each job's unit of work its time: the real one, but in tests."""
+                 clock: Callable[[], datetime] = utcnow, jobs: Sequence[Job] = (), ops_host: str = "0.0.0.0"):
+        """`clock` gives each event's and each job's unit of work its time: the real one, but in tests.
+        `ops_host` is the address the metrics port listens on (127.0.0.1 in tests)."""
         self.settings = settings
-        self.engine = engine or create_engine(settings.database_url, settings.database_timeout_seconds)
+        self.engine = engine or create_engine(settings.database_url, settings.database_timeout_seconds,
+                                              deadline_seconds=settings.database_deadline_seconds)
         self.relay = Relay(settings, self.engine, metadata.tables["outbox"])
         self.consumer = Consumer(settings, self.engine, metadata, handlers, clock) if handlers else None
         self.jobs = _Jobs(settings, self.engine, metadata, jobs, clock) if jobs else None
+        self.ops_host = ops_host
+        self.ops: OpsServer | None = None
         self._stopped = threading.Event()
+        # The loops run() started, and those of them that have ended (returned or raised).
+        self._started: set[str] = set()
+        self._ended: set[str] = set()
 
     def run(self) -> None:
-        relay_thread = threading.Thread(target=self.relay.run, name=f"{self.settings.service}-relay", daemon=True)
-        relay_thread.start()
-        jobs_thread = None
+        service = self.settings.service
+        threads = [self._start_loop("relay", self.relay.run)]
         if self.jobs is not None:
-            jobs_thread = threading.Thread(target=self.jobs.run, name=f"{self.settings.service}-jobs", daemon=True)
-            jobs_thread.start()
-        log.info("worker %s started", self.settings.service)
-        if self.consumer is not None:
-            self.consumer.run()
-        else:
-            self._stopped.wait()
-        self.relay.stop()
-        if self.jobs is not None:
-            self.jobs.stop()
-            jobs_thread.join(timeout=10)
-        relay_thread.join(timeout=10)
-        log.info("worker %s stopped", self.settings.service)
+            threads.append(self._start_loop("jobs", self.jobs.run))
+        if self.settings.metrics_port > 0:
+            self.ops = OpsServer(self.settings.metrics_port, self.stuck, self.ops_host, name=f"{service}-ops").start()
+            log.info("worker %s: /metrics and /healthz on port %s", service, self.ops.port)
+        log.info("worker %s started", service)
+        try:
+            if self.consumer is not None:
+                self._started.add("consumer")
+                # In this thread: an error that ends the consumer ends the process, which is then restarted.
+                self._watched("consumer", self.consumer.run, reraise=True)
+            else:
+                self._stopped.wait()
+        finally:
+            self.relay.stop()
+            if self.jobs is not None:
+                self.jobs.stop()
+            for thread in threads:
+                thread.join(timeout=10)
+            if self.ops is not None:
+                self.ops.stop()
+            log.info("worker %s stopped", service)
+
+    def _start_loop(self, name: str, loop: Callable[[], None]) -> threading.Thread:
+        self._started.add(name)
+        thread = threading.Thread(target=self._watched, args=(name, loop), name=f"{self.settings.service}-{name}", daemon=True)
+        thread.start()
+        return thread
+
+    def _watched(self, name: str, loop: Callable[[], None], reraise: bool = False) -> None:
+        """Run one of the worker's loops, saying at once if it ends while the worker is meant to run."""
+        try:
+            loop()
+        except BaseException:
+            self._ended.add(name)
+            # The formatter keeps a database error's text (which may quote a row) out of the traceback;
+            # a thread's uncaught exception would be printed whole, so it stops here.
+            log.critical("worker %s: the %s died; the worker is not whole until it is restarted", self.settings.service, name,
+                         exc_info=True)
+            if reraise:
+                raise
+            return
+        self._ended.add(name)
+        if not self._stopped.is_set():
+            log.critical("worker %s: the %s ended while the worker runs; the worker is not whole until it is restarted",
+                         self.settings.service, name)
+
+    def stuck(self) -> dict[str, str]:
+        """What of the worker is dead or stuck, {loop: why}; empty while every loop runs and beats.
+        Read from what the loops record (their end, their last beat), never from the database or the broker."""
+        if self._stopped.is_set():
+            return {}
+        stuck = {}
+        for name, loop in (("consumer", self.consumer), ("relay", self.relay), ("jobs", self.jobs)):
+            if loop is None or name not in self._started:
+                continue
+            if name in self._ended:
+                stuck[name] = "not running"
+                continue
+            silent, allowed = loop.silent_for() if name == "jobs" else (time.monotonic() - loop.last_beat, STUCK_AFTER_SECONDS)
+            if silent > allowed:
+                stuck[name] = f"no sign of life for {silent:.0f} s"
+        return stuck
 
     def stop(self, *_args) -> None:
         self._stopped.set()

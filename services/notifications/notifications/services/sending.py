@@ -175,5 +175,5 @@ def expire_waiting(uow: UnitOfWork, mail_settings: MailSettings) -> int:
 
 def jobs(mail_settings: MailSettings, every: timedelta = timedelta(seconds=1)) -> list[Job]:
     """The worker's mail jobs: the sender, and the end of waiting for contacts that never came."""
-    return [Job("send mail", every, lambda uow: send_due(uow, mail_settings)),
+    return [Job("send mail", every, lambda uow: send_due(uow, mail_settings), longest=LEASE),
             Job("stale waiting messages", timedelta(minutes=1), lambda uow: expire_waiting(uow, mail_settings))]
