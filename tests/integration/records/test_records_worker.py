@@ -26,7 +26,9 @@ from tests.integration.records.support import KETOROLAC, draft_plan, register
 def worker(client, records_database):
     """The records worker (consumer and outbox relay) on the test's database and bus namespace."""
     engine = create_engine(records_database)
-    running = Worker(client.settings.with_changes(delivery_limit=2), db.metadata, HANDLERS, engine=engine)
+    # Short retry delays: a failing event reaches the dead letters within the tests' waits.
+    running = Worker(client.settings.with_changes(delivery_limit=2, retry_delays_seconds=(0.1, 0.2)), db.metadata, HANDLERS,
+                     engine=engine)
     thread = threading.Thread(target=running.run, name="records-worker", daemon=True)
     thread.start()
     assert running.consumer.ready.wait(15), "the records consumer did not connect to the broker"

@@ -27,8 +27,10 @@ TWO_WEEKS_LATER = MONDAY + timedelta(days=14)
 
 @pytest.fixture
 def worker(clinic):
-    """The scheduling worker (consumer and outbox relay) on the clinic's database, the test's bus namespace and clock."""
-    with running(Worker(clinic.settings, metadata, make_handlers(SchedulingRules(timezone=NY)), engine=clinic.engine,
+    """The scheduling worker (consumer and outbox relay) on the clinic's database, the test's bus namespace and clock,
+    with short retry delays (a failing event reaches the dead letters within the tests' waits)."""
+    settings = clinic.settings.with_changes(retry_delays_seconds=(0.1, 0.2))
+    with running(Worker(settings, metadata, make_handlers(SchedulingRules(timezone=NY)), engine=clinic.engine,
                         clock=clinic.clock), "scheduling-worker") as worker:
         yield worker
 

@@ -40,7 +40,9 @@ rooms = sa.Table(
 # Treatment plans, copied from records.treatment_plan.activated / retired, one row per plan, kept by the
 # patient's plan sequence as records stamped it (0: an event without one). A retirement only clears
 # `active`: the drugs and minutes stay, as an activation brought them (even one that arrives after the
-# retirement, sessions.services.copies fills them in then). changed_at is for people; nothing is ordered by it.
+# retirement, sessions.services.copies fills them in then). An activation heard after another plan's event
+# of the same patient at a higher sequence is stored not active (it had been replaced by then).
+# changed_at is for people; nothing is ordered by it.
 plans = sa.Table(
     "plans",
     metadata,

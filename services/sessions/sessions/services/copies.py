@@ -2,6 +2,10 @@
 treatment plans (records), each kept by the version its producer stamped, never by clock
 (clinic.db.keep_newest); and each session's copy of its plan's drugs, filled from the plan copy.
 
+Events about one patient's plans may arrive in any order (a retried one after those that followed
+it): a copy is never replaced by an older sequence, and an activation older than another plan's
+event of the same patient is kept as not in force.
+
 A session takes the plan that was active when the patient checked in. Its drugs are copied into
 session_drugs as soon as both the session and the plan copy are here, in whichever order the
 check-in and the plan's activation arrive; a plan retired or replaced later leaves them as they are.
@@ -54,22 +58,34 @@ def room_seen_at_check_in(connection: Connection, room_id: str, name: str, now: 
 def keep_activated_plan(uow: UnitOfWork, plan_id: str, patient_id: str, infusion_minutes: int, drugs: list[dict],
                         version: int | None) -> None:
     """records activated a plan: keep it (by the patient's plan sequence, None read as 0) with its
-    drugs, and give its drugs to the sessions that wait for them."""
+    drugs, and give its drugs to the sessions that wait for them.
+
+    An activation heard after a later plan event of the same patient (another plan's, at a higher
+    sequence) is kept, drugs and all, but not as active: records keeps one active plan per patient,
+    so by that later sequence this plan had been retired, whether or not its retirement is here yet."""
     connection = uow.connection
     lock_patient(connection, patient_id)
+    sequence = version or 0
+    in_force = not _later_plan_event_heard(connection, patient_id, plan_id, sequence)
     written = keep_newest(connection, plans, {"plan_id": plan_id, "patient_id": patient_id, "infusion_minutes": infusion_minutes,
-                                              "drugs": drugs, "active": True, "version": version or 0, "changed_at": uow.now},
+                                              "drugs": drugs, "active": in_force, "version": sequence, "changed_at": uow.now},
                           key=("plan_id",))
     if not written:
         # A later event about this plan (its retirement) arrived first and left no drugs: the drugs
         # are the plan's whatever its state, so they are filled in; `active` stays as the later event said.
         connection.execute(plans.update().where(plans.c.plan_id == plan_id, plans.c.drugs.is_(None))
                            .values(drugs=drugs, infusion_minutes=infusion_minutes))
-    else:
+    elif in_force:
         # A session checked in while the patient had no plan known here takes the one activated now.
         connection.execute(sessions.update().where(sessions.c.patient_id == patient_id, sessions.c.plan_id.is_(None),
                                                    sessions.c.status.in_(care.OPEN)).values(plan_id=plan_id))
     _fill_waiting_sessions(connection, plan_id)
+
+
+def _later_plan_event_heard(connection: Connection, patient_id: str, plan_id: str, sequence: int) -> bool:
+    """Whether a copy of another of the patient's plans stands at a higher plan sequence than `sequence`."""
+    return connection.execute(sa.select(plans.c.plan_id).where(
+        plans.c.patient_id == patient_id, plans.c.plan_id != plan_id, plans.c.version > sequence).limit(1)).first() is not None
 
 
 def keep_retired_plan(uow: UnitOfWork, plan_id: str, patient_id: str, version: int | None) -> None:
