@@ -1,12 +1,22 @@
 """RabbitMQ: the topology every service shares, connections, and confirmed publishing.
 
-Topology (names under the bus namespace, `clinic` by default):
+Topology (names under the bus namespace, `clinic` by default; `q` is a consuming service's queue):
   clinic.events      durable topic exchange all events are published to; its alternate
                      exchange is clinic.unrouted, so an event no queue is bound to yet is kept
-  clinic.unrouted    fanout exchange and durable queue holding those events
-  clinic.dead        direct exchange for dead letters, keyed by the consuming queue
-  clinic.<service>   one durable quorum queue per consuming service, with a delivery limit
-  clinic.<service>.dead  where that service's poison messages end
+  clinic.unrouted    fanout exchange and durable queue holding those events, up to a length and
+                     an age from configuration (the oldest go first)
+  clinic.<service>   q: one durable quorum queue per consuming service, with a delivery limit (the
+                     safety net for a worker that crashes on a message, not the retry policy)
+  clinic.retry       headers exchange: the consumer publishes a failed message here, its routing key
+                     unchanged, with x-clinic-queue=q and x-clinic-step=<delay in ms> or "dead"
+  q.delay.<ms>ms     one quorum queue per configured retry delay: the message waits there for the
+                     queue's TTL, then is dead-lettered to clinic.requeue (its routing key kept)
+  clinic.requeue     headers exchange that routes a message back to the queue x-clinic-queue names
+  clinic.dead        direct exchange for the delivery limit's dead letters, keyed by the consuming queue
+  q.dead             where the service's dead letters end: from clinic.retry (step "dead") and clinic.dead
+
+The headers bindings match with x-match=all-with-x: plain "all" ignores every header whose name
+starts with x-, and would route every message everywhere.
 
 pika connections are not thread-safe: each thread makes its own Publisher or Consumer.
 """
@@ -91,9 +101,48 @@ def connect(settings: Settings) -> pika.BlockingConnection:
     return pika.BlockingConnection(connection_parameters(settings))
 
 
+# The headers that route a failed message (see the module's docstring).
+QUEUE_HEADER = "x-clinic-queue"
+STEP_HEADER = "x-clinic-step"
+DEAD_STEP = "dead"
+# Set when a dead letter is replayed: the expiries counted until then, so it starts with fresh attempts.
+REPLAYED_AFTER_HEADER = "x-clinic-replayed-after-expiries"
+# What a dead letter says about why it is there (never patient data).
+REASON_HEADER = "x-clinic-reason"
+EXCEPTION_HEADER = "x-clinic-exception"
+ERROR_HEADER = "x-clinic-error"
+ATTEMPTS_HEADER = "x-clinic-attempts"
+DEAD_AT_HEADER = "x-clinic-dead-at"
+# Headers that belong to one trip: not carried onto the next.
+_TRIP_HEADERS = (STEP_HEADER, REASON_HEADER, EXCEPTION_HEADER, ERROR_HEADER, ATTEMPTS_HEADER, DEAD_AT_HEADER, "x-delivery-count")
+
+
+def retry_exchange(settings: Settings) -> str:
+    return f"{settings.bus_namespace}.retry"
+
+
+def requeue_exchange(settings: Settings) -> str:
+    return f"{settings.bus_namespace}.requeue"
+
+
+def delay_milliseconds(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
+
+
+def delay_queue(settings: Settings, milliseconds: int) -> str:
+    """Named by its delay: a changed CLINIC_RETRY_DELAYS declares new queues rather than redeclaring an
+    existing one with another TTL, which the broker would refuse."""
+    return f"{settings.queue}.delay.{milliseconds}ms"
+
+
+def delay_queue_prefix(settings: Settings) -> str:
+    return f"{settings.queue}.delay."
+
+
 def declare_exchanges(channel, settings: Settings) -> None:
+    """The exchanges every publisher needs, and the unrouted queue behind the alternate exchange."""
     channel.exchange_declare(settings.unrouted_exchange, exchange_type="fanout", durable=True)
-    channel.queue_declare(settings.unrouted_queue, durable=True, arguments={"x-queue-type": "quorum"})
+    _declare_unrouted_queue(channel, settings)
     channel.queue_bind(settings.unrouted_queue, settings.unrouted_exchange)
     channel.exchange_declare(
         settings.exchange,
@@ -104,22 +153,116 @@ def declare_exchanges(channel, settings: Settings) -> None:
     channel.exchange_declare(settings.dead_letter_exchange, exchange_type="direct", durable=True)
 
 
+def unrouted_arguments(settings: Settings) -> dict:
+    return {
+        "x-queue-type": "quorum",
+        # Events published for consumers that do not exist yet are kept, but not for ever: the oldest
+        # go first once the queue is full, and any goes once it is older than the TTL.
+        "x-max-length": settings.unrouted_max_length,
+        "x-overflow": "drop-head",
+        "x-message-ttl": settings.unrouted_ttl_seconds * 1000,
+    }
+
+
+# Unrouted queues already warned about in this process (a relay makes a publisher on every reconnect).
+_kept_unrouted: set[str] = set()
+
+
+def _declare_unrouted_queue(channel, settings: Settings) -> None:
+    """Declare the unrouted queue with the configured limits. A queue made before with other arguments
+    makes the broker refuse the declaration (406 PRECONDITION_FAILED) and close the channel, so it is
+    tried on a scratch channel: an empty queue is then deleted and declared again; one holding events
+    is kept as it is, with a warning, rather than losing them or stopping the service."""
+    queue, arguments = settings.unrouted_queue, unrouted_arguments(settings)
+    if _on_scratch_channel(channel, lambda scratch: scratch.queue_declare(queue, durable=True, arguments=arguments)):
+        return
+    waiting = []
+
+    def replace_if_empty(scratch):
+        waiting.append(scratch.queue_declare(queue, passive=True).method.message_count)
+        if waiting[0] == 0:
+            # Quorum queues refuse a delete "if empty" (and close the connection for it), so an unrouted
+            # event published between the look and the delete is lost: nobody consumes it, and this
+            # happens once, the first time the limits are configured.
+            scratch.queue_delete(queue)
+            scratch.queue_declare(queue, durable=True, arguments=arguments)
+
+    if _on_scratch_channel(channel, replace_if_empty) and waiting[0] == 0:
+        log.info("%s declared again with the configured length limit and TTL", queue)
+        return
+    if queue not in _kept_unrouted:
+        _kept_unrouted.add(queue)
+        log.warning("%s was declared with other arguments and holds events: it keeps its old limits, and "
+                    "CLINIC_UNROUTED_MAX_LENGTH (%d) and CLINIC_UNROUTED_TTL_SECONDS (%d) apply once it is empty "
+                    "(see `clinic unrouted list|replay`)", queue, settings.unrouted_max_length, settings.unrouted_ttl_seconds)
+
+
+def _on_scratch_channel(channel, work) -> bool:
+    """Run work(scratch) on a new channel of `channel`'s connection; False when the broker refused it
+    with 406 PRECONDITION_FAILED (which closes that channel, and only that one)."""
+    scratch = channel.connection.channel()
+    try:
+        work(scratch)
+    except pe.ChannelClosedByBroker as exc:
+        if exc.reply_code != 406:
+            raise
+        return False
+    finally:
+        if scratch.is_open:
+            scratch.close()
+    return True
+
+
+def _binding(**headers) -> dict:
+    return {"x-match": "all-with-x", **headers}
+
+
+def requeue_binding(settings: Settings) -> dict:
+    """How the service's queue is bound to the requeue exchange: what comes back for it."""
+    return _binding(**{QUEUE_HEADER: settings.queue})
+
+
 def declare_service_queue(channel, settings: Settings, routing_keys) -> None:
-    """The service's quorum queue, its dead-letter queue, and a binding per handled event type."""
+    """The service's quorum queue, its retry delay queues, its dead-letter queue, and a binding per
+    handled event type."""
     declare_exchanges(channel, settings)
+    retry, requeue = retry_exchange(settings), requeue_exchange(settings)
+    channel.exchange_declare(retry, exchange_type="headers", durable=True)
+    channel.exchange_declare(requeue, exchange_type="headers", durable=True)
+
     channel.queue_declare(settings.dead_letter_queue, durable=True, arguments={"x-queue-type": "quorum"})
     channel.queue_bind(settings.dead_letter_queue, settings.dead_letter_exchange, routing_key=settings.queue)
+    channel.queue_bind(settings.dead_letter_queue, retry,
+                       arguments=_binding(**{QUEUE_HEADER: settings.queue, STEP_HEADER: DEAD_STEP}))
+
+    for milliseconds in sorted({delay_milliseconds(seconds) for seconds in settings.retry_delays_seconds}):
+        name = delay_queue(settings, milliseconds)
+        channel.queue_declare(name, durable=True, arguments={
+            "x-queue-type": "quorum",
+            "x-message-ttl": milliseconds,
+            # No dead-letter routing key: the message comes back with the one it was published with.
+            "x-dead-letter-exchange": requeue,
+            # The broker keeps a waiting message until the work queue has taken it: a retry is never lost
+            # on the way back. (At-least-once dead-lettering needs reject-publish; no length limit is set.)
+            "x-dead-letter-strategy": "at-least-once",
+            "x-overflow": "reject-publish",
+        })
+        channel.queue_bind(name, retry, arguments=_binding(**{QUEUE_HEADER: settings.queue, STEP_HEADER: str(milliseconds)}))
+
+    # These arguments must never change: a broker refuses to declare an existing queue with others.
     channel.queue_declare(
         settings.queue,
         durable=True,
         arguments={
             "x-queue-type": "quorum",
-            # Quorum queues on RabbitMQ 3.10 set no limit by default: a poison message would loop forever.
+            # Quorum queues on RabbitMQ 3.10 set no limit by default: a message that crashes its worker
+            # every time would loop forever.
             "x-delivery-limit": settings.delivery_limit,
             "x-dead-letter-exchange": settings.dead_letter_exchange,
             "x-dead-letter-routing-key": settings.queue,
         },
     )
+    channel.queue_bind(settings.queue, requeue, arguments=requeue_binding(settings))
     for key in routing_keys:
         channel.queue_bind(settings.queue, settings.exchange, routing_key=key)
 
@@ -132,6 +275,41 @@ def declare_consumer(settings: Settings, routing_keys) -> None:
         declare_service_queue(connection.channel(), settings, sorted(routing_keys))
     finally:
         connection.close()
+
+
+def expiries(headers: dict | None, settings: Settings, since_replay: bool = True) -> int:
+    """How many times a message has come back from this service's delay queues, from its x-death header
+    (the broker counts each expiry there; the queue's own delivery count starts again after each trip),
+    less, `since_replay`, those counted before an operator last replayed it (REPLAYED_AFTER_HEADER)."""
+    headers = headers or {}
+    prefix = delay_queue_prefix(settings)
+    counted = 0
+    for death in headers.get("x-death") or []:
+        if isinstance(death, dict) and str(death.get("queue", "")).startswith(prefix) and death.get("reason") == "expired":
+            counted += int(death.get("count") or 0)
+    if since_replay:
+        counted -= int(headers.get(REPLAYED_AFTER_HEADER) or 0)
+    return max(0, counted)
+
+
+def forwarded(properties: pika.BasicProperties, **headers) -> pika.BasicProperties:
+    """The properties of a message sent on again (to a delay queue, to the dead letters, back to its
+    queue): the original ones, x-death included, with this trip's headers in place of the last's."""
+    kept = {name: value for name, value in (properties.headers or {}).items() if name not in _TRIP_HEADERS}
+    return pika.BasicProperties(
+        content_type=properties.content_type,
+        content_encoding=properties.content_encoding,
+        headers={**kept, **headers},
+        delivery_mode=pika.DeliveryMode.Persistent,
+        priority=properties.priority,
+        correlation_id=properties.correlation_id,
+        reply_to=properties.reply_to,
+        message_id=properties.message_id,
+        timestamp=properties.timestamp,
+        type=properties.type,
+        app_id=properties.app_id,
+        # Not user_id: the broker refuses a publish whose user_id is not the connection's own user.
+    )
 
 
 class Publisher:

@@ -8,7 +8,7 @@
     sessions.session.completed             post_infusion (the instructions for the rest of the day)
     sessions.vitals.alert_raised           staff_alert to each on-call address (versions 1 and 2)
 
-Each runs in the unit of work the inbox opened for the event (clinic.inbox.apply_once) and only
+Each runs in the unit of work the inbox opened for the event (clinic.inbox: one transaction for a batch of events) and only
 records messages in the mail log: the sender job sends them, so an SMTP outage never uses up an
 event's delivery attempts. Each is safe to apply twice on its own as well: the mail log keeps one
 row per (event, template, recipient).

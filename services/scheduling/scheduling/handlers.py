@@ -5,7 +5,7 @@
     sessions.session.completed                   the appointment is completed; the return office visit is booked
     sessions.session.aborted                     the appointment is completed; no return visit is booked
 
-Each runs in the unit of work the inbox opened for the event (clinic.inbox.apply_once), so a
+Each runs in the unit of work the inbox opened for the event (clinic.inbox: one transaction for a batch of events), so a
 redelivered event has no second effect; each is safe to apply twice on its own as well.
 """
 

@@ -6,7 +6,7 @@
     records.treatment_plan.activated       the plan copy with its drugs; sessions waiting for them get them
     records.treatment_plan.retired         the plan copy is no longer active (sessions under it keep their drugs)
 
-Each runs in the unit of work the inbox opened for the event (clinic.inbox.apply_once), so a
+Each runs in the unit of work the inbox opened for the event (clinic.inbox: one transaction for a batch of events), so a
 redelivered event has no second effect; each is safe to apply twice on its own as well.
 """
 

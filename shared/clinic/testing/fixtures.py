@@ -79,14 +79,16 @@ def settings_for(broker, bus_namespace):
 
     def make(service: str, database_url: str, **changes):
         base = load_settings(service, env={})
-        return base.with_changes(
-            database_url=database_url,
-            rabbitmq_url=broker.url,
-            bus_namespace=bus_namespace,
-            relay_idle_seconds=0.02,
-            reconnect_max_seconds=1.0,
-            **changes,
-        )
+        defaults = {
+            "database_url": database_url,
+            "rabbitmq_url": broker.url,
+            "bus_namespace": bus_namespace,
+            "relay_idle_seconds": 0.02,
+            "reconnect_max_seconds": 1.0,
+            # The default retry delays (1, 5, 30, 120 s) would outlast any test that waits for a dead letter.
+            "retry_delays_seconds": (0.1, 0.2),
+        }
+        return base.with_changes(**{**defaults, **changes})
 
     return make
 
