@@ -1,4 +1,4 @@
-"""The `clinic` command: development tokens, dead letters, migrations.
+"""The `clinic` command: development tokens, dead letters, migrations, the outbox's backlog.
 
   clinic token --role front_desk [--subject NAME]       a staff token for the running stack
   clinic dead-letters list SERVICE [--page N] [--per-page N]
@@ -8,6 +8,7 @@
   clinic unrouted replay [--limit N]                    publish them again, for the queues bound since
   clinic migrate SERVICE                                bring the service's database up to date, and
                                                         declare its queue and bindings when it consumes events
+  clinic outbox status [SERVICE ...]                    each service's unpublished events and the age of the oldest
 
 Listing leaves every message where it is. Settings come from the same environment variables as the
 services (README).
@@ -28,6 +29,7 @@ from clinic.config import ConfigurationError, Settings, load_settings
 from clinic.db import create_engine
 from clinic.logs import one_line
 from clinic.migrations import migrate
+from clinic.ops import outbox_status
 
 SERVICES = ("scheduling", "sessions", "records", "notifications")
 PER_PAGE, MAX_PER_PAGE = 20, 200
@@ -75,6 +77,11 @@ def main(argv=None) -> int:
     mig = commands.add_parser("migrate", help="apply a service's database migrations and declare its queue")
     mig.add_argument("service", choices=SERVICES)
 
+    outbox = commands.add_parser("outbox", help="how many events wait in each service's outbox to be published")
+    outbox.add_argument("action", choices=("status",))
+    # No `choices` here: with nargs="*" an empty list would fail the check; names are checked below.
+    outbox.add_argument("services", nargs="*", metavar="SERVICE", help="default: every service (name one where DATABASE_URL is set)")
+
     args = parser.parse_args(argv)
     try:
         if args.command == "token":
@@ -95,6 +102,11 @@ def main(argv=None) -> int:
                 print(f"published {replay_unrouted(settings, args.limit)} event(s) to {settings.exchange} again")
         elif args.command == "migrate":
             return migrate_service(args.service)
+        elif args.command == "outbox":
+            unknown = sorted(set(args.services) - set(SERVICES))
+            if unknown:
+                parser.error("unknown service: " + ", ".join(unknown))
+            outbox_status(args.services or SERVICES)
     except ConfigurationError as exc:
         print(f"clinic: {exc}", file=sys.stderr)
         return 2
