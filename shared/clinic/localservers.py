@@ -88,6 +88,8 @@ class LocalRabbitMQ:
             RABBITMQ_ENABLED_PLUGINS_FILE=str(self.base / "enabled_plugins"),
             RABBITMQ_CONF_ENV_FILE=str(self.base / "rabbitmq-env.conf"),
             RABBITMQ_PID_FILE=str(self.base / "rabbitmq.pid"),
+            # Where the Erlang VM writes its crash dump: in the node's own directory, not wherever it was started.
+            ERL_CRASH_DUMP=str(self.base / "erl_crash.dump"),
             # The node, and rabbitmqctl looking for it, use (and start) the epmd on this port.
             ERL_EPMD_PORT=str(self.epmd_port),
             ERL_EPMD_ADDRESS="127.0.0.1",
