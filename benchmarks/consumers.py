@@ -11,6 +11,8 @@ Each backlog is published before its consumer starts, to notifications' real que
 `clinic migrate` does) on the events exchange, one patient per event. The time runs from the consumer's
 start until its metrics count every event applied; the database is checked afterwards (one contact copy
 and one inbox row per event, the queue empty). Target: batches >= 1,500 events/s on PostgreSQL.
+Each consumer row gives its time per event and the CPU its thread spent in it: the rest is waiting
+for PostgreSQL and the broker (on a small machine, also for the CPU they take).
 
 Servers come from CLINIC_BENCH_RABBITMQ_URL / CLINIC_BENCH_POSTGRES_URL when set; otherwise they are
 started from the local Debian packages in a temporary directory and stopped at the end. Every run uses
@@ -58,10 +60,12 @@ QUORUM = {"x-queue-type": "quorum"}
 
 
 class Run:
-    """A figure: how many in how long, and the slowest and fastest fifth (a shared machine varies)."""
+    """A figure: how many in how long, and the slowest and fastest fifth (a shared machine varies);
+    for a consumer, the CPU time its thread spent meanwhile (the rest of its time it waited on the
+    database or the broker)."""
 
-    def __init__(self, count: int, seconds: float, fifths: list[float]):
-        self.count, self.seconds, self.fifths = count, seconds, fifths
+    def __init__(self, count: int, seconds: float, fifths: list[float], cpu_seconds: float | None = None):
+        self.count, self.seconds, self.fifths, self.cpu_seconds = count, seconds, fifths, cpu_seconds
 
     @property
     def rate(self) -> float:
@@ -69,6 +73,11 @@ class Run:
 
     def spread(self) -> str:
         return f", fifths {min(self.fifths):,.0f}-{max(self.fifths):,.0f}/s" if len(self.fifths) > 1 else ""
+
+    def per_event(self) -> str:
+        """Time per event: in all, and the consumer thread's CPU."""
+        cpu = f" ({self.cpu_seconds / self.count * 1e6:,.0f} CPU in its thread)" if self.cpu_seconds is not None else ""
+        return f"{self.seconds / self.count * 1e6:,.0f} µs/event{cpu}"
 
 
 def contact_changes(count: int) -> list[bytes]:
@@ -157,7 +166,8 @@ def consumer_run(stack: ExitStack, server_url: str, rabbit_url: str, count: int,
     try:
         if not consumer.ready.wait(30):
             raise RuntimeError("the consumer did not connect")
-        started = time.perf_counter()
+        thread_cpu = time.pthread_getcpuclockid(thread.ident)
+        started, cpu_started = time.perf_counter(), time.clock_gettime(thread_cpu)
         deadline = time.monotonic() + max(120, count / 50)
         while (done := applied(settings) - before) < count:
             while done >= lap * (len(marks) + 1):
@@ -165,7 +175,7 @@ def consumer_run(stack: ExitStack, server_url: str, rabbit_url: str, count: int,
             if time.monotonic() > deadline:
                 raise RuntimeError(f"only {done:.0f} of {count} events applied")
             time.sleep(0.005)
-        elapsed = time.perf_counter() - started
+        elapsed, cpu = time.perf_counter() - started, time.clock_gettime(thread_cpu) - cpu_started
     finally:
         consumer.stop()
         thread.join(timeout=30)
@@ -173,7 +183,7 @@ def consumer_run(stack: ExitStack, server_url: str, rabbit_url: str, count: int,
     if profiler:
         print(f"\nprofile of the consumer thread, prefetch {prefetch} (cumulative, top 30):")
         pstats.Stats(profiler).sort_stats("cumulative").print_stats(30)
-    return Run(count, elapsed, _fifths(started, marks, lap))
+    return Run(count, elapsed, _fifths(started, marks, lap), cpu)
 
 
 def check(engine, settings, count: int) -> None:
@@ -226,10 +236,11 @@ def measure(args, stack: ExitStack) -> None:
          f"{raw.count:,} msgs of {size} B, prefetch {prefetch}, ack each, {raw.seconds:.2f}s{raw.spread()}"),
         (f"Consumer, batches (prefetch {prefetch})", f"{batches.rate:,.0f}", f"{batches.rate / raw.rate:.2f}",
          f">= {TARGET:,}: {'met' if batches.rate >= TARGET else 'NOT met'}",
-         f"{batches.count:,} contact changes, notifications' handlers, {batches.seconds:.2f}s{batches.spread()}"),
+         f"{batches.count:,} contact changes, notifications' handlers, {batches.seconds:.2f}s{batches.spread()}; "
+         f"{batches.per_event()}"),
         ("Consumer, one per transaction (prefetch 1)", f"{single.rate:,.0f}", f"{single.rate / raw.rate:.2f}", "",
-         f"{single.count:,} contact changes, {single.seconds:.2f}s{single.spread()}; batches are "
-         f"{batches.rate / single.rate:.1f}x this"),
+         f"{single.count:,} contact changes, {single.seconds:.2f}s{single.spread()}; {single.per_event()}; "
+         f"batches are {batches.rate / single.rate:.1f}x this"),
     ]
     print_table(("", "events/s", "ratio to raw", "target", "notes"), rows)
 

@@ -480,22 +480,41 @@ def keep_newest(connection, table: sa.Table, row: dict, key: tuple[str, ...], ve
     such an event replaces a copy at 0, in the order it arrives, as copies were kept before; it never
     replaces a versioned copy.
     """
-    dialect = connection.dialect.name
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    elif dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
-    else:  # pragma: no cover - the clinic runs on these two
-        raise NotImplementedError(f"keep_newest on {dialect}")
-    statement = insert(table).values(**row)
-    statement = statement.on_conflict_do_update(
-        index_elements=[table.c[name] for name in key],
-        set_={name: statement.excluded[name] for name in row if name not in key},
-        where=sa.or_(statement.excluded[version_column] > table.c[version_column],
-                     sa.and_(statement.excluded[version_column] == 0, table.c[version_column] == 0)),
-    )
-    # preserve_rowcount: SQLAlchemy keeps an INSERT's rowcount only when asked (it would read -1 on PostgreSQL).
-    return connection.execute(statement.execution_options(preserve_rowcount=True)).rowcount == 1
+    statement = newest_upsert(table, tuple(row), key, connection.dialect.name, version_column)
+    return connection.execute(statement, row).rowcount == 1
+
+
+_newest_upserts: dict[tuple, sa.Insert] = {}
+
+
+def newest_upsert(table: sa.Table, columns: tuple[str, ...], key: tuple[str, ...], dialect: str,
+                  version_column: str = "version") -> sa.Insert:
+    """keep_newest's statement for rows of these columns, to be executed with a row as its parameters;
+    a caller may add a RETURNING clause to learn more in the same round trip (it returns a row only
+    when the row was written).
+
+    Built once per table, columns, key and dialect: building a statement costs far more than running
+    one (SQLAlchemy then compiles it once, too), and a consumer keeps thousands of copies a second."""
+    cache_key = (table, frozenset(columns), key, dialect, version_column)
+    statement = _newest_upserts.get(cache_key)
+    if statement is None:
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        elif dialect == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert
+        else:  # pragma: no cover - the clinic runs on these two
+            raise NotImplementedError(f"keep_newest on {dialect}")
+        # No values(): the row comes as the execution's parameters, so its columns are the INSERT's.
+        statement = insert(table)
+        statement = statement.on_conflict_do_update(
+            index_elements=[table.c[name] for name in key],
+            set_={name: statement.excluded[name] for name in sorted(columns) if name not in key},
+            where=sa.or_(statement.excluded[version_column] > table.c[version_column],
+                         sa.and_(statement.excluded[version_column] == 0, table.c[version_column] == 0)),
+        # SQLAlchemy keeps an INSERT's rowcount only when asked (it would read -1 on PostgreSQL).
+        ).execution_options(preserve_rowcount=True)
+        _newest_upserts[cache_key] = statement
+    return statement
 
 
 def row_of(connection, query) -> dict | None:

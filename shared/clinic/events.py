@@ -363,11 +363,15 @@ def serialise_payload(event_type: str, data: dict, version: int = 1) -> dict:
     return payload
 
 
+# One instance for every message, as schema_for keeps the payloads' (building one costs more than a load).
+_envelope = EnvelopeSchema()
+
+
 def parse(body: bytes | str) -> Event:
     """A received message as an Event with its payload loaded (UUIDs, datetimes, decimals)."""
     try:
         raw = json.loads(body)
-        envelope = EnvelopeSchema().load(raw)
+        envelope = _envelope.load(raw)
     except (ValueError, ValidationError) as exc:
         raise InvalidEvent(f"not a valid event envelope: {exc}") from exc
     schema = schema_for(envelope["type"], envelope["version"])

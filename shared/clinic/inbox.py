@@ -188,6 +188,7 @@ class Consumer:
         self._held: list[Delivery] = []
         self._database = bus.Outage(log, "consumer: the database")
         self._service = settings.service
+        self._labelled: dict[tuple, object] = {}
 
     # --- the loop -------------------------------------------------------------------------------
 
@@ -283,11 +284,11 @@ class Consumer:
             if isinstance(outcome, BaseException):
                 self._retry_or_dead_letter(item.delivery, item.event, outcome)
             elif outcome == APPLIED:
-                metrics.APPLIED.labels(self._service, item.event.type).inc()
-                metrics.APPLY_LAG_SECONDS.labels(self._service, item.event.type).observe(
+                self._labels(metrics.APPLIED, item.event.type).inc()
+                self._labels(metrics.APPLY_LAG_SECONDS, item.event.type).observe(
                     max(0.0, (committed_at - item.event.occurred_at).total_seconds()))
             else:
-                metrics.DUPLICATES.labels(self._service, item.event.type).inc()
+                self._labels(metrics.DUPLICATES, item.event.type).inc()
         unsettled = [delivery.method.delivery_tag for delivery in batch if delivery.method.delivery_tag not in settled]
         if unsettled:
             # Every delivery before these on the channel is settled already: one ack covers them all.
@@ -303,13 +304,21 @@ class Consumer:
             log.error("message %s dead-lettered: %s", delivery.properties.message_id, exc)
             self._dead_letter(delivery, "unknown", "not a valid event of a known type and version", exc, attempts=0)
             return None
-        metrics.CONSUMED.labels(self._service, event.type).inc()
+        self._labels(metrics.CONSUMED, event.type).inc()
         handler = self.handlers.get(event.type)
         if handler is None:
             log.error("event %s dead-lettered: no handler for %s", event.id, event.type)
             self._dead_letter(delivery, event.type, f"no handler for {event.type}", None, attempts=0)
             return None
         return _Work(delivery, event, handler)
+
+    def _labels(self, metric, event_type: str):
+        """The metric's child for this service and event type, kept: looking a child up by its labels
+        costs more than counting (a lock, a tuple, a dict), and a batch counts each message."""
+        child = self._labelled.get((metric, event_type))
+        if child is None:
+            child = self._labelled[(metric, event_type)] = metric.labels(self._service, event_type)
+        return child
 
     def _apply(self, work: list[_Work]) -> list:
         """Each message's outcome, in order: APPLIED, DUPLICATE, or the exception its handler raised

@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from clinic.audit import audit_table
-from clinic.db import UtcDateTime, keep_newest, messaging_tables, row_of
+from clinic.db import UtcDateTime, keep_newest, messaging_tables
 
 MIGRATIONS = Path(__file__).resolve().parents[1] / "migrations"
 
@@ -34,8 +34,14 @@ contacts = sa.Table(
 )
 
 
+# Statements a consumer runs for every event are built once, with bind parameters: building one
+# costs SQLAlchemy far more than running it.
+_contact = sa.select(contacts).where(contacts.c.patient_id == sa.bindparam("patient_id"))
+
+
 def get_contact(connection: Connection, patient_id: str) -> dict | None:
-    return row_of(connection, sa.select(contacts).where(contacts.c.patient_id == patient_id))
+    row = connection.execute(_contact, {"patient_id": patient_id}).mappings().first()
+    return dict(row) if row else None
 
 
 def keep_contact(connection: Connection, contact: dict) -> bool:

@@ -9,7 +9,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from clinic.db import UtcDateTime, keep_newest, row_of, rows_of
+from clinic.db import UtcDateTime, keep_newest, rows_of
 from notifications.db import metadata
 
 appointments = sa.Table(
@@ -28,8 +28,13 @@ appointments = sa.Table(
 sa.Index("ix_appointments_status_starts", appointments.c.status, appointments.c.starts_at)
 
 
+# Built once, with a bind parameter (see notifications.db): every appointment event reads it.
+_appointment = sa.select(appointments).where(appointments.c.id == sa.bindparam("appointment_id"))
+
+
 def get_appointment(connection: Connection, appointment_id: str) -> dict | None:
-    return row_of(connection, sa.select(appointments).where(appointments.c.id == appointment_id))
+    row = connection.execute(_appointment, {"appointment_id": appointment_id}).mappings().first()
+    return dict(row) if row else None
 
 
 def keep_appointment(connection: Connection, copy: dict) -> bool:

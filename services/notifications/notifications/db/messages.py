@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from clinic.db import UtcDateTime, is_postgresql, new_id, row_of, rows_of
+from clinic.db import UtcDateTime, is_postgresql, new_id, newest_upsert, row_of, rows_of
 from notifications.db import contacts, get_contact, metadata
 from notifications.mail import message_id_for
 
@@ -86,13 +86,20 @@ def addressed(contact: dict | None, patient_id: str) -> dict:
 
 def _insert_once(connection: Connection, row: dict) -> bool:
     """Insert the row unless one with its (event, kind, recipient) is there; True when inserted."""
-    if is_postgresql(connection):
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    statement = insert(messages).values(**row).on_conflict_do_nothing(
-        index_elements=[messages.c.event_id, messages.c.kind, messages.c.recipient])
-    return connection.execute(statement.execution_options(preserve_rowcount=True)).rowcount == 1
+    statement = _insert_once_statements.get(connection.dialect.name)
+    if statement is None:
+        if is_postgresql(connection):
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        # Built once per dialect, the row given as parameters (see notifications.db).
+        statement = _insert_once_statements[connection.dialect.name] = insert(messages).on_conflict_do_nothing(
+            index_elements=[messages.c.event_id, messages.c.kind, messages.c.recipient],
+        ).execution_options(preserve_rowcount=True)
+    return connection.execute(statement, row).rowcount == 1
+
+
+_insert_once_statements: dict[str, sa.Insert] = {}
 
 
 def _new_row(event_id: str, kind: str, context: dict, now: datetime, *, recipient: str, status: str,
@@ -125,6 +132,39 @@ def queue_for_staff(uow, event_id: str, kind: str, addresses: list[str] | tuple[
                for address in addresses)
 
 
+def keep_contact_finding_waiting(connection: Connection, contact: dict) -> tuple[bool, bool]:
+    """notifications.db.keep_contact, telling in the same round trip whether any of the patient's
+    messages wait for a contact: (stored, waiting). `waiting` is False when the copy was not stored.
+
+    A contact change arrives for every patient, a message waits only for a patient whose contact
+    has not come yet: most changes need no second statement."""
+    statement = _contact_statements.get((connection.dialect.name, frozenset(contact)))
+    if statement is None:
+        statement = newest_upsert(contacts, tuple(contact), ("patient_id",), connection.dialect.name).returning(
+            # A named parameter, not contacts.c.patient_id: SQLAlchemy does not correlate a subquery
+            # in RETURNING with the table written, and would read the whole contacts table instead.
+            sa.exists().where(messages.c.patient_id == sa.bindparam("waiting_patient_id"),
+                              messages.c.status == WAITING_FOR_CONTACT))
+        _contact_statements[(connection.dialect.name, frozenset(contact))] = statement
+    # RETURNING gives a row only when the upsert wrote one.
+    written = connection.execute(statement, {**contact, "waiting_patient_id": contact["patient_id"]}).first()
+    return written is not None, bool(written is not None and written[0])
+
+
+_contact_statements: dict[tuple[str, frozenset], sa.Insert] = {}
+
+
+# Built once, with bind parameters (see notifications.db). FOR UPDATE: a release of the same patient's
+# messages in another worker waits for this one (SQLite has no FOR UPDATE: SQLAlchemy leaves it out
+# there, and the write lock taken at BEGIN serialises writers).
+_waiting = (sa.select(messages)
+            .where(messages.c.patient_id == sa.bindparam("patient_id"), messages.c.status == WAITING_FOR_CONTACT)
+            .with_for_update())
+_in_log = sa.select(messages.c.id).where(messages.c.event_id == sa.bindparam("event_id"),
+                                         messages.c.kind == sa.bindparam("kind"),
+                                         messages.c.recipient == sa.bindparam("recipient"))
+
+
 def release_waiting(uow, patient_id: str) -> int:
     """The patient's contact copy has arrived: their waiting messages become queued to the address
     (or skipped with the reason). Inside the caller's unit of work; how many were released."""
@@ -132,19 +172,13 @@ def release_waiting(uow, patient_id: str) -> int:
     where = addressed(get_contact(connection, patient_id), patient_id)
     if where["status"] == WAITING_FOR_CONTACT:
         return 0
-    waiting = sa.select(messages).where(messages.c.patient_id == patient_id,
-                                        messages.c.status == WAITING_FOR_CONTACT)
-    if is_postgresql(connection):
-        waiting = waiting.with_for_update()
     released = 0
-    for message in rows_of(connection, waiting):
+    for message in connection.execute(_waiting, {"patient_id": patient_id}).mappings().all():
         change = {**where, "updated_at": uow.now, "next_attempt_at": uow.now}
         if where["status"] == QUEUED:
             change["message_id"] = message_id_for(message["event_id"], message["kind"], where["recipient"])
-            duplicate = sa.select(messages.c.id).where(messages.c.event_id == message["event_id"],
-                                                       messages.c.kind == message["kind"],
-                                                       messages.c.recipient == where["recipient"])
-            if connection.execute(duplicate).first() is not None:
+            duplicate = {"event_id": message["event_id"], "kind": message["kind"], "recipient": where["recipient"]}
+            if connection.execute(_in_log, duplicate).first() is not None:
                 # The same message to the same address is in the log already (an event delivered again).
                 change = {"status": SKIPPED, "reason": "already in the mail log", "updated_at": uow.now}
         connection.execute(sa.update(messages).where(messages.c.id == message["id"]).values(**change))
@@ -157,14 +191,18 @@ def skip_outdated_reminders(uow, appointment_id: str) -> int:
     name the old time, or an appointment that is off, and are skipped with the reason (a rescheduled one
     gets a reminder of its new version from the job). One a sender holds now is past stopping, and is
     left for the sender to mark. Inside the caller's unit of work; how many were skipped."""
-    skipped = uow.connection.execute(
-        sa.update(messages)
-        .where(messages.c.appointment_id == appointment_id, messages.c.kind == "reminder",
-               messages.c.status.in_((QUEUED, WAITING_FOR_CONTACT)),
-               sa.or_(messages.c.claimed_until.is_(None), messages.c.claimed_until <= uow.now))
-        .values(status=SKIPPED, reason=APPOINTMENT_CHANGED, updated_at=uow.now)
-        .execution_options(preserve_rowcount=True))
+    skipped = uow.connection.execute(_outdated_reminders, {"changed_appointment": appointment_id, "now": uow.now})
     return skipped.rowcount
+
+
+# Built once, with bind parameters (see notifications.db): every appointment event runs it.
+_outdated_reminders = (
+    sa.update(messages)
+    .where(messages.c.appointment_id == sa.bindparam("changed_appointment"), messages.c.kind == "reminder",
+           messages.c.status.in_((QUEUED, WAITING_FOR_CONTACT)),
+           sa.or_(messages.c.claimed_until.is_(None), messages.c.claimed_until <= sa.bindparam("now", type_=UtcDateTime())))
+    .values(status=SKIPPED, reason=APPOINTMENT_CHANGED, updated_at=sa.bindparam("now", type_=UtcDateTime()))
+    .execution_options(preserve_rowcount=True))
 
 
 def skip_stale_waiting(uow, older_than: timedelta) -> int:
