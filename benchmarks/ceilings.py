@@ -1,6 +1,8 @@
 """Raw ceilings of this machine, measured in one run, for later figures to be compared with.
 
   pika confirmed publish     one persistent message to a durable quorum queue, confirm awaited each time
+  pika unconfirmed publish   the same messages with no confirms at all (pika's SelectConnection), timed
+                             until the queue holds them all: how fast the broker takes messages in
   clinic.bus.Publisher       the same, through the project's publisher (what the outbox relay uses)
   consume and ack            draining that quorum queue with basic_consume, manual acks, a prefetch
   PostgreSQL inserts         batched (executemany, one transaction per batch) and one row per transaction
@@ -121,6 +123,55 @@ def raw_publish(url: str, queue: str, count: int, body: bytes) -> Figure:
     return Figure("pika publish, confirmed, quorum queue", watch.rate, "msg/s", notes)
 
 
+def raw_publish_unconfirmed(url: str, queue: str, count: int, body: bytes) -> Figure:
+    """No confirm mode: nothing is awaited, so the figure is how fast the broker takes messages in,
+    timed until the queue holds every one (a publish loop alone would only time the socket buffer).
+    Through pika's asynchronous adapter, SelectConnection, as the relay publishes: a
+    BlockingConnection flushes after every publish and would time the client more than the broker."""
+    params = pika.URLParameters(url)
+    with pika.BlockingConnection(params) as counting:
+        counter = counting.channel()
+        counter.queue_declare(queue, durable=True, arguments=QUORUM)
+        opened: dict = {}
+
+        def on_open(connection):
+            connection.channel(on_open_callback=lambda channel: (opened.update(channel=channel), connection.ioloop.stop()))
+
+        def on_failure(connection, error):
+            opened["error"] = error
+            connection.ioloop.stop()
+
+        connection = pika.SelectConnection(params, on_open_callback=on_open, on_open_error_callback=on_failure,
+                                           on_close_callback=on_failure)
+        connection.ioloop.start()
+        if "channel" not in opened:
+            raise RuntimeError(f"could not open a channel: {opened.get('error')!r}")
+        channel = opened["channel"]
+        properties = pika.BasicProperties(delivery_mode=pika.DeliveryMode.Persistent, content_type="application/json")
+        watch = Stopwatch(count)
+        watch.start()
+        for _ in range(count):
+            channel.basic_publish("", queue, body, properties)
+        give_up = time.monotonic() + 120
+        held = 0
+        while held < count and time.monotonic() < give_up and "error" not in opened:
+            # The I/O loop writes what is queued for a moment; the other connection counts what arrived.
+            connection.ioloop.call_later(0.002, connection.ioloop.stop)
+            connection.ioloop.start()
+            held = counter.queue_declare(queue, passive=True).method.message_count
+        watch.tick(held)
+        watch.stop()
+        connection.close()
+        connection.ioloop.call_later(2, connection.ioloop.stop)
+        connection.ioloop.start()   # until the close completes (on_failure stops it) or 2 s pass
+        connection.ioloop.close()
+        counter.queue_purge(queue)
+    notes = f"{count} x {len(body)} B, default exchange, SelectConnection, timed until the queue held them, {watch.summary()}"
+    if held != count:
+        notes += f"; WARNING queue holds {held}"
+    return Figure("pika publish, unconfirmed, quorum queue", watch.rate, "msg/s", notes)
+
+
 def consume_and_ack(url: str, queue: str, count: int, prefetch: int) -> Figure:
     """Drain the queue the publish step filled: one basic_ack per message, as the services' consumers do."""
     watch = Stopwatch(count)
@@ -234,8 +285,9 @@ def fill_outbox(engine, outbox, count: int, body: str) -> None:
 
 
 def relay_throughput(settings, engine, outbox, count: int, body: str) -> Figure:
-    """Relay.publish_pending until a filled outbox is empty: select a batch, publish each row with
-    a confirm through the topic exchange, mark the batch published, commit."""
+    """Relay.publish_pending until a filled outbox is empty: each call reads up to a window of rows
+    (a batch per short transaction), publishes them through the topic exchange with their confirms
+    pipelined, and marks the confirmed. (benchmarks/relay.py times Relay.run, which keeps the window full.)"""
     with bus.connect(settings) as connection:
         # The real topology: the events exchange and a service quorum queue bound to every event.
         bus.declare_service_queue(connection.channel(), settings, ["#"])
@@ -255,9 +307,10 @@ def relay_throughput(settings, engine, outbox, count: int, body: str) -> Figure:
         watch.stop()
         left = pending_count(engine, outbox)
     finally:
-        # Relay closes its publisher only when run() ends; we drive publish_pending ourselves.
-        relay._drop_publisher()
-    notes = f"{watch.done} events, batch {settings.relay_batch_size}, topic exchange, {watch.summary()}"
+        # run() closes the relay's connections when it ends; we drive publish_pending ourselves.
+        relay.close()
+    notes = (f"{watch.done} events, batch {settings.relay_batch_size}, window {settings.relay_window}, topic exchange, "
+             f"{watch.summary()}")
     if left or watch.done != count:
         notes += f"; WARNING {left} left unpublished"
     return Figure("clinic.outbox.Relay (PostgreSQL outbox)", watch.rate, "events/s", notes)
@@ -288,15 +341,16 @@ def measure(args, stack: ExitStack) -> list[Figure]:
     namespace = f"bench-{uuid.uuid4().hex[:10]}"
     settings = load_settings("bench", env={}).with_changes(
         rabbitmq_url=rabbit_url, bus_namespace=namespace, database_url=database_url)
-    raw_queue, bus_queue = f"{namespace}.raw", f"{namespace}.publisher"
+    raw_queue, bus_queue, unconfirmed_queue = f"{namespace}.raw", f"{namespace}.publisher", f"{namespace}.unconfirmed"
     stack.callback(
         delete_bus_objects, rabbit_url,
-        [raw_queue, bus_queue, settings.queue, settings.dead_letter_queue, settings.unrouted_queue],
+        [raw_queue, bus_queue, unconfirmed_queue, settings.queue, settings.dead_letter_queue, settings.unrouted_queue],
         [settings.exchange, settings.unrouted_exchange, settings.dead_letter_exchange],
     )
     body = make_body(args.body_bytes)
 
     figures = [raw_publish(rabbit_url, raw_queue, args.messages, body)]
+    figures.append(raw_publish_unconfirmed(rabbit_url, unconfirmed_queue, args.messages, body))
     figures.append(consume_and_ack(rabbit_url, raw_queue, args.messages, args.prefetch))
     figures.append(bus_publisher(settings, bus_queue, args.messages, body))
 
