@@ -10,6 +10,11 @@ on SQLite files under var/. Then it watches them:
   the others keep running. The broker keeps its durable queues and messages under var/rabbitmq/.
 - Ctrl-C (SIGINT) or SIGTERM stops everything it started, the broker's Erlang port mapper (epmd)
   included; an epmd it did not start (another RabbitMQ on the machine) is left alone.
+- It refuses to start while processes an earlier run started from the same var directory still run
+  (a supervisor killed with SIGKILL cannot stop its children), naming them and how to stop them,
+  rather than start a second clinic beside them.
+
+Every port listens on 127.0.0.1 only (CLINIC_METRICS_HOST=127.0.0.1 for the workers' metrics ports).
 
 Ports, each moved by CLINIC_PORT_OFFSET:
   web apps            8101-8104 (scheduling, sessions, records, notifications)
@@ -114,10 +119,18 @@ def main() -> int:
         print(f"make run: {exc}", file=sys.stderr)
         return 2
     VAR.mkdir(parents=True, exist_ok=True)
+    left = _left_running()
+    if left:
+        print(f"make run: processes of an earlier make run from {VAR} still run (its supervisor was killed, and "
+              f"could not stop them): {', '.join(f'{name} (pid {pid})' for name, pid in left.items())}.\n"
+              f"Stop them (each with its process group), then run make run again:\n"
+              f"  kill -TERM -- {' '.join(f'-{pid}' for pid in left.values())}", file=sys.stderr)
+        return 1
     # A Maildir: the sink writes each message to tmp/ and moves it to new/, which must both exist.
     for folder in ("tmp", "new", "cur"):
         (VAR / "mail" / folder).mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, CLINIC_VAR_DIR=str(VAR), SMTP_HOST="127.0.0.1", SMTP_PORT=str(ports.mail))
+    env = dict(os.environ, CLINIC_VAR_DIR=str(VAR), SMTP_HOST="127.0.0.1", SMTP_PORT=str(ports.mail),
+               CLINIC_METRICS_HOST="127.0.0.1")
     # The demo's on-call staff, so that vital-sign alerts are mailed (to the sink) unless told otherwise.
     env.setdefault("ONCALL_EMAILS", "on-call@clinic.localhost")
 
@@ -196,6 +209,35 @@ def _prepare_databases_and_queues(env: dict) -> None:
             bus.declare_consumer(settings, consumed)
 
 
+def _left_running() -> dict[str, int]:
+    """{name: pid} of the processes that var/*.pid name and that an earlier run started from this var
+    directory (their environment says so) and that still run. A pid file naming a process that has
+    ended, or a pid that another program has since been given, is stale: it is removed."""
+    running = {}
+    for pid_file in sorted(VAR.glob("*.pid")):
+        try:
+            pid = int(pid_file.read_text())
+        except (OSError, ValueError):
+            pid = None
+        if pid is not None and _started_here(pid):
+            running[pid_file.stem] = pid
+        else:
+            pid_file.unlink(missing_ok=True)
+    return running
+
+
+def _started_here(pid: int) -> bool:
+    """True when the process runs (a zombie has ended) and was started by a run on this var directory:
+    the services, the mail sink and gunicorn have CLINIC_VAR_DIR set to it, RabbitMQ its HOME under it."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        environment = set(Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"))
+    except (OSError, IndexError):
+        return False
+    marks = {f"CLINIC_VAR_DIR={VAR}".encode(), f"HOME={VAR / 'rabbitmq'}".encode()}
+    return state != "Z" and bool(marks & environment)
+
+
 def _child(name: str, command: list[str], env: dict) -> Supervised:
     def launch() -> subprocess.Popen:
         with open(VAR / f"{name}.log", "ab") as log:
@@ -254,6 +296,10 @@ def _signal_group(process: subprocess.Popen, signum: int) -> None:
 
 
 def _how_it_ended(code: int) -> str:
+    if code == 0:
+        # Unasked, but as a process that was told to stop does: RabbitMQ's start script, for one, when
+        # its node was killed.
+        return "stopped"
     if code < 0:
         try:
             return f"was killed by {signal.Signals(-code).name}"

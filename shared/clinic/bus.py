@@ -1,4 +1,8 @@
-"""RabbitMQ: the topology every service shares, connections, and confirmed publishing.
+"""RabbitMQ: the topology every service shares, connections, confirmed publishing, and what a message's
+headers say about its trips through that topology.
+
+One module past 400 lines because the topology and the headers that route and count a message
+through it (x-clinic-*, and the broker's x-death) are one design, read together or not at all.
 
 Topology (names under the bus namespace, `clinic` by default; `q` is a consuming service's queue):
   clinic.events      durable topic exchange all events are published to; its alternate
@@ -28,7 +32,9 @@ import random
 import time
 
 import pika
+import pika.data
 import pika.exceptions as pe
+from pika.adapters.utils.connection_workflow import AMQPConnectorException
 
 from clinic.config import Settings
 
@@ -37,6 +43,10 @@ log = logging.getLogger(__name__)
 # Everything that means "the broker connection is gone or unusable; reconnect and retry".
 BROKER_ERRORS = (
     pe.AMQPConnectionError,
+    # Raised by the connection workflow itself, not as an AMQPConnectionError: a server that accepts
+    # the TCP connection and never answers in AMQP (a stopped broker, something else on the port)
+    # ends in AMQPConnectorStackTimeout, a failed workflow in AMQPConnectionWorkflowFailed.
+    AMQPConnectorException,
     pe.AMQPChannelError,
     pe.ChannelWrongStateError,
     pe.ConnectionWrongStateError,
@@ -87,12 +97,20 @@ class Outage:
             self.since = None
 
 
+# How long a publish may wait on a broker that blocks publishers (a memory or disk alarm) before it fails.
+BLOCKED_CONNECTION_TIMEOUT_SECONDS = 30
+# How long the TCP connection plus the AMQP handshake may take (pika's stack_timeout): a server that
+# accepts connections and never answers fails an attempt after this long.
+HANDSHAKE_TIMEOUT_SECONDS = 15.0
+
+
 def connection_parameters(settings: Settings) -> pika.URLParameters:
     params = pika.URLParameters(settings.rabbitmq_url)
     params.heartbeat = settings.broker_heartbeat_seconds
-    params.blocked_connection_timeout = 30
+    params.blocked_connection_timeout = BLOCKED_CONNECTION_TIMEOUT_SECONDS
     params.connection_attempts = 1
     params.socket_timeout = 5
+    params.stack_timeout = HANDSHAKE_TIMEOUT_SECONDS
     params.client_properties = {"connection_name": f"{settings.service}"}
     return params
 
@@ -277,25 +295,108 @@ def declare_consumer(settings: Settings, routing_keys) -> None:
         connection.close()
 
 
+def longest_broker_wait(settings: Settings) -> float:
+    """The longest one call on a blocking connection may wait on the broker before it fails, in seconds.
+
+    A broker that stopped answering (a frozen process, a lost network) is noticed by pika's heartbeat
+    check, which runs every heartbeat + 5 s and ends the connection at the first check with nothing
+    received since the one before: up to 2 × (heartbeat + 5) s. A broker that blocks publishers fails
+    a publish after BLOCKED_CONNECTION_TIMEOUT_SECONDS, and may stop answering on top of that. (With
+    heartbeats off, CLINIC_BROKER_HEARTBEAT_SECONDS=0, nothing notices a broker that stopped answering.)"""
+    return 2 * (settings.broker_heartbeat_seconds + 5) + BLOCKED_CONNECTION_TIMEOUT_SECONDS
+
+
+# --- what the broker's and the clinic's headers say, read defensively ----------------------------
+#
+# Any client may publish a message with any headers, x-death and x-clinic-* included. None of them
+# may make the consumer or the `clinic` command fail, nor make a message retry for ever; and a
+# malformed x-death must never reach the broker again: RabbitMQ 3.10's dead-lettering crashes on an
+# entry that is not a table, or on a count it cannot add one to, and then stops dead-lettering every
+# message of the node's at-least-once queues (the delay queues) until it is restarted.
+
+
+def _whole(value) -> bool:
+    # bool is an int in Python, and an AMQP boolean is no count.
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def deaths(headers) -> list[dict]:
+    """The entries of a message's x-death header that are as the broker writes them: tables whose
+    queue and reason are text and whose count is a whole number of 0 or more. Anything else is left
+    out, here and when the message is sent on (forwarded)."""
+    entries = headers.get("x-death") if isinstance(headers, dict) else None
+    if not isinstance(entries, list):
+        return []
+    return [entry for entry in entries
+            if isinstance(entry, dict) and isinstance(entry.get("queue"), str) and isinstance(entry.get("reason"), str)
+            and _whole(entry.get("count")) and entry["count"] >= 0]
+
+
+def routing_keys_of(death: dict) -> list[str]:
+    """The routing keys an x-death entry says the message was published with (none when it does not say),
+    only those a message can be published with again (AMQP allows at most 255 bytes)."""
+    keys = death.get("routing-keys")
+    if not isinstance(keys, list):
+        return []
+    return [key for key in keys if isinstance(key, str) and len(key.encode("utf-8", "replace")) <= 255]
+
+
 def expiries(headers: dict | None, settings: Settings, since_replay: bool = True) -> int:
     """How many times a message has come back from this service's delay queues, from its x-death header
     (the broker counts each expiry there; the queue's own delivery count starts again after each trip),
-    less, `since_replay`, those counted before an operator last replayed it (REPLAYED_AFTER_HEADER)."""
-    headers = headers or {}
+    less, `since_replay`, those counted before an operator last replayed it (REPLAYED_AFTER_HEADER).
+
+    A replay mark that is not a whole number, or more than the expiries counted (which no genuine replay
+    writes), is ignored: it must not give a message attempts it does not have, for ever."""
     prefix = delay_queue_prefix(settings)
-    counted = 0
-    for death in headers.get("x-death") or []:
-        if isinstance(death, dict) and str(death.get("queue", "")).startswith(prefix) and death.get("reason") == "expired":
-            counted += int(death.get("count") or 0)
+    counted = sum(death["count"] for death in deaths(headers)
+                  if death["queue"].startswith(prefix) and death["reason"] == "expired")
     if since_replay:
-        counted -= int(headers.get(REPLAYED_AFTER_HEADER) or 0)
+        counted -= replay_mark(headers, counted)
     return max(0, counted)
+
+
+def replay_mark(headers, counted: int) -> int:
+    """The expiries counted when the message was last replayed (REPLAYED_AFTER_HEADER), if that is
+    believable against the `counted` now; else 0."""
+    mark = headers.get(REPLAYED_AFTER_HEADER) if isinstance(headers, dict) else None
+    return mark if _whole(mark) and 0 <= mark <= counted else 0
+
+
+def _encodable(value) -> bool:
+    """True when pika can send the value in a header table again (it reads AMQP floats, for one, but
+    cannot write them)."""
+    try:
+        pika.data.encode_value([], value)
+    except (pe.AMQPError, TypeError, ValueError, OverflowError, AttributeError):
+        return False
+    return True
 
 
 def forwarded(properties: pika.BasicProperties, **headers) -> pika.BasicProperties:
     """The properties of a message sent on again (to a delay queue, to the dead letters, back to its
-    queue): the original ones, x-death included, with this trip's headers in place of the last's."""
-    kept = {name: value for name, value in (properties.headers or {}).items() if name not in _TRIP_HEADERS}
+    queue): the original ones, x-death included, with this trip's headers in place of the last's.
+
+    Only x-death's well-formed entries (deaths) go on, and a header that cannot be sent again is left
+    out, with a warning naming it (never its value)."""
+    original = properties.headers if isinstance(properties.headers, dict) else {}
+    kept, dropped = {}, []
+    for name, value in original.items():
+        if name in _TRIP_HEADERS:
+            continue
+        if name == "x-death":
+            value = deaths(original)
+            if value != original[name]:
+                dropped.append(name)
+            if not value:
+                continue
+        if not _encodable(value):
+            dropped.append(name)
+            continue
+        kept[name] = value
+    if dropped:
+        log.warning("message %s: header(s) %s not as expected; sent on without what was odd", properties.message_id,
+                    ", ".join(sorted(set(map(str, dropped)))))
     return pika.BasicProperties(
         content_type=properties.content_type,
         content_encoding=properties.content_encoding,

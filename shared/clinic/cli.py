@@ -1,5 +1,8 @@
 """The `clinic` command: development tokens, dead letters, migrations, the outbox's backlog.
 
+A little past 400 lines: each command is short, and they share one argument parser and one way of
+saying that the broker or the configuration is not right.
+
   clinic token --role front_desk [--subject NAME]       a staff token for the running stack
   clinic dead-letters list SERVICE [--page N] [--per-page N]
                                                         what sits in clinic.<service>.dead, and why
@@ -10,7 +13,8 @@
                                                         declare its queue and bindings when it consumes events
   clinic outbox status [SERVICE ...]                    each service's unpublished events and the age of the oldest
 
-Listing leaves every message where it is. Settings come from the same environment variables as the
+Listing leaves every message where it is; pages are in the order the messages died (dead letters) or
+occurred (unrouted events), then by message id. Settings come from the same environment variables as the
 services (README).
 """
 
@@ -21,6 +25,7 @@ import importlib
 import json
 import sys
 import time
+from datetime import datetime, timezone
 
 import pika.exceptions as pe
 
@@ -33,9 +38,11 @@ from clinic.ops import outbox_status
 
 SERVICES = ("scheduling", "sessions", "records", "notifications")
 PER_PAGE, MAX_PER_PAGE = 20, 200
+# A listing reads at most this many messages of a queue (and says so when there are more).
+READ_AT_MOST = 10_000
 
 
-def _page_number(text: str) -> int:
+def _one_or_more(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError("must be 1 or more")
@@ -50,10 +57,10 @@ def _per_page(text: str) -> int:
 
 
 def _list_and_replay_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--page", type=_page_number, default=1, help="which page to list (default 1)")
+    parser.add_argument("--page", type=_one_or_more, default=1, help="which page to list (default 1)")
     parser.add_argument("--per-page", type=_per_page, default=PER_PAGE,
                         help=f"messages per page (default {PER_PAGE}, at most {MAX_PER_PAGE})")
-    parser.add_argument("--limit", type=int, default=None, help="replay at most this many")
+    parser.add_argument("--limit", type=_one_or_more, default=None, help="replay at most this many (1 or more)")
 
 
 def main(argv=None) -> int:
@@ -156,38 +163,54 @@ def original_routing_key(method, properties, settings: Settings) -> str:
     """The routing key the event was published with. The consumer's dead letters and retries keep it;
     one dead-lettered by the queue's delivery limit carries the queue's name instead, and its x-death
     says what it was."""
-    headers = properties.headers or {}
+    headers = _headers(properties)
     if headers.get(bus.STEP_HEADER) == bus.DEAD_STEP:
         return method.routing_key
-    for death in headers.get("x-death") or []:
-        if isinstance(death, dict) and death.get("queue") == settings.queue and death.get("routing-keys"):
-            return str(death["routing-keys"][0])
+    for death in bus.deaths(headers):
+        keys = bus.routing_keys_of(death)
+        if death["queue"] == settings.queue and keys:
+            return keys[0]
     return properties.type or method.routing_key
+
+
+def _headers(properties) -> dict:
+    return properties.headers if isinstance(properties.headers, dict) else {}
 
 
 def _death_in(headers: dict, queue: str) -> dict:
     """The broker's x-death entry for `queue` (e.g. its delivery limit), else its latest one."""
-    deaths = [death for death in headers.get("x-death") or [] if isinstance(death, dict)]
-    return next((death for death in deaths if death.get("queue") == queue), deaths[0] if deaths else {})
+    deaths = bus.deaths(headers)
+    return next((death for death in deaths if death["queue"] == queue), deaths[0] if deaths else {})
 
 
 def describe_dead_letter(settings: Settings, method, properties, body: bytes) -> dict:
     """What an operator needs to decide on a dead letter: which event, why it is there, how often it
-    was tried and when it gave up; no payload."""
-    headers = properties.headers or {}
+    was tried and when it gave up; no payload.
+
+    The consumer's own dead letters (x-clinic-step "dead") say why in their headers. Any other was
+    dead-lettered by the broker (the queue's delivery limit: a worker that crashed on it every time),
+    and its x-death says why and when; its attempts are the retries counted there, plus the last
+    round. The delivery count the broker adds is never shown: listing itself counts as a delivery."""
+    headers = _headers(properties)
     envelope = _envelope(body)
     death = _death_in(headers, settings.queue)
-    when = headers.get(bus.DEAD_AT_HEADER) or death.get("time")
+    if headers.get(bus.STEP_HEADER) == bus.DEAD_STEP:
+        attempts = headers.get(bus.ATTEMPTS_HEADER)
+        attempts = attempts if isinstance(attempts, int) and not isinstance(attempts, bool) else None
+        when, reason = headers.get(bus.DEAD_AT_HEADER), headers.get(bus.REASON_HEADER)
+        exception, message = headers.get(bus.EXCEPTION_HEADER), headers.get(bus.ERROR_HEADER)
+    else:
+        attempts = bus.expiries(headers, settings) + 1 if death else None
+        when, reason, exception, message = death.get("time"), death.get("reason"), None, None
     return {
         "id": properties.message_id or envelope.get("id"),
         "type": properties.type or envelope.get("type"),
         "routing_key": original_routing_key(method, properties, settings),
-        "attempts": headers.get(bus.ATTEMPTS_HEADER, headers.get("x-delivery-count")),
-        "when": when.isoformat() if hasattr(when, "isoformat") else when,
-        # From the delivery limit's net (a worker that crashed on it every time), the broker's reason.
-        "reason": headers.get(bus.REASON_HEADER) or death.get("reason"),
-        "exception": headers.get(bus.EXCEPTION_HEADER) or None,
-        "message": headers.get(bus.ERROR_HEADER) or None,
+        "attempts": attempts,
+        "when": when.isoformat() if isinstance(when, datetime) else when,
+        "reason": reason or None,
+        "exception": exception or None,
+        "message": message or None,
     }
 
 
@@ -203,10 +226,41 @@ def describe_unrouted(_settings: Settings, method, properties, body: bytes) -> d
     }
 
 
-def list_messages(settings: Settings, queue: str, what: str, describe, page: int = 1, per_page: int = PER_PAGE) -> list[dict]:
-    """Print and return one page of a queue's messages (described by `describe`), leaving them all in
-    place: they are taken without an ack, handed back, and the queue is seen to hold them again before
-    this returns (the next page, listed at once, then starts where this one ended)."""
+def _moment(value) -> datetime | None:
+    """An ISO 8601 time (as the headers and envelopes write it) as an aware datetime; None when it is not one."""
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            return None
+    else:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
+
+
+def _in_order(when_field: str):
+    """A sort key over described rows: by the time in `when_field` (rows without one last), then by
+    message id, then by everything else shown, so that the same messages give the same pages however
+    the queue holds them."""
+    def key(row: dict):
+        moment = _moment(row.get(when_field))
+        return (moment is None, moment or _EPOCH, str(row.get("id") or ""), json.dumps(row, sort_keys=True, default=str))
+    return key
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def list_messages(settings: Settings, queue: str, what: str, describe, page: int = 1, per_page: int = PER_PAGE,
+                  order=None) -> list[dict]:
+    """Print and return one page of a queue's messages (described by `describe`, sorted by `order`),
+    leaving them all in place.
+
+    The queue is read once, up to READ_AT_MOST messages, without an ack, and they are handed back by
+    closing the channel: a quorum queue does not keep the place of messages handed back, so each listing finds
+    them in another order, and the pages come from the messages sorted, not from the queue's order."""
     connection = bus.connect(settings)
     try:
         channel = connection.channel()
@@ -217,25 +271,50 @@ def list_messages(settings: Settings, queue: str, what: str, describe, page: int
                 raise
             print(f"{queue} does not exist (yet): no {what}")
             return []
-        rows, skip = [], (page - 1) * per_page
-        for taken in range(skip + per_page):
-            method, properties, body = channel.basic_get(queue, auto_ack=False)
-            if method is None:
-                break
-            if taken >= skip:
-                rows.append(describe(settings, method, properties, body))
-        # Closing the channel hands them back in their place at the head of the queue (a nack with
-        # requeue would send a quorum queue's messages to its tail, and reorder the pages).
+        rows = []
+        # Only as many as there are now: under a steady flow (the unrouted queue) reading would not end.
+        wanted = min(total, READ_AT_MOST)
+        if wanted:
+            # Consumed rather than fetched one by one: basic.get costs a round trip each (some 3 ms on a
+            # quorum queue, half a minute for 10,000). The prefetch limit keeps the rest where they are.
+            channel.basic_qos(prefetch_count=wanted)
+            # One that expired meanwhile never arrives: a second with nothing ends the reading.
+            for method, properties, body in channel.consume(queue, auto_ack=False, inactivity_timeout=1.0):
+                if method is None:
+                    break
+                rows.append(_described(describe, settings, method, properties, body))
+                if len(rows) >= wanted:
+                    break
         channel.close()
         _wait_for_depth(connection, queue, total)
     finally:
         if connection.is_open:
             connection.close()
-    pages = max(1, -(-total // per_page))
-    print(f"{total} {what} in {queue}; page {page} of {pages}, {per_page} per page")
-    for row in rows:
+    if order is not None:
+        rows.sort(key=order)
+    pages = max(1, -(-len(rows) // per_page))
+    shown = rows[(page - 1) * per_page:page * per_page]
+    if total > READ_AT_MOST:
+        print(f"{total} {what} in {queue}: only the first {READ_AT_MOST} read (at most that many are), "
+              f"and the pages are of those")
+    else:
+        print(f"{len(rows)} {what} in {queue}")
+    if page > pages:
+        print(f"page {page} is past the end: {pages} page(s) of {per_page}")
+    else:
+        print(f"page {page} of {pages}, {per_page} per page")
+    for row in shown:
         print("  " + "  ".join(f"{key}={_shown(value)}" for key, value in row.items()))
-    return rows
+    return shown
+
+
+def _described(describe, settings: Settings, method, properties, body: bytes) -> dict:
+    """describe(...), or, for a message it cannot describe, a row that says so: one odd message does not
+    hide the others."""
+    try:
+        return describe(settings, method, properties, body)
+    except Exception as exc:  # noqa: BLE001 - whatever a stranger's message holds
+        return {"id": properties.message_id, "problem": f"could not be described ({type(exc).__name__})"}
 
 
 def _wait_for_depth(connection, queue: str, depth: int, timeout: float = 5.0) -> None:
@@ -256,11 +335,15 @@ def _shown(value) -> str:
 
 
 def list_dead_letters(settings: Settings, page: int = 1, per_page: int = PER_PAGE) -> list[dict]:
-    return list_messages(settings, settings.dead_letter_queue, "dead letter(s)", describe_dead_letter, page, per_page)
+    """One page of the service's dead letters, in the order they died (then by message id)."""
+    return list_messages(settings, settings.dead_letter_queue, "dead letter(s)", describe_dead_letter, page, per_page,
+                         order=_in_order("when"))
 
 
 def list_unrouted(settings: Settings, page: int = 1, per_page: int = PER_PAGE) -> list[dict]:
-    return list_messages(settings, settings.unrouted_queue, "unrouted event(s)", describe_unrouted, page, per_page)
+    """One page of the events no queue was bound to, in the order they occurred (then by message id)."""
+    return list_messages(settings, settings.unrouted_queue, "unrouted event(s)", describe_unrouted, page, per_page,
+                         order=_in_order("occurred_at"))
 
 
 def replay_dead_letters(settings: Settings, limit: int | None = None) -> int:
@@ -268,7 +351,9 @@ def replay_dead_letters(settings: Settings, limit: int | None = None) -> int:
     with its original routing key and fresh attempts: the expiries counted so far are written in a
     header, and the consumer counts from there.
 
-    Only the messages there when the move starts: one that dies again is not moved again in a loop."""
+    Only the messages there when the move starts: one that dies again is not moved again in a loop.
+    One that cannot be sent back as it is (headers no client could have meant) is skipped with a
+    line on stderr and left where it is."""
     connection = bus.connect(settings)
     try:
         channel = connection.channel()
@@ -279,16 +364,25 @@ def replay_dead_letters(settings: Settings, limit: int | None = None) -> int:
         channel.confirm_delivery()
         waiting = channel.queue_declare(settings.dead_letter_queue, passive=True).method.message_count
         limit = waiting if limit is None else min(limit, waiting)
-        moved = 0
-        while moved < limit:
+        moved = taken = 0
+        while moved < limit and taken < waiting:
             method, properties, body = channel.basic_get(settings.dead_letter_queue, auto_ack=False)
             if method is None:
                 break
-            headers = {bus.QUEUE_HEADER: settings.queue,
-                       bus.REPLAYED_AFTER_HEADER: bus.expiries(properties.headers, settings, since_replay=False)}
+            taken += 1
+            try:
+                routing_key = original_routing_key(method, properties, settings)
+                sent = bus.forwarded(properties, **{
+                    bus.QUEUE_HEADER: settings.queue,
+                    bus.REPLAYED_AFTER_HEADER: bus.expiries(properties.headers, settings, since_replay=False)})
+                sent.encode()   # what pika could not send fails here, before anything is sent
+            except Exception as exc:  # noqa: BLE001 - one odd message must not stop the others
+                # Left unacked: it goes back to the dead letters when the channel closes.
+                print(f"clinic: dead letter {_shown(properties.message_id)} skipped: it cannot be sent back as it is "
+                      f"({type(exc).__name__})", file=sys.stderr)
+                continue
             # Confirmed (and routed: mandatory) before the dead letter is taken off its queue.
-            channel.basic_publish(requeue, original_routing_key(method, properties, settings), body,
-                                  bus.forwarded(properties, **headers), mandatory=True)
+            channel.basic_publish(requeue, routing_key, body, sent, mandatory=True)
             channel.basic_ack(method.delivery_tag)
             moved += 1
     finally:

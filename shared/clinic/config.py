@@ -71,6 +71,9 @@ class Settings:
     relay_window: int = 1000
     # The worker's own HTTP port for /metrics and its liveness (/healthz); 0 serves none.
     metrics_port: int = 0
+    # The address it listens on: every one by default (a container's port is reached from outside it);
+    # make run sets 127.0.0.1, so that a laptop does not offer its workers' metrics to the network.
+    metrics_host: str = "0.0.0.0"
     log_level: str = "INFO"
 
     @property
@@ -176,5 +179,6 @@ def load_settings(service: str, env: dict | None = None) -> Settings:
         unrouted_ttl_seconds=read_int(env, "CLINIC_UNROUTED_TTL_SECONDS", Settings.unrouted_ttl_seconds),
         relay_window=read_int(env, "CLINIC_RELAY_WINDOW", Settings.relay_window),
         metrics_port=read_int(env, "CLINIC_METRICS_PORT", Settings.metrics_port),
+        metrics_host=env.get("CLINIC_METRICS_HOST") or Settings.metrics_host,
         log_level=env.get("LOG_LEVEL") or Settings.log_level,
     )

@@ -55,6 +55,11 @@ class OpsServer:
     def port(self) -> int:
         return self._server.server_address[1]
 
+    @property
+    def address(self) -> tuple[str, int]:
+        """(host, port) it listens on."""
+        return self._server.server_address[:2]
+
     def start(self) -> OpsServer:
         self._thread.start()
         return self

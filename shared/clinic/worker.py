@@ -6,17 +6,23 @@ event they cause goes out through the outbox). SIGTERM or SIGINT stops both clea
 message being handled is finished (or returned to the queue), the relay's batch
 is committed or rolled back.
 
+A loop that dies (or ends without being asked to) is logged at once, the others are stopped, and
+the process exits with status 1, so that whatever supervises it (make run, compose, Kubernetes)
+starts it again rather than leave a consumer running beside a relay that publishes nothing.
+
 With settings.metrics_port set, the worker serves /metrics and /healthz there (clinic.ops) from a
-thread of its own. It is alive while each of its loops is: its thread runs and it has beaten (its
-`last_beat`, renewed at least once a second, also while it waits for a server to come back) within
-STUCK_AFTER_SECONDS. A loop that dies is logged at once and named on /healthz, so Kubernetes
-restarts the worker rather than leave a consumer running beside a relay that publishes nothing.
+thread of its own, on settings.metrics_host. It is alive while each of its loops is: its thread runs
+and it has beaten (its `last_beat`, renewed at least once a second, also while it waits for a server
+to come back) within STUCK_AFTER_SECONDS, or for the consumer within stuck_after(settings): a call
+on its blocking broker connection may wait longer than that before it fails (a broker that stopped
+answering, or that blocks publishers), and a broker that is slow must not get the worker restarted.
 """
 
 from __future__ import annotations
 
 import logging
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -25,6 +31,7 @@ from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
+from clinic import bus
 from clinic.config import Settings
 from clinic.db import create_engine, utcnow
 from clinic.inbox import Consumer, Handler
@@ -38,6 +45,19 @@ log = logging.getLogger(__name__)
 # A loop that has not beaten for this long is stuck: well above the one-second beat, and above any
 # one database wait (settings.database_deadline_seconds) or broker reconnection delay.
 STUCK_AFTER_SECONDS = 30.0
+# Beyond the longest broker wait, for the beat before it and the work after it.
+_BROKER_WAIT_MARGIN_SECONDS = 10.0
+
+
+def stuck_after(settings: Settings) -> float:
+    """How long the consumer may go without a beat before it is called stuck: STUCK_AFTER_SECONDS, or
+    longer when one call on its blocking broker connection may wait longer before it fails
+    (clinic.bus.longest_broker_wait: 110 s with the default 30 s heartbeat)."""
+    return max(STUCK_AFTER_SECONDS, bus.longest_broker_wait(settings) + _BROKER_WAIT_MARGIN_SECONDS)
+
+
+class LoopDied(RuntimeError):
+    """One of the worker's loops died or ended unasked; the others were stopped (Worker.run)."""
 
 
 @dataclass(frozen=True)
@@ -103,39 +123,45 @@ class _Jobs:
 
 class Worker:
     def __init__(self, settings: Settings, metadata: sa.MetaData, handlers: dict[str, Handler], engine=None,
-                 clock: Callable[[], datetime] = utcnow, jobs: Sequence[Job] = (), ops_host: str = "0.0.0.0"):
+                 clock: Callable[[], datetime] = utcnow, jobs: Sequence[Job] = (), ops_host: str | None = None):
         """`clock` gives each event's and each job's unit of work its time: the real one, but in tests.
-        `ops_host` is the address the metrics port listens on (127.0.0.1 in tests)."""
+        `ops_host` is the address the metrics port listens on (settings.metrics_host unless given)."""
         self.settings = settings
         self.engine = engine or create_engine(settings.database_url, settings.database_timeout_seconds,
                                               deadline_seconds=settings.database_deadline_seconds)
         self.relay = Relay(settings, self.engine, metadata.tables["outbox"])
         self.consumer = Consumer(settings, self.engine, metadata, handlers, clock) if handlers else None
         self.jobs = _Jobs(settings, self.engine, metadata, jobs, clock) if jobs else None
-        self.ops_host = ops_host
+        self.ops_host = settings.metrics_host if ops_host is None else ops_host
         self.ops: OpsServer | None = None
         self._stopped = threading.Event()
-        # The loops run() started, and those of them that have ended (returned or raised).
+        # The loops run() started, those of them that have ended (returned or raised), and those that
+        # ended while the worker was meant to run.
         self._started: set[str] = set()
         self._ended: set[str] = set()
+        self._died: list[str] = []
 
     def run(self) -> None:
+        """Run the loops until stop(). Raises LoopDied, once every loop has stopped, when one of them
+        died or ended unasked."""
         service = self.settings.service
         threads = [self._start_loop("relay", self.relay.run)]
         if self.jobs is not None:
             threads.append(self._start_loop("jobs", self.jobs.run))
-        if self.settings.metrics_port > 0:
-            self.ops = OpsServer(self.settings.metrics_port, self.stuck, self.ops_host, name=f"{service}-ops").start()
-            log.info("worker %s: /metrics and /healthz on port %s", service, self.ops.port)
-        log.info("worker %s started", service)
         try:
+            if self.settings.metrics_port > 0:
+                self.ops = OpsServer(self.settings.metrics_port, self.stuck, self.ops_host, name=f"{service}-ops").start()
+                log.info("worker %s: /metrics and /healthz on %s:%s", service, self.ops_host, self.ops.port)
+            log.info("worker %s started", service)
             if self.consumer is not None:
                 self._started.add("consumer")
-                # In this thread: an error that ends the consumer ends the process, which is then restarted.
-                self._watched("consumer", self.consumer.run, reraise=True)
+                self._watched("consumer", self.consumer.run)
             else:
+                # Until stop(), which a loop that dies calls too.
                 self._stopped.wait()
         finally:
+            # First: the loops' normal end from here on is no death.
+            self._stopped.set()
             self.relay.stop()
             if self.jobs is not None:
                 self.jobs.stop()
@@ -144,6 +170,8 @@ class Worker:
             if self.ops is not None:
                 self.ops.stop()
             log.info("worker %s stopped", service)
+        if self._died:
+            raise LoopDied(f"worker {service}: the {' and the '.join(self._died)} died")
 
     def _start_loop(self, name: str, loop: Callable[[], None]) -> threading.Thread:
         self._started.add(name)
@@ -151,27 +179,33 @@ class Worker:
         thread.start()
         return thread
 
-    def _watched(self, name: str, loop: Callable[[], None], reraise: bool = False) -> None:
-        """Run one of the worker's loops, saying at once if it ends while the worker is meant to run."""
+    def _watched(self, name: str, loop: Callable[[], None]) -> None:
+        """Run one of the worker's loops; if it raises, or ends while the worker is meant to run, say so
+        at once and stop the worker (run() then raises LoopDied)."""
         try:
             loop()
         except BaseException:
             self._ended.add(name)
+            self._died.append(name)
             # The formatter keeps a database error's text (which may quote a row) out of the traceback;
             # a thread's uncaught exception would be printed whole, so it stops here.
-            log.critical("worker %s: the %s died; the worker is not whole until it is restarted", self.settings.service, name,
+            log.critical("worker %s: the %s died; stopping the worker, to be started again", self.settings.service, name,
                          exc_info=True)
-            if reraise:
-                raise
+            self.stop()
             return
         self._ended.add(name)
         if not self._stopped.is_set():
-            log.critical("worker %s: the %s ended while the worker runs; the worker is not whole until it is restarted",
+            self._died.append(name)
+            log.critical("worker %s: the %s ended while the worker runs; stopping the worker, to be started again",
                          self.settings.service, name)
+            self.stop()
 
     def stuck(self) -> dict[str, str]:
         """What of the worker is dead or stuck, {loop: why}; empty while every loop runs and beats.
         Read from what the loops record (their end, their last beat), never from the database or the broker."""
+        if self._died:
+            # Stopping because of it: still not alive.
+            return {name: "not running" for name in self._died}
         if self._stopped.is_set():
             return {}
         stuck = {}
@@ -181,7 +215,11 @@ class Worker:
             if name in self._ended:
                 stuck[name] = "not running"
                 continue
-            silent, allowed = loop.silent_for() if name == "jobs" else (time.monotonic() - loop.last_beat, STUCK_AFTER_SECONDS)
+            if name == "jobs":
+                silent, allowed = loop.silent_for()
+            else:
+                allowed = stuck_after(self.settings) if name == "consumer" else STUCK_AFTER_SECONDS
+                silent = time.monotonic() - loop.last_beat
             if silent > allowed:
                 stuck[name] = f"no sign of life for {silent:.0f} s"
         return stuck
@@ -202,4 +240,8 @@ def run_worker(settings: Settings, metadata: sa.MetaData, handlers: dict[str, Ha
     worker = Worker(settings, metadata, handlers, jobs=jobs)
     signal.signal(signal.SIGTERM, worker.stop)
     signal.signal(signal.SIGINT, worker.stop)
-    worker.run()
+    try:
+        worker.run()
+    except LoopDied:
+        # Logged already, with its traceback. A status other than 0 gets the worker started again.
+        sys.exit(1)

@@ -4,8 +4,10 @@ in a var directory of the test's own, every port moved by CLINIC_PORT_OFFSET.
 
 A worker killed twice in a row is started again each time, after a growing delay, and the terminal
 says so; a patient registered while it is down reaches its contact copy once it is back; the other
-processes keep running throughout. Ctrl-C then stops every process it started, RabbitMQ and the
-Erlang port mapper that RabbitMQ started included.
+processes keep running throughout; the workers' metrics ports listen on the loopback only; a broker
+whose node is killed is said to have stopped and is started again. Ctrl-C then stops every process it
+started, RabbitMQ and the Erlang port mapper that RabbitMQ started included. It refuses to start
+while processes an earlier run left (its supervisor killed) still run.
 """
 
 from __future__ import annotations
@@ -136,6 +138,21 @@ def test_a_killed_worker_is_started_again_and_nothing_is_lost_then_ctrl_c_stops_
     assert {name: pid for name, pid in after.items() if name != "notifications-worker"} == \
            {name: pid for name, pid in before.items() if name != "notifications-worker"}
 
+    # Every worker's metrics port listens on the loopback only.
+    for index, service in enumerate(SERVICES):
+        port = 9201 + index + clinic.offset
+        assert _listening_on(port) == {"127.0.0.1"}, f"{service}-worker's metrics port"
+
+    # The broker's node killed: its start script ends with status 0, which is said as a stop, and it
+    # is started again.
+    rabbitmq = clinic.pid("rabbitmq")
+    [node] = [pid for pid, command in _descendants(rabbitmq).items() if "beam.smp" in command]
+    os.kill(node, signal.SIGKILL)
+    eventually(lambda: "rabbitmq stopped; starting it again in 1 s" in clinic.terminal(), timeout=15,
+               message=f"the terminal to tell of the broker's restart; it says:\n{clinic.terminal()}")
+    eventually(lambda: clinic.pid("rabbitmq") not in (None, rabbitmq), timeout=15, message="the broker started again")
+    eventually(lambda: _accepts_connections(5672 + clinic.offset), timeout=90, interval=0.2, message="the broker back")
+
     # Ctrl-C: every process it started ends, the broker and the broker's own epmd included.
     started = _descendants(clinic.process.pid)
     epmd_port = int((clinic.var / "rabbitmq" / "epmd_port").read_text())
@@ -149,6 +166,52 @@ def test_a_killed_worker_is_started_again_and_nothing_is_lost_then_ctrl_c_stops_
                timeout=10, message="every process run_local started to end")
     assert not _accepts_connections(epmd_port), "the epmd of run_local's RabbitMQ still answers"
     assert not list(clinic.var.glob("*.pid"))
+
+
+def test_make_run_refuses_to_start_beside_what_an_earlier_run_left_running(tmp_path):
+    var = tmp_path / "var"
+    var.mkdir()
+    env = {name: value for name, value in os.environ.items() if name not in ("RABBITMQ_URL", "DATABASE_URL")}
+    env.update(CLINIC_VAR_DIR=str(var), CLINIC_PORT_OFFSET=str(_free_offset()))
+    # What a supervisor killed with SIGKILL leaves: a child started for this var directory, still running;
+    # beside it a pid file of a process that has ended, and one whose pid another program now has.
+    left = subprocess.Popen(["sleep", "120"], env=env, start_new_session=True)
+    stranger = subprocess.Popen(["sleep", "120"], env={"PATH": os.environ["PATH"]})
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    (var / "records-worker.pid").write_text(f"{left.pid}\n")
+    (var / "mail.pid").write_text(f"{stranger.pid}\n")
+    (var / "sessions-web.pid").write_text(f"{ended.pid}\n")
+    process = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "run_local.py")], env=env, cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = process.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        # It started a clinic instead: stop it as Ctrl-C would.
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=60)
+        raise AssertionError("make run started beside the processes an earlier run left") from None
+    finally:
+        for child in (left, stranger):
+            child.kill()
+            child.wait()
+    assert process.returncode == 1, err
+    assert f"records-worker (pid {left.pid})" in err and f"kill -TERM -- -{left.pid}" in err
+    assert "mail" not in err and "sessions-web" not in err
+    assert out == ""
+    assert sorted(path.name for path in var.glob("*.pid")) == ["records-worker.pid"], "stale pid files kept"
+    assert not (var / "rabbitmq").exists(), "a broker was started"
+
+
+def _listening_on(port: int) -> set[str]:
+    """The IPv4 addresses on which something listens on `port` (from /proc/net/tcp)."""
+    found = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        address, hex_port = local.split(":")
+        if state == "0A" and int(hex_port, 16) == port:   # 0A: LISTEN
+            found.add(socket.inet_ntoa(bytes.fromhex(address)[::-1]))
+    return found
 
 
 def _free_offset() -> int:

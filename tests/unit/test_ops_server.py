@@ -1,11 +1,12 @@
-"""The ops port (clinic.ops), the web app's request metrics and /metrics, the jobs loop's beat, and
-`clinic outbox status` on SQLite. The worker's health on the real broker, and gunicorn's master, are
-in tests/integration/test_metrics.py."""
+"""The ops port (clinic.ops), the web app's request metrics and /metrics, the jobs loop's beat, how
+long each of a worker's loops may be silent, and `clinic outbox status` on SQLite. The worker's
+health on the real broker, and gunicorn's master, are in tests/integration/test_metrics.py."""
 
 from __future__ import annotations
 
 import json
 import threading
+import time
 import urllib.error
 import urllib.request
 from datetime import datetime, timedelta, timezone
@@ -15,12 +16,14 @@ import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 
 from clinic import metrics
+from clinic.bus import BLOCKED_CONNECTION_TIMEOUT_SECONDS
 from clinic.config import ConfigurationError, load_settings
 from clinic.db import create_engine, messaging_tables, new_id
 from clinic.ops import OpsServer, outbox_status
 from clinic.testing import eventually
 from clinic.testing.service_apps import sqlite_service_app, staff_token
-from clinic.worker import STUCK_AFTER_SECONDS, Job, _Jobs
+from clinic.worker import STUCK_AFTER_SECONDS, Job, Worker, _Jobs, stuck_after
+from tests.support import probe
 
 
 def get(port: int, path: str, method: str = "GET") -> tuple[int, dict, bytes]:
@@ -249,3 +252,34 @@ def test_outbox_status_with_one_database_url_asks_for_one_service():
 
 def test_a_loop_waiting_on_the_database_is_not_called_stuck():
     assert STUCK_AFTER_SECONDS > 2 * load_settings("records", env={}).database_deadline_seconds
+
+
+def test_a_consumer_waiting_on_a_slow_or_blocked_broker_is_not_called_stuck():
+    # A call on the consumer's blocking connection may wait until pika's heartbeat check gives up on a
+    # broker that stopped answering (up to 2 × (heartbeat + 5) s), or until a blocked publish times out.
+    for heartbeat in ("30", "60", "5"):
+        settings = load_settings("records", env={"CLINIC_BROKER_HEARTBEAT_SECONDS": heartbeat})
+        assert stuck_after(settings) > 2 * (settings.broker_heartbeat_seconds + 5) + BLOCKED_CONNECTION_TIMEOUT_SECONDS
+        assert stuck_after(settings) >= STUCK_AFTER_SECONDS
+
+
+def test_the_consumer_is_allowed_its_broker_wait_and_the_relay_and_jobs_are_not(tmp_path):
+    engine = create_engine(f"sqlite:///{tmp_path / 'probe.db'}")
+    probe.metadata.create_all(engine)
+    settings = load_settings("probe", env={})
+    worker = Worker(settings, probe.metadata, probe.HANDLERS, engine=engine, jobs=[Job("tick", timedelta(hours=1), lambda uow: None)])
+    # As run() records them, without a broker: the loops started, and how long ago each last beat.
+    worker._started.update({"consumer", "relay", "jobs"})
+    now = time.monotonic()
+    worker.consumer.last_beat = now - (STUCK_AFTER_SECONDS + 30)
+    worker.relay.last_beat = worker.jobs.last_beat = now
+    assert worker.stuck() == {}, "a consumer waiting on the broker is called stuck"
+    worker.consumer.last_beat = now - (stuck_after(settings) + 5)
+    worker.relay.last_beat = worker.jobs.last_beat = now - (STUCK_AFTER_SECONDS + 5)
+    assert set(worker.stuck()) == {"consumer", "relay", "jobs"}
+    engine.dispose()
+
+
+def test_the_worker_s_metrics_port_listens_on_every_address_unless_told_otherwise():
+    assert load_settings("records", env={}).metrics_host == "0.0.0.0"
+    assert load_settings("records", env={"CLINIC_METRICS_HOST": "127.0.0.1"}).metrics_host == "127.0.0.1"
