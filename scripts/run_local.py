@@ -36,7 +36,6 @@ from __future__ import annotations
 import importlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -46,7 +45,7 @@ from pathlib import Path
 from clinic import bus
 from clinic.config import ConfigurationError, default_database_url, load_settings, read_int
 from clinic.db import create_engine
-from clinic.localservers import LocalRabbitMQ, ServerNotAvailable
+from clinic.localservers import LocalRabbitMQ, ServerNotAvailable, accepts_connections, port_is_free
 from clinic.migrations import migrate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -139,7 +138,7 @@ def main() -> int:
     supervised: list[Supervised] = []
     try:
         if not os.environ.get("RABBITMQ_URL"):
-            rabbit = LocalRabbitMQ(VAR / "rabbitmq", port=ports.rabbitmq if _is_free(ports.rabbitmq) else None)
+            rabbit = LocalRabbitMQ(VAR / "rabbitmq", port=ports.rabbitmq if port_is_free(ports.rabbitmq) else None)
             say(f"starting RabbitMQ on 127.0.0.1:{rabbit.port} (files in {rabbit.base})")
             broker = Supervised("rabbitmq", rabbit.launch, rabbit.base / "log")
             supervised.append(broker)
@@ -257,7 +256,7 @@ def _supervise(supervised: list[Supervised], ports: Ports, env: dict, stopping: 
         for process in supervised:
             process.watch(now)
         if waiting_for:
-            waiting_for = [port for port in waiting_for if not _answers(port)]
+            waiting_for = [port for port in waiting_for if not accepts_connections(port)]
             if not waiting_for:
                 _banner(ports, env)
         time.sleep(0.2)
@@ -313,7 +312,7 @@ def _wait_for_port(port: int, timeout: float, process: subprocess.Popen, stoppin
     ServerNotAvailable."""
     deadline = time.monotonic() + timeout
     while not stopping.requested:
-        if _answers(port):
+        if accepts_connections(port):
             return True
         if process.poll() is not None:
             raise ServerNotAvailable(f"RabbitMQ exited with code {process.returncode} before accepting connections "
@@ -322,24 +321,6 @@ def _wait_for_port(port: int, timeout: float, process: subprocess.Popen, stoppin
             raise ServerNotAvailable(f"RabbitMQ did not accept connections on port {port} within {timeout:.0f}s")
         time.sleep(0.2)
     return False
-
-
-def _answers(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-def _is_free(port: int) -> bool:
-    """True when nothing listens on the port, so that `clinic` commands find the broker on its usual port."""
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-            return True
-        except OSError:
-            return False
 
 
 def say(line: str, error: bool = False) -> None:

@@ -413,6 +413,16 @@ def forwarded(properties: pika.BasicProperties, **headers) -> pika.BasicProperti
     )
 
 
+def event_properties(message_id: str, routing_key: str, message_type: str | None = None) -> pika.BasicProperties:
+    """The properties every event is published with, by every publisher: persistent JSON, its id, its type."""
+    return pika.BasicProperties(
+        message_id=message_id,
+        type=message_type or routing_key,
+        content_type="application/json",
+        delivery_mode=pika.DeliveryMode.Persistent,
+    )
+
+
 class Publisher:
     """One confirmed-publishing connection, for one thread."""
 
@@ -430,12 +440,7 @@ class Publisher:
             exchange=self.settings.exchange if exchange is None else exchange,
             routing_key=routing_key,
             body=body.encode() if isinstance(body, str) else body,
-            properties=pika.BasicProperties(
-                message_id=message_id,
-                type=message_type or routing_key,
-                content_type="application/json",
-                delivery_mode=pika.DeliveryMode.Persistent,
-            ),
+            properties=event_properties(message_id, routing_key, message_type),
         )
 
     def close(self) -> None:

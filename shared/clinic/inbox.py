@@ -622,23 +622,20 @@ class Consumer:
 
     def _wait(self, seconds: float) -> None:
         """Wait without a connection, beating."""
-        deadline = time.monotonic() + seconds
-        while not self._stopping.is_set():
-            self._beat()
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return
-            self._stopping.wait(min(left, BEAT_SECONDS))
+        self._pause(seconds, self._stopping.wait)
 
     def _sleep(self, seconds: float) -> None:
         """Wait with the connection, answering the broker's heartbeats, beating."""
+        self._pause(seconds, lambda slice_: self._connection.sleep(slice_))
+
+    def _pause(self, seconds: float, wait: Callable[[float], object]) -> None:
         deadline = time.monotonic() + seconds
         while not self._stopping.is_set():
             self._beat()
             left = deadline - time.monotonic()
             if left <= 0:
                 return
-            self._connection.sleep(min(left, BEAT_SECONDS))
+            wait(min(left, BEAT_SECONDS))
 
     def _look_at_unrouted(self) -> None:
         """Ask for the unrouted queue's depth, for its metric, without waiting for the answer: it comes

@@ -133,7 +133,7 @@ class LocalRabbitMQ:
         epmd_file = self.base / "epmd_port"
         if epmd_file.exists():
             port = int(epmd_file.read_text())
-            if _port_is_free(port) or _epmd_listens(port):
+            if port_is_free(port) or _epmd_listens(port):
                 return port
         port = free_port()
         epmd_file.write_text(str(port))
@@ -165,11 +165,12 @@ def stop_epmd(port: int, timeout: float = 10) -> None:
         subprocess.run([str(EPMD), "-port", str(port), "-kill"], stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL, timeout=timeout)
     deadline = time.monotonic() + timeout
-    while _accepts_connections(port) and time.monotonic() < deadline:
+    while accepts_connections(port) and time.monotonic() < deadline:
         time.sleep(0.1)
 
 
-def _port_is_free(port: int) -> bool:
+def port_is_free(port: int) -> bool:
+    """Nothing listens on the port of 127.0.0.1 (we could bind it)."""
     with socket.socket() as sock:
         try:
             sock.bind(("127.0.0.1", port))
@@ -187,7 +188,8 @@ def _epmd_listens(port: int) -> bool:
         return False
 
 
-def _accepts_connections(port: int) -> bool:
+def accepts_connections(port: int) -> bool:
+    """Something accepts TCP connections on the port of 127.0.0.1."""
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5):
             return True

@@ -83,12 +83,7 @@ class ConfirmingPublisher:
             exchange=self.settings.exchange if exchange is None else exchange,
             routing_key=routing_key,
             body=body.encode() if isinstance(body, str) else body,
-            properties=pika.BasicProperties(
-                message_id=message_id,
-                type=message_type or routing_key,
-                content_type="application/json",
-                delivery_mode=pika.DeliveryMode.Persistent,
-            ),
+            properties=bus.event_properties(message_id, routing_key, message_type),
         )
         # The broker numbers a confirming channel's publishes 1, 2, 3, ...: the confirm names that number.
         self._last_tag += 1

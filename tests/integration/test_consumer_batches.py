@@ -24,6 +24,7 @@ from clinic.localservers import free_port
 from clinic.testing import eventually
 from tests.integration.conftest import queue_depth
 from tests.support import probe
+from tests.support.probe import publish, thing
 
 DELAYS = (0.3, 0.6)
 
@@ -68,17 +69,6 @@ class Calls:
         return {probe.THING: self.thing, probe.POISON: self.poison}
 
 
-def publish(settings, *sent: events.Event) -> None:
-    publisher = bus.Publisher(settings)
-    try:
-        for event in sent:
-            publisher.publish(event.type, event.id, event.to_json())
-    finally:
-        publisher.close()
-
-
-def thing(sequence: int, event_type: str = probe.THING) -> events.Event:
-    return events.Event(type=event_type, data={"sequence": sequence}, producer="probe")
 
 
 def applied_rows(engine) -> list[tuple[str, int]]:

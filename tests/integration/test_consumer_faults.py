@@ -21,13 +21,14 @@ import pika
 import pytest
 import sqlalchemy as sa
 
-from clinic import bus, events, inbox
+from clinic import bus, inbox
 from clinic.db import create_engine
 from clinic.errors import NotFound
 from clinic.localservers import RABBITMQCTL, LocalRabbitMQ
 from clinic.logs import OneLineFormatter
 from clinic.testing import eventually
 from tests.support import probe
+from tests.support.probe import publish, thing
 
 DELAYS = (0.05,)
 # The body of a message that is JSON, but nested too deep for Python's parser (RecursionError).
@@ -46,17 +47,6 @@ def database(tmp_path):
     engine.dispose()
 
 
-def publish(settings, *sent: events.Event) -> None:
-    publisher = bus.Publisher(settings)
-    try:
-        for event in sent:
-            publisher.publish(event.type, event.id, event.to_json())
-    finally:
-        publisher.close()
-
-
-def thing(sequence: int, event_type: str = probe.THING) -> events.Event:
-    return events.Event(type=event_type, data={"sequence": sequence}, producer="probe")
 
 
 def applied_sequences(engine) -> list[int]:

@@ -20,23 +20,12 @@ from clinic import bus, cli, events
 from clinic.testing import eventually
 from tests.integration.conftest import queue_depth
 from tests.support import probe
+from tests.support.probe import publish, thing
 
 DELAYS = (0.3, 0.6)
 CONTACT = {"patient_id": "0d9f7f0e-8f6c-4a53-9d33-5b1c1a0e4e21", "given_name": "Ida", "family_name": "Berg",
            "email": "ida.berg@example.org", "phone": None, "preferred_contact": "email", "email_opt_out": False}
 
-
-def publish(settings, *sent: events.Event) -> None:
-    publisher = bus.Publisher(settings)
-    try:
-        for event in sent:
-            publisher.publish(event.type, event.id, event.to_json())
-    finally:
-        publisher.close()
-
-
-def thing(sequence: int) -> events.Event:
-    return events.Event(type=probe.THING, data={"sequence": sequence}, producer="probe")
 
 
 def contact_changed() -> events.Event:

@@ -26,7 +26,7 @@ import requests
 from clinic.auth import issue_token
 from clinic.config import load_settings
 from clinic.db import create_engine
-from clinic.localservers import stop_epmd
+from clinic.localservers import accepts_connections, port_is_free, stop_epmd
 from clinic.testing import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -151,7 +151,7 @@ def test_a_killed_worker_is_started_again_and_nothing_is_lost_then_ctrl_c_stops_
     eventually(lambda: "rabbitmq stopped; starting it again in 1 s" in clinic.terminal(), timeout=15,
                message=f"the terminal to tell of the broker's restart; it says:\n{clinic.terminal()}")
     eventually(lambda: clinic.pid("rabbitmq") not in (None, rabbitmq), timeout=15, message="the broker started again")
-    eventually(lambda: _accepts_connections(5672 + clinic.offset), timeout=90, interval=0.2, message="the broker back")
+    eventually(lambda: accepts_connections(5672 + clinic.offset), timeout=90, interval=0.2, message="the broker back")
 
     # Ctrl-C: every process it started ends, the broker and the broker's own epmd included.
     started = _descendants(clinic.process.pid)
@@ -164,7 +164,7 @@ def test_a_killed_worker_is_started_again_and_nothing_is_lost_then_ctrl_c_stops_
     assert clinic.terminal().rstrip().endswith("stopped")
     eventually(lambda: {pid: command for pid, command in {**started, epmd: "epmd"}.items() if _alive(pid)} == {},
                timeout=10, message="every process run_local started to end")
-    assert not _accepts_connections(epmd_port), "the epmd of run_local's RabbitMQ still answers"
+    assert not accepts_connections(epmd_port), "the epmd of run_local's RabbitMQ still answers"
     assert not list(clinic.var.glob("*.pid"))
 
 
@@ -219,26 +219,9 @@ def _free_offset() -> int:
     tests' servers take their ports from."""
     for _ in range(100):
         offset = random.randrange(10_000, 23_000)
-        if all(_bindable(port + offset) for port in BASE_PORTS):
+        if all(port_is_free(port + offset) for port in BASE_PORTS):
             return offset
     raise AssertionError("no free range of ports for run_local")
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-            return True
-        except OSError:
-            return False
-
-
-def _accepts_connections(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 def _healthy(base: str) -> bool:

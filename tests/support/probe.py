@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from marshmallow import Schema, fields
 
-from clinic import events
+from clinic import bus, events
 from clinic.db import messaging_tables
 from clinic.outbox import outbox_row
 
@@ -59,3 +59,18 @@ def applied_counts(engine) -> tuple[int, int]:
         total = connection.execute(sa.select(sa.func.count()).select_from(applied)).scalar_one()
         distinct = connection.execute(sa.select(sa.func.count(sa.distinct(applied.c.event_id)))).scalar_one()
     return total, distinct
+
+
+def thing(sequence: int, event_type: str = THING) -> events.Event:
+    """A probe event carrying its sequence number."""
+    return events.Event(type=event_type, data={"sequence": sequence}, producer="probe")
+
+
+def publish(settings, *sent: events.Event) -> None:
+    """Publish events straight to the exchange (confirmed), as a producer's relay would."""
+    publisher = bus.Publisher(settings)
+    try:
+        for event in sent:
+            publisher.publish(event.type, event.id, event.to_json())
+    finally:
+        publisher.close()
