@@ -18,6 +18,26 @@ class ConfigurationError(RuntimeError):
     """The settings cannot run a service safely."""
 
 
+# Only development and test accept the development defaults; production refuses them.
+ENVIRONMENTS = ("development", "test", "production")
+
+
+def read_environment(env) -> str:
+    """CLINIC_ENV, exactly one of ENVIRONMENTS; unset means development (what `make run` needs).
+
+    Anything else refuses to start rather than be read as "not production": a `Production`, `prod` or
+    `production ` taken for development would accept tokens signed with the development key."""
+    if "CLINIC_ENV" not in env:
+        return "development"
+    value = env["CLINIC_ENV"]
+    if value not in ENVIRONMENTS:
+        raise ConfigurationError(
+            f"CLINIC_ENV must be exactly development, test or production (or unset, for development), got {value!r}: "
+            "any other value would run on the development keys and defaults"
+        )
+    return value
+
+
 def read_int(env, name: str, default: int) -> int:
     """An integer setting; a malformed value is a ConfigurationError naming the variable."""
     raw = env.get(name)
@@ -160,7 +180,7 @@ def load_settings(service: str, env: dict | None = None) -> Settings:
         service=service,
         database_url=env.get("DATABASE_URL") or default_database_url(service),
         rabbitmq_url=env.get("RABBITMQ_URL") or Settings.rabbitmq_url,
-        environment=env.get("CLINIC_ENV") or Settings.environment,
+        environment=read_environment(env),
         bus_namespace=env.get("CLINIC_BUS_NAMESPACE") or Settings.bus_namespace,
         jwt_signing_key=env.get("CLINIC_JWT_SIGNING_KEY") or DEVELOPMENT_SIGNING_KEY,
         token_ttl_minutes=read_int(env, "CLINIC_TOKEN_TTL_MINUTES", Settings.token_ttl_minutes),

@@ -99,3 +99,25 @@ def test_an_unknown_clinic_time_zone_is_refused_at_start_up():
     with pytest.raises(ConfigurationError, match="CLINIC_TIMEZONE"):
         load_settings("scheduling", env={"CLINIC_TIMEZONE": "America/Nowhere"})
     assert load_settings("scheduling", env={"CLINIC_TIMEZONE": "Europe/Lisbon"}).clinic_timezone == "Europe/Lisbon"
+
+
+@pytest.mark.parametrize("value", ["Production", "prod", "staging", "production ", " production", "PRODUCTION", "", "dev"])
+def test_an_environment_that_is_not_exactly_one_of_the_three_refuses_to_start(value):
+    with pytest.raises(ConfigurationError, match="CLINIC_ENV must be exactly development, test or production"):
+        load_settings("records", env={"CLINIC_ENV": value})
+
+
+@pytest.mark.parametrize("value", ["development", "test", "production"])
+def test_each_of_the_three_environments_is_read_as_given(value):
+    assert load_settings("records", env={"CLINIC_ENV": value}).environment == value
+
+
+def test_an_unset_environment_is_development():
+    assert load_settings("records", env={}).environment == "development"
+
+
+def test_notifications_refuses_a_misspelt_production_too():
+    from notifications.config import load_mail_settings
+
+    with pytest.raises(ConfigurationError, match="CLINIC_ENV"):
+        load_mail_settings({"CLINIC_ENV": "Production", "SMTP_HOST": "smtp.example.org"})

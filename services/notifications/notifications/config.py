@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
-from clinic.config import ConfigurationError, Settings, read_int, read_timezone
+from clinic.config import ConfigurationError, Settings, read_environment, read_int, read_timezone
 
 SECURITIES = ("none", "starttls", "tls")
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
@@ -101,5 +101,5 @@ def load_mail_settings(env=None, settings: Settings | None = None) -> MailSettin
         send_retry_seconds=_retry_seconds(env.get("SEND_RETRY_SECONDS")),
     )
     mail.check_safe_to_run(settings.is_production if settings is not None
-                           else (env.get("CLINIC_ENV") or Settings.environment) == "production")
+                           else read_environment(env) == "production")
     return mail
