@@ -11,6 +11,7 @@ Modules, one reason each:
   outbox        the transactional outbox and its relay
   inbox         the idempotent inbox and the consumer
   bus           RabbitMQ topology and connections
+  outages       growing delays between attempts, one log line when an outage begins and one when it ends
   web           the Flask app factory, health checks, the request's unit of work
   http_edge     what every request passes before a view: size, content type, JSON guards, ids
   http_errors   the one error shape, {"error": {"code", "message", "details"}}

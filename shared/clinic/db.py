@@ -34,6 +34,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.types import TypeDecorator
 
 from clinic.errors import ClinicError
+from clinic.outages import Backoff, Outage
 
 log = logging.getLogger(__name__)
 
@@ -206,9 +207,6 @@ class _Stall:
     """
 
     def __init__(self, deadline: float):
-        # Imported when needed: clinic.bus is the broker's module; only its outage logging is shared.
-        from clinic.bus import Outage
-
         self.deadline = deadline
         self.since: float | None = None
         self._lock = threading.Lock()
@@ -254,8 +252,6 @@ class _Stall:
                 self._probe.start()
 
     def _run_probe(self) -> None:
-        from clinic.bus import Backoff  # as Outage above
-
         backoff = Backoff(cap_seconds=1.0, first_seconds=_FIRST_PROBE_SECONDS)
         while True:
             try:

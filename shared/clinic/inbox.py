@@ -58,6 +58,7 @@ from clinic.correlation import accepted_correlation_id, reset_correlation_id, se
 from clinic.db import is_transient, utcnow
 from clinic.errors import ClinicError
 from clinic.logs import one_line
+from clinic.outages import Backoff, Outage
 from clinic.unit_of_work import UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -278,9 +279,9 @@ class Consumer:
         self._looking = False    # a look at the unrouted queue's depth awaits its answer
         self._held: list[Delivery] = []
         self._blocked_since: float | None = None
-        self._broker = bus.Outage(log, "consumer: the broker")
-        self._backoff = bus.Backoff(settings.reconnect_max_seconds)
-        self._database = bus.Outage(log, "consumer: the database")
+        self._broker = Outage(log, "consumer: the broker")
+        self._backoff = Backoff(settings.reconnect_max_seconds)
+        self._database = Outage(log, "consumer: the database")
         self._service = settings.service
         self._labelled: dict[tuple, object] = {}
 
@@ -483,7 +484,7 @@ class Consumer:
     def _apply_until_database_answers(self, work: list[_Work]) -> list[str]:
         """apply_batch, tried again with backoff for as long as the database is away, busy, or failing
         outside the handlers (none of which is the messages' fault). Raises HandlerFailed, or _Stopping."""
-        backoff = bus.Backoff(self.settings.reconnect_max_seconds)
+        backoff = Backoff(self.settings.reconnect_max_seconds)
         while not self._stopping.is_set():
             try:
                 outcomes = apply_batch(self.engine, self.metadata, self._service,

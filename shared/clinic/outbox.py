@@ -38,6 +38,7 @@ from clinic import bus, events, metrics
 from clinic.config import Settings
 from clinic.correlation import current_correlation_id
 from clinic.db import is_postgresql, is_unavailable, utcnow
+from clinic.outages import Backoff, Outage
 from clinic.publishing import ConfirmingPublisher
 
 log = logging.getLogger(__name__)
@@ -92,8 +93,8 @@ class Relay:
         self._published = 0                      # rows marked published by this relay
         self._failed: tuple[list[int], BaseException] | None = None   # sent, not confirmed: to note on the rows
         self._backlog_due = 0.0
-        self._broker = bus.Outage(log, "relay: the broker")
-        self._database = bus.Outage(log, "relay: the database")
+        self._broker = Outage(log, "relay: the broker")
+        self._database = Outage(log, "relay: the database")
 
     def stop(self) -> None:
         self._stopping.set()
@@ -108,7 +109,7 @@ class Relay:
     def run(self) -> None:
         """Loop until stopped: keep the window of publishes full while rows wait, mark what the broker
         confirms, wait briefly when nothing is pending."""
-        backoff = bus.Backoff(self.settings.reconnect_max_seconds)
+        backoff = Backoff(self.settings.reconnect_max_seconds)
         complained = False
         try:
             while not self._stopping.is_set():
