@@ -283,7 +283,6 @@ class Consumer:
         self._backoff = Backoff(settings.reconnect_max_seconds)
         self._database = Outage(log, "consumer: the database")
         self._service = settings.service
-        self._labelled: dict[tuple, object] = {}
 
     # --- the loop -------------------------------------------------------------------------------
 
@@ -433,12 +432,7 @@ class Consumer:
             self._labels(metrics.DUPLICATES, event.type).inc()
 
     def _labels(self, metric, event_type: str):
-        """The metric's child for this service and event type, kept: looking a child up by its labels
-        costs more than counting (a lock, a tuple, a dict), and a batch counts each message."""
-        child = self._labelled.get((metric, event_type))
-        if child is None:
-            child = self._labelled[(metric, event_type)] = metric.labels(self._service, event_type)
-        return child
+        return metrics.labelled(metric, self._service, event_type)
 
     def _apply(self, work: list[_Work]) -> list:
         """Each message's outcome, in order: APPLIED, DUPLICATE, or the exception its handler raised

@@ -20,6 +20,20 @@ import os
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, multiprocess
 from prometheus_client.exposition import choose_encoder
 
+_children: dict = {}
+
+
+def labelled(metric, *values: str):
+    """The metric's child for these label values, kept: looking a child up by its labels costs more
+    than counting (a lock, a tuple, a dict), and the web counts every request and the consumer every
+    message. The labels are bounded by design (route templates, event types), and so is this."""
+    key = (metric, values)
+    child = _children.get(key)
+    if child is None:
+        child = _children[key] = metric.labels(*values)
+    return child
+
+
 # --- the web ---------------------------------------------------------------------------------
 
 REQUESTS = Counter(

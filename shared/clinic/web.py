@@ -260,10 +260,10 @@ def _install_metrics(app: Flask, service: str) -> None:
         # The template, never the path: "/patients/<uuid:patient_id>", not a patient's id.
         route = request.url_rule.rule if request.url_rule is not None else "unmatched"
         method = request.method if request.method in _COUNTED_METHODS else "other"
-        metrics.REQUESTS.labels(service, route, method, str(response.status_code)).inc()
+        metrics.labelled(metrics.REQUESTS, service, route, method, str(response.status_code)).inc()
         started = g.get("metrics_started")
         if started is not None:
-            metrics.REQUEST_SECONDS.labels(service, route, method).observe(time.perf_counter() - started)
+            metrics.labelled(metrics.REQUEST_SECONDS, service, route, method).observe(time.perf_counter() - started)
         return response
 
     app.wsgi_app = _MetricsEndpoint(app.wsgi_app)
