@@ -5,3 +5,5 @@ CREATE DATABASE scheduling;
 CREATE DATABASE sessions;
 CREATE DATABASE records;
 CREATE DATABASE notifications;
+-- Keycloak's own (deploy/keycloak): users, sessions, the clinic realm.
+CREATE DATABASE keycloak;

@@ -25,6 +25,7 @@ import schemathesis
 from schemathesis.engine import events, from_schema
 from schemathesis.transport.wsgi import WSGITransport
 
+from clinic.limits import LOAD_TEST_LIMITS
 from clinic.testing.service_apps import SERVICES, sqlite_service_app, staff_token
 
 # /readyz answers 503 when the broker is away, and a run in one process has no broker: that 503 is
@@ -50,7 +51,8 @@ class Figures:
 def fuzz(service: str, examples: int, seed: int, directory: Path, samples: int = 3) -> Figures:
     """One service's run: its figures, with up to `samples` examples of each kind of failure."""
     # Only warnings and errors: a request line per case would bury the figures.
-    app = sqlite_service_app(service, directory, log_level="WARNING")
+    # The operations are fuzzed, not the rate limits: one caller sends thousands of requests.
+    app = sqlite_service_app(service, directory, log_level="WARNING", **LOAD_TEST_LIMITS)
     config = schemathesis.Config.from_dict({
         "seed": seed,
         "generation": {"max-examples": examples},

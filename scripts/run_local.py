@@ -27,7 +27,12 @@ Environment:
   CLINIC_VAR_DIR      where the databases, logs, pid files, mail and broker files go (var/)
   CLINIC_PORT_OFFSET  added to every port above (0), to run a second clinic beside the first
   SMTP_PORT           the mail sink's port before the offset (8025)
-  RABBITMQ_URL        a running broker to use instead of starting one
+  RABBITMQ_URL        a running broker to use instead of starting one (every service then connects
+                      as its one user, which is made the publisher of every prefix)
+The broker it starts has an account per service and the operations account (clinic.broker_accounts),
+with passwords generated once into var/rabbitmq/accounts.json; each service connects as its own,
+and guest/guest stays for the `clinic` command's listings. The banner says how to replay as the
+operations account.
 Each process logs to var/<name>.log; var/<name>.pid holds its process id while it runs.
 """
 
@@ -42,8 +47,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from clinic import bus
-from clinic.config import ConfigurationError, default_database_url, load_settings, read_int
+from clinic import broker_accounts, bus
+from clinic.config import OPERATOR_ACCOUNT, ConfigurationError, default_database_url, load_settings, read_int
 from clinic.db import create_engine
 from clinic.localservers import LocalRabbitMQ, ServerNotAvailable, accepts_connections, port_is_free
 from clinic.migrations import migrate
@@ -138,7 +143,10 @@ def main() -> int:
     supervised: list[Supervised] = []
     try:
         if not os.environ.get("RABBITMQ_URL"):
-            rabbit = LocalRabbitMQ(VAR / "rabbitmq", port=ports.rabbitmq if port_is_free(ports.rabbitmq) else None)
+            passwords = _broker_passwords(VAR / "rabbitmq")
+            rabbit = LocalRabbitMQ(VAR / "rabbitmq", port=ports.rabbitmq if port_is_free(ports.rabbitmq) else None,
+                                   definitions=broker_accounts.broker_definitions(
+                                       load_settings("cli", env), passwords, SERVICES, development_guest=True))
             say(f"starting RabbitMQ on 127.0.0.1:{rabbit.port} (files in {rabbit.base})")
             broker = Supervised("rabbitmq", rabbit.launch, rabbit.base / "log")
             supervised.append(broker)
@@ -146,15 +154,19 @@ def main() -> int:
             if not _wait_for_port(rabbit.port, 90, broker.process, stopping):
                 return 0
             env["RABBITMQ_URL"] = rabbit.url
+            _use_own_accounts(env, passwords)
+        else:
+            _one_account_publishes_everything(env)
+        _prepare_development_keys(env)
         _prepare_databases_and_queues(env)
         supervised.append(_child("mail", [str(BIN / "python"), "-m", "aiosmtpd", "-n", "-l", f"127.0.0.1:{ports.mail}",
                                           "-c", "aiosmtpd.handlers.Mailbox", str(VAR / "mail")], env))
         for service in SERVICES:
-            web_env = dict(env, CLINIC_METRICS_PORT=str(ports.web_metrics[service]))
+            web_env = dict(_service_env(env, service), CLINIC_METRICS_PORT=str(ports.web_metrics[service]))
             supervised.append(_child(f"{service}-web", [
                 str(BIN / "gunicorn"), "-c", "python:clinic.gunicorn_conf", "--bind", f"127.0.0.1:{ports.web[service]}",
                 "--workers", "1", "--threads", "4", "--log-level", "warning", f"{service}.app:create_app()"], web_env))
-            worker_env = dict(env, CLINIC_METRICS_PORT=str(ports.worker_metrics[service]))
+            worker_env = dict(_service_env(env, service), CLINIC_METRICS_PORT=str(ports.worker_metrics[service]))
             supervised.append(_child(f"{service}-worker", [str(BIN / f"{service}-worker")], worker_env))
         for process in supervised:
             if process.process is None:
@@ -195,9 +207,65 @@ def _stop_on_signals() -> _Stopping:
     return stopping
 
 
+def _prepare_development_keys(env: dict) -> None:
+    """The development key pair (clinic.identity) before any service starts: `clinic token` signs with it,
+    and the services read its public half. Nothing to do when CLINIC_OIDC_JWKS_URL names a provider."""
+    from clinic import identity
+
+    settings = load_settings(SERVICES[0], env)
+    if settings.accepts_development_tokens:
+        identity.development_key_pair(identity.development_jwks_path(settings))
+
+
+# Each service's broker URL (its own account) when this run started the broker.
+_service_urls: dict[str, str] = {}
+
+
+def _broker_passwords(directory: Path) -> dict[str, str]:
+    """The accounts' passwords for the local broker: generated once, kept in accounts.json (owner only)."""
+    import json
+    import secrets
+
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "accounts.json"
+    settings = load_settings("cli", {})
+    accounts = [broker_accounts.account_of(settings, service) for service in SERVICES] + [OPERATOR_ACCOUNT]
+    kept = json.loads(path.read_text()) if path.exists() else {}
+    passwords = {account: kept.get(account) or secrets.token_urlsafe(24) for account in accounts}
+    if passwords != kept:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as file:
+            json.dump(passwords, file)
+    return passwords
+
+
+def _use_own_accounts(env: dict, passwords: dict[str, str]) -> None:
+    settings = load_settings("cli", env)
+    for service in SERVICES:
+        account = broker_accounts.account_of(settings, service)
+        _service_urls[service] = broker_accounts.url_for_account(env["RABBITMQ_URL"], account, passwords[account])
+    env["CLINIC_OPERATOR_RABBITMQ_URL"] = broker_accounts.url_for_account(
+        env["RABBITMQ_URL"], OPERATOR_ACCOUNT, passwords[OPERATOR_ACCOUNT])
+
+
+def _one_account_publishes_everything(env: dict) -> None:
+    """A broker given by RABBITMQ_URL: every service connects as that URL's user, so that user must be
+    the publisher of every prefix, or every consumer would refuse every event."""
+    settings = load_settings("cli", env)
+    user = bus.broker_user(settings)
+    env.setdefault("CLINIC_BROKER_PUBLISHERS", ",".join(f"{prefix}={user}" for prefix, _ in settings.broker_publishers))
+    say(f"RABBITMQ_URL given: every service connects as {user}, which may then publish any event "
+        "(run without RABBITMQ_URL for an account per service)")
+
+
+def _service_env(env: dict, service: str) -> dict:
+    """The environment of one service's processes: its own broker account's URL."""
+    return dict(env, RABBITMQ_URL=_service_urls[service]) if service in _service_urls else env
+
+
 def _prepare_databases_and_queues(env: dict) -> None:
     for service in SERVICES:
-        settings = load_settings(service, env)
+        settings = load_settings(service, _service_env(env, service))
         if not env.get("DATABASE_URL"):
             settings = settings.with_changes(database_url=default_database_url(service, VAR))
         migrate(create_engine(settings.database_url), importlib.import_module(f"{service}.db").MIGRATIONS)
@@ -338,6 +406,12 @@ def _banner(ports: Ports, env: dict) -> None:
     print(f"  RabbitMQ       {env['RABBITMQ_URL'].split('@')[-1]}")
     print(f"  logs           {VAR}/*.log (process ids in {VAR}/*.pid)")
     print("\nA staff token for the API: .venv/bin/clinic token --role front_desk")
+    if "CLINIC_OPERATOR_RABBITMQ_URL" in env:
+        # The password stays in its file (token_urlsafe: nothing to percent-encode in the URL).
+        read = f"$(.venv/bin/python -c 'import json; print(json.load(open(\"{VAR}/rabbitmq/accounts.json\"))[\"{OPERATOR_ACCOUNT}\"])')"
+        print(f"Replays (clinic dead-letters|unrouted replay) need the operations account and the local broker:\n"
+              f"  export RABBITMQ_URL={env['RABBITMQ_URL']}\n"
+              f"  export CLINIC_OPERATOR_RABBITMQ_URL=\"amqp://{OPERATOR_ACCOUNT}:{read}@{env['RABBITMQ_URL'].split('@')[-1]}\"")
     print("A process that stops is started again. Ctrl-C stops everything.", flush=True)
 
 

@@ -4,8 +4,9 @@ whether they were let in.
 Each service's db.py adds the table with `audit_table(metadata)`; its views are decorated with
 `audited(...)` instead of clinic.auth.requires_roles. The decorator checks the token, then:
 
-- a caller without one of the roles is refused, and the refusal is recorded first, so a look
-  that failed authorisation is in the audit too;
+- a caller without one of the roles the role matrix (clinic.role_matrix) names for the view's
+  operation is refused, and the refusal is recorded first, so a look that failed authorisation is
+  in the audit too;
 - a write is recorded by the unit of work (clinic.unit_of_work) inside the use case's own
   transaction: the change and its audit row commit together or not at all. A write view that
   returns without a unit of work having committed is a programming error and answers 500;
@@ -28,7 +29,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from clinic.auth import Principal, authenticate, known_roles, refuse_unless
+from clinic.auth import Principal, authenticate, refuse_unless
 from clinic.correlation import current_correlation_id
 from clinic.db import UtcDateTime, rows_of, transaction, utcnow
 from clinic.errors import ClinicError
@@ -162,9 +163,10 @@ def no_patient(_path_args: dict) -> str | None:
     return None
 
 
-def audited(action: str, resource: str, roles: tuple[str, ...], *, write: bool = False,
+def audited(action: str, resource: str, *, write: bool = False,
             resource_arg: str | None = None, patient_of: PatientOf = patient_in_path):
-    """Decorate a view: who may call it (one of `roles`), and what the audit says it did.
+    """Decorate a view: what the audit says it did. Who may call it is the role matrix's
+    (clinic.role_matrix): a staff token with one of the roles named for the view's operation.
 
     `resource_arg` names the path argument identifying the resource (a plan id, a diagnosis id);
     `patient_of` finds the patient from the path arguments (by default the `patient_id` in it).
@@ -173,11 +175,12 @@ def audited(action: str, resource: str, roles: tuple[str, ...], *, write: bool =
     from flask import g
     from werkzeug.exceptions import HTTPException
 
-    known_roles(roles)
+    from clinic.access import allowed_here
 
     def decorate(view):
         @functools.wraps(view)
         def wrapper(*args, **kwargs):
+            roles = allowed_here()
             principal = authenticate()
             patient_id = patient_of(kwargs)
             access = Access(principal, action, resource,
@@ -203,7 +206,7 @@ def audited(action: str, resource: str, roles: tuple[str, ...], *, write: bool =
                 _record_alone(access, ALLOWED)
             return result
 
-        wrapper._clinic_roles = roles
+        wrapper._clinic_guarded = True
         wrapper._clinic_audit = (action, resource, write)
         return wrapper
 

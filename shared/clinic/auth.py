@@ -1,9 +1,15 @@
 """Who is calling: staff bearer tokens (JWT) with roles, and per-device tokens for bedside monitors.
 
-Staff tokens are signed with CLINIC_JWT_SIGNING_KEY (HS256). Device tokens are
-random secrets shown once when a device is registered; only their SHA-256 is
-stored, which is enough for a 256-bit random secret (no salt or stretching needed
-for a value nobody can guess).
+Staff tokens come from an OpenID Connect provider and are checked against its public keys
+(clinic.identity; settings CLINIC_OIDC_*): RS256 or ES256 only, this service's audience, the
+configured issuer, a lifetime no longer than CLINIC_TOKEN_MAX_LIFETIME_MINUTES, roles from
+CLINIC_OIDC_ROLES_CLAIM. In development `clinic token` signs them with a local development key pair.
+Device tokens are random secrets shown once when a device is registered; only their SHA-256 is
+stored, which is enough for a 256-bit random secret (no salt or stretching needed for a value
+nobody can guess).
+
+clinic.identity is imported only when a token is checked or issued: the workers, which import this
+module for the role names and device tokens, never load a key.
 """
 
 from __future__ import annotations
@@ -12,11 +18,9 @@ import functools
 import hashlib
 import hmac
 import secrets
+import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-
-import jwt
 
 from clinic.config import Settings
 from clinic.errors import Forbidden, Unauthorized
@@ -35,57 +39,86 @@ class Principal:
         return bool(set(self.roles) & set(roles))
 
 
-def issue_token(settings: Settings, subject: str, roles, ttl_minutes: int | None = None) -> str:
+def issue_token(settings: Settings, subject: str, roles, ttl_minutes: int | None = None, audience=None) -> str:
+    """A staff token signed with the development key pair (DEVELOPMENT ONLY: ValueError unless the settings
+    read a development JWKS file, outside production). For `audience` (default: the settings' service),
+    living `ttl_minutes` (default and most: CLINIC_TOKEN_MAX_LIFETIME_MINUTES)."""
+    from clinic import identity
+
     roles = known_roles(roles)
-    now = datetime.now(timezone.utc)
-    claims = {
-        "sub": subject,
-        "roles": list(roles),
-        "iss": settings.jwt_issuer,
-        "iat": now,
-        "exp": now + timedelta(minutes=ttl_minutes or settings.token_ttl_minutes),
-    }
-    return jwt.encode(claims, settings.jwt_signing_key, algorithm="HS256")
+    if not isinstance(subject, str) or not subject.strip():
+        raise ValueError("a token needs a subject: who it is for")
+    ttl = settings.token_max_lifetime_minutes if ttl_minutes is None else ttl_minutes
+    if not 1 <= ttl <= settings.token_max_lifetime_minutes:
+        raise ValueError(f"a token lives from 1 to {settings.token_max_lifetime_minutes} minutes "
+                         f"(CLINIC_TOKEN_MAX_LIFETIME_MINUTES), not {ttl}")
+    now = int(time.time())
+    claims = {"iss": settings.oidc_issuer, "aud": audience or settings.oidc_audience, "sub": subject,
+              "iat": now, "exp": now + ttl * 60, **roles_claim(settings.oidc_roles_claim, roles)}
+    return identity.sign_development_token(settings, claims)
 
 
-# Tokens already verified, with their expiry: a desk sends the same token with every request, and
-# checking its signature again costs more than the rest of a small request's work. A token valid
-# once stays valid until it expires (nothing in it can become invalid sooner), so an entry is used
-# only before that moment. Bounded: emptied when full.
+def roles_claim(path: str, roles) -> dict:
+    """`roles` placed at the dotted claim path: realm_access.roles -> {"realm_access": {"roles": [...]}}."""
+    claim: object = list(roles)
+    for name in reversed(path.split(".")):
+        claim = {name: claim}
+    return claim
+
+
+def roles_from(claims: dict, path: str) -> tuple[str, ...]:
+    """The staff roles at the claim path: the whole path as one claim name first (Auth0's namespaced
+    https://.../roles), else each dotted part in turn. Anything but a list there means no roles."""
+    found = claims.get(path)
+    if found is None:
+        found = claims
+        for name in path.split("."):
+            found = found.get(name) if isinstance(found, dict) else None
+    if not isinstance(found, list):
+        return ()
+    return tuple(role for role in STAFF_ROLES if role in found)
+
+
+# Tokens already verified: a desk sends the same token with every request, and checking its signature
+# again costs more than the rest of a small request's work. An entry is used only before the token
+# expires and while the key it was verified with is still published; its key names the issuer, audience,
+# keys and limits it was checked against, so a change of any cannot reuse it. Bounded: emptied when full.
 _VERIFIED_MAX = 1024
-_verified: dict[tuple[str, str, str], tuple[Principal, float]] = {}
+_verified: dict[tuple, tuple[Principal, float, object]] = {}
+# One verifier per (issuer, audience, keys, limits), and one key source per JWKS URL, made on first use.
+_verifiers: dict[tuple, object] = {}
+_key_sources: dict[str, object] = {}
+_made = threading.Lock()
 
 
 def verify_token(settings: Settings, token: str) -> Principal:
-    key = (settings.jwt_signing_key, settings.jwt_issuer, token)
-    known = _verified.get(key)
-    if known is not None and time.time() < known[1]:
+    """The staff member the token names, with the staff roles it carries; Unauthorized saying why not."""
+    verifier, checks = _verifier(settings)
+    cache_key = (checks, settings.oidc_roles_claim, token)
+    known = _verified.get(cache_key)
+    if known is not None and time.time() < known[1] and verifier.still_published(known[2]):
         return known[0]
-    principal, expires = _verify_signature(settings, token)
+    verified = verifier.verify(token)
+    principal = Principal(subject=verified.claims["sub"], roles=roles_from(verified.claims, settings.oidc_roles_claim))
     if len(_verified) >= _VERIFIED_MAX:
         _verified.clear()
-    _verified[key] = (principal, expires)
+    _verified[cache_key] = (principal, int(verified.claims["exp"]), verified)  # exp as PyJWT compares it
     return principal
 
 
-def _verify_signature(settings: Settings, token: str) -> tuple[Principal, float]:
-    try:
-        claims = jwt.decode(
-            token,
-            settings.jwt_signing_key,
-            algorithms=["HS256"],
-            issuer=settings.jwt_issuer,
-            options={"require": ["sub", "exp", "iss"]},
-        )
-    except jwt.ExpiredSignatureError:
-        raise Unauthorized("the token has expired") from None
-    except jwt.InvalidTokenError:
-        raise Unauthorized("the token is not valid") from None
-    roles = claims.get("roles")
-    if not isinstance(roles, list) or not all(isinstance(role, str) for role in roles):
-        raise Unauthorized("the token carries no roles")
-    principal = Principal(subject=str(claims["sub"]), roles=tuple(role for role in roles if role in STAFF_ROLES))
-    return principal, int(claims["exp"])  # as PyJWT compares it
+def _verifier(settings: Settings):
+    checks = (settings.oidc_issuer, settings.oidc_audience, settings.oidc_jwks_url,
+              settings.token_max_lifetime_minutes, settings.token_clock_skew_seconds)
+    verifier = _verifiers.get(checks)
+    if verifier is None:
+        from clinic import identity
+
+        with _made:
+            keys = _key_sources.get(settings.oidc_jwks_url)
+            if keys is None:
+                keys = _key_sources[settings.oidc_jwks_url] = identity.keys_for(settings.oidc_jwks_url)
+            verifier = _verifiers.setdefault(checks, identity.TokenVerifier(settings, keys))
+    return verifier, checks
 
 
 def bearer_token(authorization_header: str | None) -> str:
@@ -113,6 +146,11 @@ def authenticate() -> Principal:
 
     principal = verify_token(current_settings(), bearer_token(request.headers.get("Authorization")))
     g.principal = principal
+    # Rate limit per staff member (clinic.limits): here, once the token is verified, so that the
+    # allowance spent is the verified subject's and never one named by an unchecked token.
+    from clinic.limits import hold_subject
+
+    hold_subject(principal.subject)
     return principal
 
 
@@ -122,21 +160,33 @@ def refuse_unless(principal: Principal, roles) -> None:
         raise Forbidden(f"this needs one of the roles: {', '.join(roles)}", {"required_roles": list(roles)})
 
 
-def requires_roles(*roles: str):
-    """Decorate a view: the caller must present a valid staff token carrying one of these roles.
+def requires_roles():
+    """Decorate a view: the caller must be one the role matrix (clinic.role_matrix) names for its
+    operation: a valid staff token carrying one of the roles there or, where the matrix names `device`,
+    a bedside monitor's token. A device token is left in flask.g.device_token for the view to check
+    in its own transaction (device tokens are kept in the service's database).
 
     Place it above @blp.arguments so identity is checked before the body is read.
     The principal is available to the view as clinic.web.current_principal().
     """
-    known_roles(roles)
 
     def decorate(view):
         @functools.wraps(view)
         def wrapper(*args, **kwargs):
-            refuse_unless(authenticate(), roles)
+            from flask import g, request
+
+            from clinic.access import DEVICE, allowed_here
+
+            allowed = allowed_here()
+            if DEVICE in allowed:
+                token = bearer_token(request.headers.get("Authorization"))
+                if token.startswith(DEVICE_TOKEN_PREFIX):
+                    g.device_token = token
+                    return view(*args, **kwargs)
+            refuse_unless(authenticate(), allowed)
             return view(*args, **kwargs)
 
-        wrapper._clinic_roles = roles
+        wrapper._clinic_guarded = True
         return wrapper
 
     return decorate

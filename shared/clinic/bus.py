@@ -11,13 +11,21 @@ Topology (names under the bus namespace, `clinic` by default; `q` is a consuming
                      an age from configuration (the oldest go first)
   clinic.<service>   q: one durable quorum queue per consuming service, with a delivery limit (the
                      safety net for a worker that crashes on a message, not the retry policy)
-  clinic.retry       headers exchange: the consumer publishes a failed message here, its routing key
+  q.retry            headers exchange: the consumer publishes a failed message here, its routing key
                      unchanged, with x-clinic-queue=q and x-clinic-step=<delay in ms> or "dead"
-  q.delay.<ms>ms     one quorum queue per configured retry delay: the message waits there for the
-                     queue's TTL, then is dead-lettered to clinic.requeue (its routing key kept)
-  clinic.requeue     headers exchange that routes a message back to the queue x-clinic-queue names
+  q.wait.<ms>ms      one quorum queue per configured retry delay: the message waits there for the
+                     queue's TTL, then is dead-lettered to q.requeue (its routing key kept)
+  q.requeue          headers exchange that routes a message back to the queue x-clinic-queue names
   clinic.dead        direct exchange for the delivery limit's dead letters, keyed by the consuming queue
-  q.dead             where the service's dead letters end: from clinic.retry (step "dead") and clinic.dead
+  q.dead             where the service's dead letters end: from q.retry (step "dead") and clinic.dead
+
+Who published an event (clinic.broker_accounts): every publisher sets the AMQP user_id, which the
+broker checks against the connection's user. A retry cannot keep it (the consumer publishes it again
+as itself), so the consumer carries the publisher it checked in x-clinic-publisher. The retry and
+requeue exchanges are the service's own: only its account (and the operations account) may publish
+to them, and only the broker's dead-lettering to the requeue exchange once the service's delay queues
+are there, so the consumer believes that header in a message that came through its requeue exchange,
+and nowhere else.
 
 The headers bindings match with x-match=all-with-x: plain "all" ignores every header whose name
 starts with x-, and would route every message everywhere.
@@ -89,16 +97,27 @@ EXCEPTION_HEADER = "x-clinic-exception"
 ERROR_HEADER = "x-clinic-error"
 ATTEMPTS_HEADER = "x-clinic-attempts"
 DEAD_AT_HEADER = "x-clinic-dead-at"
+# The publisher (broker account) the consumer checked on first receipt, carried through retries and
+# dead letters ("" when not known); believed only as the module's docstring says.
+PUBLISHER_HEADER = "x-clinic-publisher"
 # Headers that belong to one trip: not carried onto the next.
 _TRIP_HEADERS = (STEP_HEADER, REASON_HEADER, EXCEPTION_HEADER, ERROR_HEADER, ATTEMPTS_HEADER, DEAD_AT_HEADER, "x-delivery-count")
 
 
 def retry_exchange(settings: Settings) -> str:
-    return f"{settings.bus_namespace}.retry"
+    """The service's own: no other service's account may publish a retry (and its header) to it."""
+    return f"{settings.queue}.retry"
 
 
 def requeue_exchange(settings: Settings) -> str:
-    return f"{settings.bus_namespace}.requeue"
+    """The service's own: what comes through it was published by the service's consumer (or replayed
+    by the operations account) and dead-lettered back by the broker."""
+    return f"{settings.queue}.requeue"
+
+
+def broker_user(settings: Settings) -> str:
+    """The account the settings connect as: the user_id of what they publish."""
+    return pika.URLParameters(settings.rabbitmq_url).credentials.username
 
 
 def delay_milliseconds(seconds: float) -> int:
@@ -107,12 +126,13 @@ def delay_milliseconds(seconds: float) -> int:
 
 def delay_queue(settings: Settings, milliseconds: int) -> str:
     """Named by its delay: a changed CLINIC_RETRY_DELAYS declares new queues rather than redeclaring an
-    existing one with another TTL, which the broker would refuse."""
-    return f"{settings.queue}.delay.{milliseconds}ms"
+    existing one with another TTL, which the broker would refuse. ("wait", where they were "delay" when
+    they dead-lettered to a requeue exchange all services shared.)"""
+    return f"{settings.queue}.wait.{milliseconds}ms"
 
 
 def delay_queue_prefix(settings: Settings) -> str:
-    return f"{settings.queue}.delay."
+    return f"{settings.queue}.wait."
 
 
 def declare_exchanges(channel, settings: Settings) -> None:
@@ -371,13 +391,16 @@ def forwarded(properties: pika.BasicProperties, **headers) -> pika.BasicProperti
     )
 
 
-def event_properties(message_id: str, routing_key: str, message_type: str | None = None) -> pika.BasicProperties:
-    """The properties every event is published with, by every publisher: persistent JSON, its id, its type."""
+def event_properties(message_id: str, routing_key: str, message_type: str | None = None,
+                     user_id: str | None = None) -> pika.BasicProperties:
+    """The properties every event is published with, by every publisher: persistent JSON, its id, its
+    type, and who publishes it (user_id: the connection's user, which the broker checks)."""
     return pika.BasicProperties(
         message_id=message_id,
         type=message_type or routing_key,
         content_type="application/json",
         delivery_mode=pika.DeliveryMode.Persistent,
+        user_id=user_id,
     )
 
 
@@ -386,19 +409,22 @@ class Publisher:
 
     def __init__(self, settings: Settings):
         self.settings = settings
+        self.user = broker_user(settings)
         self.connection = connect(settings)
         self.channel = self.connection.channel()
         declare_exchanges(self.channel, settings)
         self.channel.confirm_delivery()
 
     def publish(self, routing_key: str, message_id: str, body: str | bytes, exchange: str | None = None,
-                message_type: str | None = None) -> None:
-        """Returns once the broker confirmed the message; raises a BROKER_ERRORS member otherwise."""
+                message_type: str | None = None, user_id: str | None = None) -> None:
+        """Returns once the broker confirmed the message; raises a BROKER_ERRORS member otherwise.
+        Published as this connection's user, unless `user_id` names another (only an account tagged
+        impersonator may: the broker refuses it for any other, closing the channel)."""
         self.channel.basic_publish(
             exchange=self.settings.exchange if exchange is None else exchange,
             routing_key=routing_key,
             body=body.encode() if isinstance(body, str) else body,
-            properties=event_properties(message_id, routing_key, message_type),
+            properties=event_properties(message_id, routing_key, message_type, user_id or self.user),
         )
 
     def close(self) -> None:

@@ -1,9 +1,10 @@
 """The `clinic` command: development tokens, dead letters, migrations, the outbox's backlog.
 
-A little past 400 lines: each command is short, and they share one argument parser and one way of
+Past 500 lines: each command is short, and they share one argument parser and one way of
 saying that the broker or the configuration is not right.
 
-  clinic token --role front_desk [--subject NAME]       a staff token for the running stack
+  clinic token --role front_desk [--subject NAME] [--ttl-minutes N] [--audience A ...]
+                                                        a development staff token for the running stack
   clinic dead-letters list SERVICE [--page N] [--per-page N]
                                                         what sits in clinic.<service>.dead, and why
   clinic dead-letters replay SERVICE [--limit N]        send it back to the service's queue, with fresh attempts
@@ -12,6 +13,10 @@ saying that the broker or the configuration is not right.
   clinic migrate SERVICE                                bring the service's database up to date, and
                                                         declare its queue and bindings when it consumes events
   clinic outbox status [SERVICE ...]                    each service's unpublished events and the age of the oldest
+  clinic broker-definitions [--out FILE]                the broker accounts as RabbitMQ definitions, to load at boot
+
+Replays keep each message's routing key and publisher (its AMQP user_id): the broker lets only the
+operations account (tagged impersonator, CLINIC_OPERATOR_RABBITMQ_URL) publish as another account.
 
 Listing leaves every message where it is; pages are in the order the messages died (dead letters) or
 occurred (unrouted events), then by message id. Settings come from the same environment variables as the
@@ -23,14 +28,15 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 import time
 from datetime import datetime, timezone
 
 import pika.exceptions as pe
 
-from clinic import auth, bus
-from clinic.config import ConfigurationError, Settings, load_settings
+from clinic import auth, broker_accounts, bus
+from clinic.config import OPERATOR_ACCOUNT, ConfigurationError, Settings, load_settings, read_broker_passwords
 from clinic.db import create_engine
 from clinic.logs import one_line
 from clinic.migrations import migrate
@@ -67,10 +73,13 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="clinic", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    token = commands.add_parser("token", help="print a staff bearer token")
+    token = commands.add_parser("token", help="print a development staff bearer token (development and test only)")
     token.add_argument("--role", action="append", required=True, choices=auth.STAFF_ROLES, help="repeat for several roles")
     token.add_argument("--subject", default="dev-user", help="who the token is for (default: dev-user)")
-    token.add_argument("--ttl-minutes", type=int, default=None)
+    token.add_argument("--ttl-minutes", type=int, default=None,
+                       help="how long it lives, 1 to CLINIC_TOKEN_MAX_LIFETIME_MINUTES (default: that maximum)")
+    token.add_argument("--audience", action="append", default=None,
+                       help="a service audience, repeat for several (default: every service's, for the whole demo)")
 
     dead = commands.add_parser("dead-letters", help="list or replay a service's dead letters")
     dead.add_argument("action", choices=("list", "replay"))
@@ -89,24 +98,27 @@ def main(argv=None) -> int:
     # No `choices` here: with nargs="*" an empty list would fail the check; names are checked below.
     outbox.add_argument("services", nargs="*", metavar="SERVICE", help="default: every service (name one where DATABASE_URL is set)")
 
+    definitions = commands.add_parser("broker-definitions", help="print the broker accounts as RabbitMQ definitions")
+    definitions.add_argument("--out", default=None, help="write them to this file (mode 0600) instead of stdout")
+
     args = parser.parse_args(argv)
     try:
         if args.command == "token":
-            settings = load_settings("cli")
-            settings.check_safe_to_run()
-            print(auth.issue_token(settings, args.subject, args.role, args.ttl_minutes))
+            return print_development_token(args)
         elif args.command == "dead-letters":
-            settings = load_settings(args.service)
+            settings = as_operator(load_settings(args.service))
             if args.action == "list":
                 list_dead_letters(settings, args.page, args.per_page)
             else:
                 print(f"replayed {replay_dead_letters(settings, args.limit)} message(s) to {settings.queue}")
         elif args.command == "unrouted":
-            settings = load_settings("cli")
+            settings = as_operator(load_settings("cli"))
             if args.action == "list":
                 list_unrouted(settings, args.page, args.per_page)
             else:
                 print(f"published {replay_unrouted(settings, args.limit)} event(s) to {settings.exchange} again")
+        elif args.command == "broker-definitions":
+            write_broker_definitions(load_settings("cli"), args.out)
         elif args.command == "migrate":
             return migrate_service(args.service)
         elif args.command == "outbox":
@@ -123,11 +135,55 @@ def main(argv=None) -> int:
     return 0
 
 
+def print_development_token(args) -> int:
+    """Sign a token with the development key pair that the services' development JWKS file publishes."""
+    settings = load_settings("cli")
+    if settings.environment not in ("development", "test"):
+        print("clinic: `clinic token` signs development tokens, refused when CLINIC_ENV is production: "
+              "staff sign in with the identity provider there", file=sys.stderr)
+        return 2
+    # Every service's audience as it reads it (clinic-<service>, or CLINIC_OIDC_AUDIENCE when set), in order.
+    audiences = args.audience or list(dict.fromkeys(load_settings(service).oidc_audience for service in SERVICES))
+    try:
+        print(auth.issue_token(settings, args.subject, args.role, args.ttl_minutes, audience=audiences))
+    except ValueError as exc:
+        print(f"clinic: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def _broker_trouble(exc: BaseException) -> str:
     if isinstance(exc, pe.ChannelClosedByBroker):
         # The broker's own words name a queue or an argument, never a message's content.
+        if "user_id" in str(exc.reply_text):
+            return (f"RabbitMQ refused: {exc.reply_text}. A replay publishes as the message's original publisher, "
+                    f"which only the operations account ({OPERATOR_ACCOUNT}, tagged impersonator) may: set "
+                    "CLINIC_OPERATOR_RABBITMQ_URL to its URL")
         return f"RabbitMQ refused: {exc.reply_text}"
     return f"RabbitMQ is not reachable ({type(exc).__name__})"
+
+
+def as_operator(settings: Settings) -> Settings:
+    """The settings on the operations account's connection when CLINIC_OPERATOR_RABBITMQ_URL is set."""
+    if settings.operator_rabbitmq_url:
+        return settings.with_changes(rabbitmq_url=settings.operator_rabbitmq_url)
+    return settings
+
+
+def write_broker_definitions(settings: Settings, out: str | None) -> None:
+    """The accounts of every service and the operations account, with passwords from
+    CLINIC_BROKER_PASSWORD_<ACCOUNT>, as a definitions document RabbitMQ loads at boot."""
+    accounts = [broker_accounts.account_of(settings, service) for service in SERVICES] + [OPERATOR_ACCOUNT]
+    passwords = read_broker_passwords(os.environ, accounts)
+    text = json.dumps(broker_accounts.broker_definitions(settings, passwords, SERVICES), indent=2) + "\n"
+    if out is None:
+        sys.stdout.write(text)
+        return
+    # Password hashes: readable by its owner only.
+    descriptor = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(text)
+    print(f"broker definitions for {len(accounts)} accounts written to {out}", file=sys.stderr)
 
 
 def migrate_service(service: str) -> int:
@@ -346,10 +402,24 @@ def list_unrouted(settings: Settings, page: int = 1, per_page: int = PER_PAGE) -
                          order=_in_order("occurred_at"))
 
 
+def dead_letter_publisher(method, properties, settings: Settings) -> str:
+    """Who published a dead letter, as far as the broker vouches for it ("" when nobody does). The
+    consumer's own dead letters come through the service's retry exchange, which only its account
+    writes to, with the publisher it checked in a header; the broker's (the delivery limit's) come
+    through the shared dead-letter exchange, which every service may write to, so only their user_id,
+    which the broker checked when the event was published, is believed there."""
+    if method.exchange == bus.retry_exchange(settings):
+        claimed = _headers(properties).get(bus.PUBLISHER_HEADER)
+        return claimed if isinstance(claimed, str) else ""
+    return properties.user_id or ""
+
+
 def replay_dead_letters(settings: Settings, limit: int | None = None) -> int:
     """Move dead letters back to the service's own queue (only that service sees them again), each
-    with its original routing key and fresh attempts: the expiries counted so far are written in a
-    header, and the consumer counts from there.
+    with its original routing key, its original publisher (user_id, and the header the consumer
+    believes in what comes through its requeue exchange) and fresh attempts: the expiries counted so
+    far are written in a header, and the consumer counts from there. Publishing as another account
+    needs the operations account: the broker refuses it to any other.
 
     Only the messages there when the move starts: one that dies again is not moved again in a loop.
     One that cannot be sent back as it is (headers no client could have meant) is skipped with a
@@ -370,11 +440,19 @@ def replay_dead_letters(settings: Settings, limit: int | None = None) -> int:
             if method is None:
                 break
             taken += 1
+            publisher = dead_letter_publisher(method, properties, settings)
+            if not publisher:
+                # Left unacked: it goes back to the dead letters when the channel closes.
+                print(f"clinic: dead letter {_shown(properties.message_id)} skipped: nothing the broker vouches for "
+                      "says who published it, and the consumer would refuse it", file=sys.stderr)
+                continue
             try:
                 routing_key = original_routing_key(method, properties, settings)
                 sent = bus.forwarded(properties, **{
                     bus.QUEUE_HEADER: settings.queue,
+                    bus.PUBLISHER_HEADER: publisher,
                     bus.REPLAYED_AFTER_HEADER: bus.expiries(properties.headers, settings, since_replay=False)})
+                sent.user_id = publisher
                 sent.encode()   # what pika could not send fails here, before anything is sent
             except Exception as exc:  # noqa: BLE001 - one odd message must not stop the others
                 # Left unacked: it goes back to the dead letters when the channel closes.
@@ -393,19 +471,28 @@ def replay_dead_letters(settings: Settings, limit: int | None = None) -> int:
 
 def replay_unrouted(settings: Settings, limit: int | None = None) -> int:
     """Publish unrouted events to the exchange again, for the queues bound since (a consumer that
-    started after its first events were published). Only those there when it starts; one still
-    unrouted comes back to the queue and is not moved again in a loop."""
+    started after its first events were published), each with its routing key and its publisher (the
+    user_id the broker checked when it was first published: replaying needs the operations account).
+    Only those there when it starts; one still unrouted comes back to the queue and is not moved again
+    in a loop. One without a user_id is left where it is, with a line on stderr."""
     publisher = bus.Publisher(settings)
     channel = publisher.connection.channel()
     waiting = channel.queue_declare(settings.unrouted_queue, passive=True).method.message_count
     limit = waiting if limit is None else min(limit, waiting)
-    moved = 0
+    moved = taken = 0
     try:
-        while moved < limit:
+        while moved < limit and taken < waiting:
             method, properties, body = channel.basic_get(settings.unrouted_queue, auto_ack=False)
             if method is None:
                 break
-            publisher.publish(properties.type or method.routing_key, properties.message_id, body, message_type=properties.type)
+            taken += 1
+            if not properties.user_id:
+                print(f"clinic: unrouted event {_shown(properties.message_id)} skipped: it does not say who published it, "
+                      "and its consumers would refuse it", file=sys.stderr)
+                continue
+            # The alternate exchange kept the key it was published with.
+            publisher.publish(method.routing_key, properties.message_id, body, message_type=properties.type,
+                              user_id=properties.user_id)
             channel.basic_ack(method.delivery_tag)
             moved += 1
     finally:

@@ -9,9 +9,20 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-DEVELOPMENT_SIGNING_KEY = "development-only-signing-key-do-not-use-in-production"
+# The issuer of development tokens (`clinic token`); production refuses it.
+DEVELOPMENT_ISSUER = "http://127.0.0.1/clinic-development"
+# Broker and database credentials that come with a server or with our own defaults: production refuses them.
+DEFAULT_PASSWORDS = ("", "guest", "postgres", "clinic", "password")
+
+
+# Each service publishes its own prefix with a broker account of its own (README, "Broker accounts").
+DEFAULT_BROKER_PUBLISHERS = (("records", "clinic-records"), ("scheduling", "clinic-scheduling"),
+                             ("sessions", "clinic-sessions"), ("notifications", "clinic-notifications"))
+# The operations account that may re-publish a message as its original publisher (replays).
+OPERATOR_ACCOUNT = "clinic-operator"
 
 
 class ConfigurationError(RuntimeError):
@@ -64,11 +75,22 @@ class Settings:
     service: str
     database_url: str
     rabbitmq_url: str = "amqp://guest:guest@127.0.0.1:5672/%2F"
+    # Which broker account owns (alone may publish) each event prefix: a consumer refuses an event whose
+    # publisher (the AMQP user_id the broker checked) is not its prefix's owner. (prefix, account) pairs.
+    broker_publishers: tuple[tuple[str, str], ...] = DEFAULT_BROKER_PUBLISHERS
+    # The operations account (tagged impersonator) the `clinic` command replays messages with, keeping
+    # their publisher; empty: the command uses rabbitmq_url, and the broker refuses a replay.
+    operator_rabbitmq_url: str = ""
     environment: str = "development"
     bus_namespace: str = "clinic"
-    jwt_signing_key: str = DEVELOPMENT_SIGNING_KEY
-    jwt_issuer: str = "clinic"
-    token_ttl_minutes: int = 12 * 60
+    # Staff tokens (clinic.auth, clinic.identity): who issues them, for which service, the issuer's public
+    # keys (https:// from the provider; file:// the development pair's JWKS), where the roles are.
+    oidc_issuer: str = DEVELOPMENT_ISSUER
+    oidc_audience: str = ""  # load_settings: clinic-<service>
+    oidc_jwks_url: str = ""  # load_settings: the development JWKS file under the var directory
+    oidc_roles_claim: str = "realm_access.roles"
+    token_max_lifetime_minutes: int = 12 * 60
+    token_clock_skew_seconds: int = 30
     clinic_timezone: str = "America/New_York"
     prefetch: int = 32
     delivery_limit: int = 5
@@ -95,6 +117,17 @@ class Settings:
     # make run sets 127.0.0.1, so that a laptop does not offer its workers' metrics to the network.
     metrics_host: str = "0.0.0.0"
     log_level: str = "INFO"
+    # Rate limits in Flask-Limiter's notation (clinic.limits; the README's table says why these).
+    rate_limit_per_subject: str = "600/minute"
+    rate_limit_per_address: str = "1200/minute"
+    rate_limit_per_device: str = "120/minute"
+    rate_limit_patient_search: str = "30/minute;300/hour"
+    # Where the counts are kept: memory:// counts per process; replicas share redis://host:6379/0.
+    rate_limit_storage_url: str = "memory://"
+    # Reverse proxies in front of the service whose X-Forwarded-For is believed (0: none, the default).
+    trusted_proxies: int = 0
+    # /docs and /openapi.json: on in development and test, off in production unless CLINIC_API_DOCS=on.
+    api_docs: bool = True
 
     @property
     def exchange(self) -> str:
@@ -133,15 +166,46 @@ class Settings:
         return replace(self, **changes)
 
     def check_safe_to_run(self) -> None:
-        """Refuse to run production on development defaults."""
-        if self.is_production:
-            if self.jwt_signing_key in ("", DEVELOPMENT_SIGNING_KEY) or len(self.jwt_signing_key) < 32:
-                raise ConfigurationError(
-                    "CLINIC_ENV=production needs CLINIC_JWT_SIGNING_KEY set to a secret of at least "
-                    "32 characters; the development key is refused."
-                )
-            if self.database_url.startswith("sqlite"):
-                raise ConfigurationError("CLINIC_ENV=production needs DATABASE_URL to point at PostgreSQL.")
+        """Refuse to run production on development defaults, naming the setting and why. Development and
+        test accept them all, so that `make run` needs no setting. (Notifications refuses plain SMTP to
+        another machine in its own mail settings.)"""
+        if not self.is_production:
+            return
+        if self.oidc_issuer == DEVELOPMENT_ISSUER:
+            raise ConfigurationError(
+                "CLINIC_ENV=production needs CLINIC_OIDC_ISSUER set to the identity provider's issuer: the development "
+                "issuer is refused (anyone with this checkout can sign its tokens).")
+        if not self.oidc_jwks_url.startswith("https://"):
+            raise ConfigurationError(
+                f"CLINIC_ENV=production needs CLINIC_OIDC_JWKS_URL to be the provider's https:// JWKS URL, got "
+                f"{self.oidc_jwks_url!r}: a file holds development keys, and keys fetched over plain http can be "
+                "replaced on the way.")
+        if self.database_url.startswith("sqlite"):
+            raise ConfigurationError("CLINIC_ENV=production needs DATABASE_URL to point at PostgreSQL, not SQLite.")
+        if _default_credentials(self.database_url):
+            raise ConfigurationError(
+                "CLINIC_ENV=production refuses DATABASE_URL without a password or with a default one "
+                f"({', '.join(repr(p) for p in DEFAULT_PASSWORDS if p)}, or the user's own name).")
+        if _default_credentials(self.rabbitmq_url) or _user(self.rabbitmq_url) == "guest":
+            raise ConfigurationError(
+                "CLINIC_ENV=production refuses RABBITMQ_URL with the guest account, no password or a default one: "
+                "give each service its own broker account and password.")
+
+    @property
+    def accepts_development_tokens(self) -> bool:
+        """Tokens that `clinic token` signs are accepted: not production, keys from a development JWKS file."""
+        return not self.is_production and self.oidc_jwks_url.startswith("file://")
+
+
+def _user(url: str) -> str | None:
+    return unquote(urlsplit(url).username or "") or None
+
+
+def _default_credentials(url: str) -> bool:
+    """No password in the URL, a well-known one, or the user's name again (clinic:clinic)."""
+    parts = urlsplit(url)
+    password = unquote(parts.password or "")
+    return password in DEFAULT_PASSWORDS or password == unquote(parts.username or "")
 
 
 def read_delays(env, name: str, default: tuple[float, ...]) -> tuple[float, ...]:
@@ -156,6 +220,57 @@ def read_delays(env, name: str, default: tuple[float, ...]) -> tuple[float, ...]
     if not all(0 < delay <= 24 * 3600 for delay in delays):
         raise ConfigurationError(f"{name}: every delay must be above 0 and at most a day, got {raw!r}")
     return delays
+
+
+def read_publishers(env, name: str, default: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    """Comma-separated prefix=account pairs (records=clinic-records,...), one account per prefix."""
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    pairs = []
+    for part in raw.split(","):
+        prefix, equals, account = (text.strip() for text in part.partition("="))
+        if not (equals and prefix and account) or "." in prefix:
+            raise ConfigurationError(f"{name} must be prefix=account pairs such as records=clinic-records, got {raw!r}")
+        pairs.append((prefix, account))
+    if len({prefix for prefix, _ in pairs}) != len(pairs):
+        raise ConfigurationError(f"{name} names a prefix twice: each prefix has one publishing account, got {raw!r}")
+    return tuple(pairs)
+
+
+def read_broker_passwords(env, accounts) -> dict[str, str]:
+    """The broker accounts' passwords for `clinic broker-definitions`, from CLINIC_BROKER_PASSWORD_<ACCOUNT>
+    (clinic-records: CLINIC_BROKER_PASSWORD_CLINIC_RECORDS); a missing one is a ConfigurationError."""
+    passwords, missing = {}, []
+    for account in accounts:
+        variable = "CLINIC_BROKER_PASSWORD_" + account.upper().replace("-", "_")
+        if not env.get(variable):
+            missing.append(variable)
+        passwords[account] = env.get(variable, "")
+    if missing:
+        raise ConfigurationError(f"set {', '.join(missing)}: each broker account needs its own password")
+    return passwords
+
+
+def read_bounded(env, name: str, default: int, lowest: int, highest: int) -> int:
+    value = read_int(env, name, default)
+    if not lowest <= value <= highest:
+        raise ConfigurationError(f"{name} must be between {lowest} and {highest}, got {value}")
+    return value
+
+
+def development_jwks_url(var_dir: Path) -> str:
+    """The JWKS file of the development key pair (clinic.identity), under the var directory."""
+    return (var_dir / "identity" / "jwks.json").resolve().as_uri()
+
+
+def read_jwks_url(env) -> str:
+    """CLINIC_OIDC_JWKS_URL: https:// (the provider), http:// (a provider on this machine) or file://
+    (development keys); unset, the development JWKS under CLINIC_VAR_DIR."""
+    url = env.get("CLINIC_OIDC_JWKS_URL") or development_jwks_url(Path(env.get("CLINIC_VAR_DIR") or "var"))
+    if urlsplit(url).scheme not in ("https", "http", "file"):
+        raise ConfigurationError(f"CLINIC_OIDC_JWKS_URL must be an https://, http:// or file:// URL, got {url!r}")
+    return url
 
 
 def default_database_url(service: str, var_dir: Path | None = None) -> str:
@@ -173,6 +288,46 @@ def read_timezone(env, name: str, default: str) -> str:
     return value
 
 
+def read_rate_limit(env, name: str, default: str) -> str:
+    """A rate limit in Flask-Limiter's notation ("600/minute", "30/minute;300/hour"), checked now so a
+    typo fails at start rather than on the first request."""
+    from limits import parse_many
+
+    value = (env.get(name) or default).strip()
+    try:
+        parse_many(value)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a rate limit such as 600/minute or 30/minute;300/hour, got {value!r}") from None
+    return value
+
+
+# The stores Flask-Limiter can share between replicas that deploy/ and the README speak of.
+RATE_LIMIT_STORES = ("memory://", "redis://", "rediss://", "redis+sentinel://")
+
+
+def read_limits_and_docs(env) -> dict:
+    """The rate limit settings, the trusted proxies and whether the API documents are served."""
+    storage = env.get("CLINIC_RATE_LIMIT_STORAGE_URL") or Settings.rate_limit_storage_url
+    if not storage.startswith(RATE_LIMIT_STORES):
+        raise ConfigurationError(f"CLINIC_RATE_LIMIT_STORAGE_URL must start with one of {', '.join(RATE_LIMIT_STORES)}, "
+                                 f"got {storage.partition('://')[0]!r}")
+    proxies = read_int(env, "CLINIC_TRUSTED_PROXIES", Settings.trusted_proxies)
+    if not 0 <= proxies <= 5:
+        raise ConfigurationError(f"CLINIC_TRUSTED_PROXIES must be the number of reverse proxies in front (0 to 5), got {proxies}")
+    docs = env.get("CLINIC_API_DOCS") or ("off" if read_environment(env) == "production" else "on")
+    if docs not in ("on", "off"):
+        raise ConfigurationError(f"CLINIC_API_DOCS must be on or off, got {docs!r}")
+    return {
+        "rate_limit_per_subject": read_rate_limit(env, "CLINIC_RATE_LIMIT_PER_SUBJECT", Settings.rate_limit_per_subject),
+        "rate_limit_per_address": read_rate_limit(env, "CLINIC_RATE_LIMIT_PER_ADDRESS", Settings.rate_limit_per_address),
+        "rate_limit_per_device": read_rate_limit(env, "CLINIC_RATE_LIMIT_PER_DEVICE", Settings.rate_limit_per_device),
+        "rate_limit_patient_search": read_rate_limit(env, "CLINIC_RATE_LIMIT_PATIENT_SEARCH", Settings.rate_limit_patient_search),
+        "rate_limit_storage_url": storage,
+        "trusted_proxies": proxies,
+        "api_docs": docs == "on",
+    }
+
+
 def load_settings(service: str, env: dict | None = None) -> Settings:
     """Settings for one service from the environment (os.environ unless given)."""
     env = os.environ if env is None else env
@@ -180,10 +335,17 @@ def load_settings(service: str, env: dict | None = None) -> Settings:
         service=service,
         database_url=env.get("DATABASE_URL") or default_database_url(service),
         rabbitmq_url=env.get("RABBITMQ_URL") or Settings.rabbitmq_url,
+        broker_publishers=read_publishers(env, "CLINIC_BROKER_PUBLISHERS", DEFAULT_BROKER_PUBLISHERS),
+        operator_rabbitmq_url=env.get("CLINIC_OPERATOR_RABBITMQ_URL") or "",
         environment=read_environment(env),
         bus_namespace=env.get("CLINIC_BUS_NAMESPACE") or Settings.bus_namespace,
-        jwt_signing_key=env.get("CLINIC_JWT_SIGNING_KEY") or DEVELOPMENT_SIGNING_KEY,
-        token_ttl_minutes=read_int(env, "CLINIC_TOKEN_TTL_MINUTES", Settings.token_ttl_minutes),
+        oidc_issuer=env.get("CLINIC_OIDC_ISSUER") or DEVELOPMENT_ISSUER,
+        oidc_audience=env.get("CLINIC_OIDC_AUDIENCE") or f"clinic-{service}",
+        oidc_jwks_url=read_jwks_url(env),
+        oidc_roles_claim=env.get("CLINIC_OIDC_ROLES_CLAIM") or Settings.oidc_roles_claim,
+        token_max_lifetime_minutes=read_bounded(env, "CLINIC_TOKEN_MAX_LIFETIME_MINUTES", Settings.token_max_lifetime_minutes,
+                                                1, 24 * 60),
+        token_clock_skew_seconds=read_bounded(env, "CLINIC_TOKEN_CLOCK_SKEW_SECONDS", Settings.token_clock_skew_seconds, 0, 300),
         clinic_timezone=read_timezone(env, "CLINIC_TIMEZONE", Settings.clinic_timezone),
         prefetch=read_int(env, "CLINIC_PREFETCH", Settings.prefetch),
         delivery_limit=read_int(env, "CLINIC_DELIVERY_LIMIT", Settings.delivery_limit),
@@ -201,4 +363,5 @@ def load_settings(service: str, env: dict | None = None) -> Settings:
         metrics_port=read_int(env, "CLINIC_METRICS_PORT", Settings.metrics_port),
         metrics_host=env.get("CLINIC_METRICS_HOST") or Settings.metrics_host,
         log_level=env.get("LOG_LEVEL") or Settings.log_level,
+        **read_limits_and_docs(env),
     )

@@ -128,6 +128,7 @@ def when_ready(server):
     """The master's ops port, when CLINIC_METRICS_PORT is set: /metrics of every worker process, and
     /healthz answering while the master runs."""
     global _ops
+    _warn_when_development_tokens_are_reachable(server)
     port = read_int(os.environ, "CLINIC_METRICS_PORT", 0)
     if port <= 0:
         return
@@ -144,8 +145,29 @@ def when_ready(server):
 
 def _ops_host(addresses) -> str:
     # The app's own address when it listens on the loopback only (make run, tests), else every address.
+    return "127.0.0.1" if _loopback_only(addresses) else "0.0.0.0"
+
+
+def _loopback_only(addresses) -> bool:
     hosts = [address[0] for address in addresses if isinstance(address, tuple)]
-    return "127.0.0.1" if hosts and all(host in ("127.0.0.1", "localhost", "::1") for host in hosts) else "0.0.0.0"
+    return bool(hosts) and all(host in ("127.0.0.1", "localhost", "::1") for host in hosts)
+
+
+def _warn_when_development_tokens_are_reachable(server) -> None:
+    """Once, in the master: a development service that other machines can reach accepts the tokens anyone
+    with this checkout can sign (`clinic token`). make run binds 127.0.0.1; the images set production."""
+    from clinic.config import ConfigurationError, load_settings
+
+    try:
+        settings = load_settings(os.environ.get("SERVICE") or "web")
+    except ConfigurationError:
+        return  # the app refuses to start, and says why
+    if settings.accepts_development_tokens and not _loopback_only(server.cfg.address):
+        server.log.warning(
+            "CLINIC_ENV=%s and listening beyond this machine (%s): this service accepts development tokens, "
+            "which anyone with the clinic's code can sign. Bind 127.0.0.1, or set CLINIC_ENV=production with "
+            "the identity provider's CLINIC_OIDC_* settings.", settings.environment,
+            ", ".join(str(address) for address in server.cfg.address))
 
 
 def post_fork(server, worker):

@@ -14,7 +14,7 @@ from flask import jsonify
 # A stable code per status, for errors that have no more specific one.
 HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
               409: "conflict", 413: "too_large", 414: "uri_too_long", 415: "unsupported_media_type", 417: "expectation_failed",
-              422: "validation_failed", 429: "too_many_requests", 431: "headers_too_large", 501: "not_implemented",
+              422: "validation_failed", 429: "rate_limited", 431: "headers_too_large", 501: "not_implemented",
               503: "unavailable"}
 
 

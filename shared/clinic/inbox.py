@@ -23,6 +23,13 @@ through a dead-letter exchange. A message that is not a valid event of a known t
 at once; so does one whose retry or dead letter cannot be made for a reason of its own (not the
 broker's), or, failing that too, is rejected to the queue's own dead-lettering.
 
+Nor is an event applied unless its routing key, its AMQP type and its body's type are the same, and
+its publisher owns the type's prefix (settings.broker_publishers): the user_id the broker checked,
+for one from the events exchange; the publisher this consumer checked on first receipt
+(x-clinic-publisher), for one back from its delay queues through its own requeue exchange (clinic.bus).
+Any other goes to the dead letters at once, with the reason, and changes nothing. The check is a few
+string comparisons per message.
+
 The applied messages are acked before any retry or dead letter is published: a broker blocked by a
 resource alarm (memory, disk) stops reading from a connection once it publishes, acks included. While
 it blocks, the consumer pauses, says so once, and says once when it is unblocked; it keeps the
@@ -283,6 +290,8 @@ class Consumer:
         self._backoff = Backoff(settings.reconnect_max_seconds)
         self._database = Outage(log, "consumer: the database")
         self._service = settings.service
+        self._owners = dict(settings.broker_publishers)
+        self._requeue = bus.requeue_exchange(settings)
 
     # --- the loop -------------------------------------------------------------------------------
 
@@ -417,11 +426,41 @@ class Consumer:
             return _Refused(delivery, "unknown", "not a valid event of a known type and version", exc,
                             ("message %s dead-lettered: %s", delivery.properties.message_id, why))
         self._labels(metrics.CONSUMED, event.type).inc()
+        forged = self._not_as_published(delivery, event)
+        if forged is not None:
+            return _Refused(delivery, event.type, forged, None,
+                            ("event %s dead-lettered: %s", event.id, forged))
         handler = self.handlers.get(event.type)
         if handler is None:
             return _Refused(delivery, event.type, f"no handler for {event.type}", None,
                             ("event %s dead-lettered: no handler for %s", event.id, event.type))
         return _Work(delivery, event, handler)
+
+    def publisher(self, delivery: Delivery) -> str:
+        """Who published the delivery, as far as the broker vouches for it ("" when nobody does): the
+        user_id the broker checked, from the events exchange; the header this consumer wrote after
+        checking it, back through its own requeue exchange (which only its account, the operations
+        account and the broker's dead-lettering may publish to)."""
+        exchange = delivery.method.exchange
+        if exchange == self.settings.exchange:
+            return delivery.properties.user_id or ""
+        if exchange == self._requeue:
+            headers = delivery.properties.headers
+            claimed = headers.get(bus.PUBLISHER_HEADER) if isinstance(headers, dict) else None
+            return claimed if isinstance(claimed, str) else ""
+        return ""
+
+    def _not_as_published(self, delivery: Delivery, event: events.Event) -> str | None:
+        """Why the event is not to be believed (a reason without patient data), or None."""
+        if not (delivery.method.routing_key == delivery.properties.type == event.type):
+            return "routing key, AMQP type and body type differ"
+        prefix = event.type.partition(".")[0]
+        owner = self._owners.get(prefix)
+        publisher = self.publisher(delivery)
+        if owner is None or publisher != owner:
+            return (f"published by {one_line(publisher)[:100] or 'an account the broker did not name'}, "
+                    f"which does not own {prefix}.*")
+        return None
 
     def _count(self, event: events.Event, outcome: str, committed_at: datetime) -> None:
         if outcome == APPLIED:
@@ -577,7 +616,10 @@ class Consumer:
         and the delivery, never acked, comes back). A message no delay queue is bound for would be
         dropped: it is returned instead, and held until the consumer has reconnected and declared
         the delay queues again."""
-        properties = bus.forwarded(delivery.properties, **{bus.QUEUE_HEADER: self.settings.queue, **headers})
+        # The publisher checked now goes with it: the user_id cannot (the broker refuses a user_id that is
+        # not this connection's), and a header the message came with is replaced, never believed.
+        properties = bus.forwarded(delivery.properties, **{bus.QUEUE_HEADER: self.settings.queue,
+                                                           bus.PUBLISHER_HEADER: self.publisher(delivery), **headers})
         self._confirming.publish(bus.retry_exchange(self.settings), delivery.method.routing_key, delivery.body,
                                  properties)
         self._wait_on_broker(self._confirming.answered)

@@ -12,6 +12,7 @@ away the one another node on the machine (another clinic, the test suite's broke
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -56,9 +57,13 @@ class LocalRabbitMQ:
     start() starts it and waits until it accepts connections; launch() only starts it (a supervisor
     that starts it again after a crash does not wait). The node's name, its distribution port and
     its epmd port are kept under `base_dir`, so a node started again there finds its durable queues
-    and messages, and an epmd left behind by a run that was killed is reused and then stopped."""
+    and messages, and an epmd left behind by a run that was killed is reused and then stopped.
 
-    def __init__(self, base_dir: Path, port: int | None = None):
+    With `definitions` (clinic.broker_accounts.broker_definitions) the node loads them at every boot:
+    the broker accounts, their permissions and topic permissions (and no default guest user unless
+    they name it)."""
+
+    def __init__(self, base_dir: Path, port: int | None = None, definitions: dict | None = None):
         if not RABBITMQ_SERVER.exists():
             raise ServerNotAvailable(
                 "RabbitMQ is not installed: `apt-get install -y rabbitmq-server` (make test and make run do this as root), "
@@ -69,6 +74,7 @@ class LocalRabbitMQ:
         self.node = f"clinic{self.port}@localhost"
         self.process: subprocess.Popen | None = None
         self.epmd_port: int | None = None
+        self.definitions = definitions
 
     @property
     def url(self) -> str:
@@ -112,11 +118,12 @@ class LocalRabbitMQ:
         self._dist_port = int(dist_file.read_text())
         if self.epmd_port is None:
             self.epmd_port = self._own_epmd_port()
-        (self.base / "rabbitmq.conf").write_text(
-            "loopback_users = none\n"
-            "disk_free_limit.absolute = 50MB\n"
-            "log.console = false\n"
-        )
+        config = "loopback_users = none\ndisk_free_limit.absolute = 50MB\nlog.console = false\n"
+        if self.definitions is not None:
+            definitions = self.base / "definitions.json"
+            _write_private(definitions, json.dumps(self.definitions))
+            config += f"load_definitions = {definitions}\n"
+        (self.base / "rabbitmq.conf").write_text(config)
         (self.base / "enabled_plugins").write_text("[].\n")
         (self.base / "rabbitmq-env.conf").write_text("")
         log = open(self.base / "server.out", "ab")
@@ -143,6 +150,15 @@ class LocalRabbitMQ:
         subprocess.run([str(RABBITMQCTL), "-n", self.node, *args], env=self._env(), check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=timeout)
 
+    def import_definitions(self, definitions: dict) -> None:
+        """Add definitions to the running node (e.g. topic permissions on one namespace's exchange)."""
+        path = self.base / f"import-{os.getpid()}-{time.monotonic_ns()}.json"
+        _write_private(path, json.dumps(definitions))
+        try:
+            self.ctl("import_definitions", str(path))
+        finally:
+            path.unlink(missing_ok=True)
+
     def stop_app(self) -> None:
         """Stop the broker but keep the node: every connection drops, the port closes."""
         self.ctl("stop_app")
@@ -157,6 +173,13 @@ class LocalRabbitMQ:
         self.process = None
         if self.epmd_port is not None:
             stop_epmd(self.epmd_port)
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a file only its owner may read (it holds password hashes)."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(text)
 
 
 def stop_epmd(port: int, timeout: float = 10) -> None:

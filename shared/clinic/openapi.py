@@ -10,7 +10,9 @@ every service:
   pattern (never `minimum: "0"`), an exclusive bound is exclusive, an integer without bounds is a
   64-bit one (what the edge accepts, clinic.http_edge);
 - per operation, what the shared edge answers: 415 and 413 for a body, 422 wherever there is input,
-  at least one property in a PATCH body.
+  at least one property in a PATCH body;
+- per operation, who may call it, from the role matrix (clinic.role_matrix): the identities under
+  `x-clinic-roles`, a sentence in the description, and the 401, 403 and 429 it may answer.
 
 While documenting each operation it also records what the edge must enforce for it (EdgeContract):
 whether it takes a JSON body and which query parameters are integers. The edge reads those, so what
@@ -24,6 +26,8 @@ from decimal import Decimal
 
 import marshmallow as ma
 from apispec import BasePlugin
+
+from clinic.access import who
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
@@ -42,6 +46,14 @@ def _error(description: str) -> dict:
 EDGE_RESPONSES = {
     "413": _error("The body is larger than the service accepts (1 MiB)."),
     "415": _error("The body is not JSON: send it with Content-Type: application/json."),
+}
+AUTHORISATION_RESPONSES = {
+    "401": _error("No token, or one that is not valid here: expired, from another issuer or for another service, "
+                  "or badly signed."),
+    "403": _error("A valid token without any of the roles in x-clinic-roles; details.required_roles names them."),
+    "429": {**_error("Too many requests from this caller or address: try again after the seconds in Retry-After."),
+            "headers": {"Retry-After": {"description": "Seconds to wait before trying again.",
+                                        "schema": {"type": "integer", "minimum": 0}}}},
 }
 INPUT_RESPONSE = _error("Invalid input: details name each field at fault (a malformed id in the path, a value out of "
                         "range or of the wrong form, a missing or empty body, a body nested too deeply).")
@@ -172,10 +184,12 @@ def _plain_number(value: Decimal):
 class DocumentedEdge(BasePlugin):
     """apispec plugin: schema-level rules, the edge's answers per operation, and the edge contracts.
 
-    `contracts` is filled as operations are documented: (rule, METHOD) -> EdgeContract."""
+    `contracts` is filled as operations are documented: (rule, METHOD) -> EdgeContract. `roles` is
+    the service's part of the role matrix: "METHOD /path" -> the identities that may call it."""
 
-    def __init__(self, contracts: dict):
+    def __init__(self, contracts: dict, roles: dict | None = None):
         self.contracts = contracts
+        self.roles = roles or {}
 
     def schema_helper(self, name, definition, **kwargs):
         schema = kwargs.get("schema")
@@ -197,6 +211,9 @@ class DocumentedEdge(BasePlugin):
             if rule is not None:
                 self.contracts[(rule.rule, method.upper())] = contract
             _document(method, operation, contract, has_path_parameters=bool(rule is not None and rule.arguments))
+            identities = self.roles.get(f"{method.upper()} {path}")
+            if identities is not None:
+                _document_roles(operation, identities)
 
 
 def _contract(operation: dict) -> EdgeContract:
@@ -222,6 +239,22 @@ def _document(method: str, operation: dict, contract: EdgeContract, has_path_par
         isinstance(p, dict) and p.get("in") == "query" for p in operation.get("parameters", []))
     if has_input:
         responses.setdefault("422", INPUT_RESPONSE)
+
+
+def _document_roles(operation: dict, identities) -> None:
+    """Who may call the operation, for a staff app's developer: the identities and the refusals."""
+    operation["x-clinic-roles"] = list(identities)
+    sentence = f"Who may call it: {who(identities)} (x-clinic-roles)."
+    operation["description"] = f"{operation['description'].rstrip()}\n\n{sentence}" if operation.get("description") else sentence
+    responses = operation.setdefault("responses", {})
+    for status, documented in AUTHORISATION_RESPONSES.items():
+        # A view's own words for a refusal (a device token unknown or revoked) are kept, in the shared
+        # error shape. flask-smorest keys a view's own responses by number, apispec's by text.
+        own = responses.get(int(status)) or responses.get(status)
+        if own is None:
+            responses[status] = documented
+        else:
+            own.setdefault("content", documented["content"])
 
 
 def teach_fields(api) -> None:

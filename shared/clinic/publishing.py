@@ -40,6 +40,7 @@ class ConfirmingPublisher:
         """Connect, declare the events exchange (as clinic.bus.Publisher does) and turn confirms on;
         raises a clinic.bus.BROKER_ERRORS member when the broker cannot be had."""
         self.settings = settings
+        self.user = bus.broker_user(settings)   # every message's user_id, which the broker checks
         self._released = False
         self._in_flight: OrderedDict[int, Hashable] = OrderedDict()   # delivery tag -> key, oldest first
         self._confirmed: list[Hashable] = []
@@ -83,7 +84,7 @@ class ConfirmingPublisher:
             exchange=self.settings.exchange if exchange is None else exchange,
             routing_key=routing_key,
             body=body.encode() if isinstance(body, str) else body,
-            properties=bus.event_properties(message_id, routing_key, message_type),
+            properties=bus.event_properties(message_id, routing_key, message_type, self.user),
         )
         # The broker numbers a confirming channel's publishes 1, 2, 3, ...: the confirm names that number.
         self._last_tag += 1

@@ -24,7 +24,7 @@ from flask_smorest import Api, Blueprint
 from sqlalchemy.engine import Engine
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
-from clinic import audit, bus, http_edge, metrics, openapi
+from clinic import access, api_docs, audit, bus, http_edge, limits, metrics, openapi
 from clinic.auth import Principal
 from clinic.config import Settings
 from clinic.db import create_engine, is_conflict_victim, is_unavailable, ping, utcnow
@@ -184,10 +184,9 @@ def create_service_app(service_settings: Settings, blueprints, title: str, metad
         API_TITLE=title,
         API_VERSION="1",
         OPENAPI_VERSION="3.0.3",
-        OPENAPI_URL_PREFIX="/",
+        # /openapi.json only where the documents are served (CLINIC_API_DOCS); /docs is clinic.api_docs.
+        OPENAPI_URL_PREFIX="/" if service_settings.api_docs else None,
         OPENAPI_JSON_PATH="openapi.json",
-        OPENAPI_SWAGGER_UI_PATH="docs",
-        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
         API_SPEC_OPTIONS={
             "info": {"description": description},
             "components": {"securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}},
@@ -203,13 +202,19 @@ def create_service_app(service_settings: Settings, blueprints, title: str, metad
     app.url_map.converters["date"] = http_edge.DayConverter
     # Filled as blueprints are documented: what the edge holds each operation to.
     contracts: dict = {}
-    api = ClinicApi(app, spec_kwargs={"extra_plugins": [openapi.DocumentedEdge(contracts)]})
+    api = ClinicApi(app, spec_kwargs={"extra_plugins": [openapi.DocumentedEdge(contracts, access.entries(service_settings.service))]})
     openapi.teach_fields(api)
     api.register_converter(http_edge.DayConverter, http_edge.day_parameter_schema)
     api.register_blueprint(health)
     for blueprint in blueprints:
         api.register_blueprint(blueprint)
     http_edge.install(app, contracts)
+    limits.install(app, service_settings)
+    if service_settings.api_docs:
+        app.register_blueprint(api_docs.docs)
+    _install_answer_headers(app)
+    # Who may call each operation, from the role matrix; the app refuses to start when they disagree.
+    access.install(app, service_settings.service)
     _install_error_handlers(app)
     return app
 
@@ -240,6 +245,21 @@ def _install_error_handlers(app: Flask) -> None:
         # HTTPExceptions never reach here: ClinicApi.handle_http_exception is the more specific handler.
         log.exception("unhandled error")
         return error_response(500, "internal_error", "an unexpected error occurred; it has been logged")
+
+
+# On every answer: nothing is kept by a browser or a proxy (answers hold patient data), nothing is
+# read as another type than it says, no address (which can hold an id) leaks in a Referer, and no
+# answer runs a script or is framed (the docs page, clinic.api_docs, sets its own policy).
+ANSWER_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
+DEFAULT_CONTENT_SECURITY_POLICY = "default-src 'none'; frame-ancestors 'none'"
+
+
+def _install_answer_headers(app: Flask) -> None:
+    @app.after_request
+    def _answer_headers(response):
+        response.headers.update(ANSWER_HEADERS)
+        response.headers.setdefault("Content-Security-Policy", DEFAULT_CONTENT_SECURITY_POLICY)
+        return response
 
 
 METRICS_PATH = "/metrics"
@@ -283,8 +303,8 @@ class _MetricsEndpoint:
         if method not in ("GET", "HEAD"):
             body = error_bytes(405, f"{METRICS_PATH} answers GET only")
             start_response("405 Method Not Allowed", [("Content-Type", "application/json"), ("Content-Length", str(len(body))),
-                                                      ("Allow", "GET, HEAD")])
+                                                      ("Allow", "GET, HEAD"), *ANSWER_HEADERS.items()])
             return [body]
         body, content_type = metrics.exposition(environ.get("HTTP_ACCEPT"))
-        start_response("200 OK", [("Content-Type", content_type), ("Content-Length", str(len(body))), ("Cache-Control", "no-store")])
+        start_response("200 OK", [("Content-Type", content_type), ("Content-Length", str(len(body))), *ANSWER_HEADERS.items()])
         return [b"" if method == "HEAD" else body]

@@ -42,7 +42,9 @@ def clinic_stack(postgres, settings_for, tmp_path):
     processes = []
     for index, (service, command) in enumerate(commands):
         log = open(tmp_path / f"{index}-{service}.log", "wb")
-        processes.append(subprocess.Popen(command, env=dict(base_env, DATABASE_URL=urls[service]), stdout=log, stderr=subprocess.STDOUT))
+        # Each service on its own broker account, as deployed.
+        env = dict(base_env, DATABASE_URL=urls[service], RABBITMQ_URL=settings_for(service, urls[service]).rabbitmq_url)
+        processes.append(subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT))
     try:
         wait_for_port(port, 30, processes[0], "records web")
         # Until a consumer has declared its queue, events it would bind to go to clinic.unrouted.

@@ -79,10 +79,15 @@ def start_relay(running, settings_for):
 
 @pytest.fixture
 def broker_channel(broker):
-    connection = pika.BlockingConnection(pika.URLParameters(broker.url))
+    """A channel on the probe's account (clinic-tests): what it publishes by hand says user_id=PROBE_ACCOUNT."""
+    connection = pika.BlockingConnection(pika.URLParameters(broker.url_for("probe")))
     yield connection.channel()
     if connection.is_open:
         connection.close()
+
+
+# The account the probe's events are published by in the tests (clinic.testing.servers).
+PROBE_ACCOUNT = "clinic-tests"
 
 
 def queue_depth(channel, queue: str) -> int:
@@ -98,7 +103,9 @@ def probe_process(settings_for):
         settings = settings_for("probe", database_url)
         env = dict(os.environ, DATABASE_URL=database_url, RABBITMQ_URL=settings.rabbitmq_url,
                    CLINIC_BUS_NAMESPACE=settings.bus_namespace, CLINIC_RELAY_IDLE_SECONDS="0.02",
-                   CLINIC_RECONNECT_MAX_SECONDS="1", PYTHONPATH=str(ROOT), **extra_env)
+                   CLINIC_RECONNECT_MAX_SECONDS="1", PYTHONPATH=str(ROOT),
+                   CLINIC_BROKER_PUBLISHERS=",".join(f"{prefix}={account}" for prefix, account in settings.broker_publishers),
+                   **extra_env)
         process = subprocess.Popen([sys.executable, "-m", "tests.support.probe_worker"], env=env, cwd=ROOT,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         processes.append(process)

@@ -124,7 +124,7 @@ def test_one_poison_message_in_the_middle_of_a_batch_neither_blocks_nor_rolls_ba
     assert headers[bus.EXCEPTION_HEADER] == "RuntimeError" and headers[bus.ATTEMPTS_HEADER] == 3
     assert "Maria" not in str(headers)
     # Every trip through a delay queue kept the original routing key.
-    trips = [death for death in headers["x-death"] if death["queue"].startswith(settings.queue + ".delay.")]
+    trips = [death for death in headers["x-death"] if death["queue"].startswith(settings.queue + ".wait.")]
     assert sum(death["count"] for death in trips) == 2
     assert all(death["routing-keys"] == [probe.POISON] for death in trips)
 
@@ -219,7 +219,7 @@ def service_environment(monkeypatch, postgres, broker, bus_namespace):
     """notifications' settings from the environment, as `clinic migrate` reads them: a fresh database."""
     url = postgres.create_database("notifications")
     monkeypatch.setenv("DATABASE_URL", url)
-    monkeypatch.setenv("RABBITMQ_URL", broker.url)
+    monkeypatch.setenv("RABBITMQ_URL", broker.url_for("notifications"))   # what its own account may declare
     monkeypatch.setenv("CLINIC_BUS_NAMESPACE", bus_namespace)
     monkeypatch.setenv("CLINIC_RETRY_DELAYS", "1,5")
     yield url
@@ -237,7 +237,7 @@ def test_migrating_a_service_declares_its_queue_so_events_published_before_its_w
     publish(settings, event)
     assert queue_depth(broker_channel, settings.queue) == 1
     assert queue_depth(broker_channel, settings.unrouted_queue) == 0
-    for queue in (settings.dead_letter_queue, f"{settings.queue}.delay.1000ms", f"{settings.queue}.delay.5000ms"):
+    for queue in (settings.dead_letter_queue, f"{settings.queue}.wait.1000ms", f"{settings.queue}.wait.5000ms"):
         assert queue_depth(broker_channel, queue) == 0   # there (a passive declaration of a missing queue fails)
     assert "declared" in capsys.readouterr().out
 
@@ -263,7 +263,7 @@ def test_a_consumer_declares_retry_queues_named_by_their_delay_so_a_new_configur
     changed = first.with_changes(retry_delays_seconds=(2.0, 5.0, 30.0))
     bus.declare_consumer(changed, probe.HANDLERS)   # no PRECONDITION_FAILED
     for milliseconds in (1000, 2000, 5000, 30000):
-        assert queue_depth(broker_channel, f"{first.queue}.delay.{milliseconds}ms") == 0
+        assert queue_depth(broker_channel, f"{first.queue}.wait.{milliseconds}ms") == 0
 
 
 def test_a_message_published_to_the_retry_exchange_reaches_only_its_own_queues_delay(settings_for, broker):
@@ -279,8 +279,8 @@ def test_a_message_published_to_the_retry_exchange_reaches_only_its_own_queues_d
         properties = pika.BasicProperties(headers={bus.QUEUE_HEADER: mine.queue, bus.STEP_HEADER: "60000"})
         channel.basic_publish(bus.retry_exchange(mine), probe.THING, b"{}", properties, mandatory=True)
         depths = {queue: queue_depth(channel, queue) for queue in
-                  (f"{mine.queue}.delay.60000ms", f"{theirs.queue}.delay.60000ms", mine.dead_letter_queue, mine.queue)}
+                  (f"{mine.queue}.wait.60000ms", f"{theirs.queue}.wait.60000ms", mine.dead_letter_queue, mine.queue)}
     finally:
         connection.close()
-    assert depths == {f"{mine.queue}.delay.60000ms": 1, f"{theirs.queue}.delay.60000ms": 0,
+    assert depths == {f"{mine.queue}.wait.60000ms": 1, f"{theirs.queue}.wait.60000ms": 0,
                       mine.dead_letter_queue: 0, mine.queue: 0}

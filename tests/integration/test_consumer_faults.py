@@ -114,7 +114,7 @@ def test_an_error_of_a_message_s_own_while_it_is_sent_on_dead_letters_it_and_the
     sender = bus.Publisher(settings)
     try:
         sender.channel.basic_publish(settings.exchange, poison.type, poison.to_json(), pika.BasicProperties(
-            message_id=poison.id, delivery_mode=2, headers={"x-test-odd": 1}))
+            message_id=poison.id, type=poison.type, delivery_mode=2, headers={"x-test-odd": 1}, user_id=sender.user))
     finally:
         sender.close()
     publish(settings, thing(1), thing(2))
@@ -256,6 +256,10 @@ def own_broker(tmp_path_factory):
     server.stop()
 
 
+# The module's own node has only its default account, guest, which publishes the probe's events there.
+GUEST_PUBLISHES = (("probe", "guest"),)
+
+
 def rabbitmqctl(server: LocalRabbitMQ, *args: str) -> str:
     env = {**os.environ, "HOME": str(server.base), "ERL_EPMD_PORT": str(server.epmd_port)}
     return subprocess.run([str(RABBITMQCTL), "-n", server.node, "-q", *args], env=env, check=True,
@@ -296,7 +300,8 @@ def test_a_broker_blocked_by_a_resource_alarm_pauses_the_consumer_once_the_appli
         own_broker, database, start_consumer, settings_for, monkeypatch, caplog):
     engine, url = database
     # Heartbeats every second: a connection whose heartbeats went unanswered while blocked would be lost.
-    changes = {"rabbitmq_url": own_broker.url, "retry_delays_seconds": DELAYS, "batch_wait_seconds": 0.3,
+    changes = {"rabbitmq_url": own_broker.url, "broker_publishers": GUEST_PUBLISHES, "retry_delays_seconds": DELAYS,
+               "batch_wait_seconds": 0.3,
                "broker_heartbeat_seconds": 1}
     settings = settings_for("probe", url, **changes)
     # A blocked connection timeout shorter than the alarm below: a consumer that gave up on a blocked
@@ -335,7 +340,7 @@ def test_a_broker_blocked_by_a_resource_alarm_pauses_the_consumer_once_the_appli
 def test_a_consumer_blocked_by_a_resource_alarm_stops_when_asked(own_broker, database, running, start_consumer,
                                                                  settings_for, caplog):
     engine, url = database
-    changes = {"rabbitmq_url": own_broker.url, "retry_delays_seconds": DELAYS}
+    changes = {"rabbitmq_url": own_broker.url, "broker_publishers": GUEST_PUBLISHES, "retry_delays_seconds": DELAYS}
     settings = settings_for("probe", url, **changes)
     bus.declare_consumer(settings, probe.HANDLERS)
     publish(settings, thing(1, probe.POISON))
@@ -357,7 +362,7 @@ def test_a_consumer_blocked_by_a_resource_alarm_stops_when_asked(own_broker, dat
 def test_a_broker_that_stops_answering_while_the_consumer_waits_for_a_confirm_does_not_stop_its_beat(
         own_broker, database, start_consumer, settings_for):
     engine, url = database
-    changes = {"rabbitmq_url": own_broker.url, "retry_delays_seconds": DELAYS}
+    changes = {"rabbitmq_url": own_broker.url, "broker_publishers": GUEST_PUBLISHES, "retry_delays_seconds": DELAYS}
     settings = settings_for("probe", url, **changes)
     bus.declare_consumer(settings, probe.HANDLERS)
     froze = threading.Event()
@@ -388,9 +393,9 @@ def test_a_broker_that_stops_answering_while_the_consumer_looks_at_the_unrouted_
         own_broker, database, start_consumer, settings_for, monkeypatch):
     engine, url = database
     monkeypatch.setattr(inbox, "UNROUTED_EVERY_SECONDS", 0.2)
-    running = start_consumer(engine, url, rabbitmq_url=own_broker.url)
+    running = start_consumer(engine, url, rabbitmq_url=own_broker.url, broker_publishers=GUEST_PUBLISHES)
     with frozen(own_broker):
         frozen_at = time.monotonic()
         eventually(lambda: running.last_beat > frozen_at + 3, timeout=6, message="beats while the broker is frozen")
-    publish(settings_for("probe", url, rabbitmq_url=own_broker.url), thing(1))
+    publish(settings_for("probe", url, rabbitmq_url=own_broker.url, broker_publishers=GUEST_PUBLISHES), thing(1))
     eventually(lambda: applied_sequences(engine) == [1], message="applied once the broker answers")

@@ -18,7 +18,7 @@ from prometheus_client import REGISTRY
 
 from clinic import bus, cli, events
 from clinic.testing import eventually
-from tests.integration.conftest import queue_depth
+from tests.integration.conftest import PROBE_ACCOUNT, queue_depth
 from tests.support import probe
 from tests.support.probe import publish, thing
 
@@ -96,7 +96,7 @@ def test_dead_letters_are_listed_page_by_page_with_their_reason_and_without_pati
 
     start_consumer(consumer, url, {events.PATIENT_CONTACT_CHANGED: refuses}, retry_delays_seconds=(0.05,))
     sent = [contact_changed() for _ in range(5)]
-    publish(settings, *sent)
+    publish(settings_for("records", url), *sent)   # records' events, published by records' account
     eventually(lambda: queue_depth(broker_channel, settings.dead_letter_queue) == 5, timeout=15, message="five dead letters")
     capsys.readouterr()
 
@@ -130,11 +130,13 @@ def put_dead_letter(channel, settings, message_id: str | None, headers: dict, bo
     the retry exchange, step "dead"); with exchange="" straight into the queue, headers as given."""
     if exchange is None:
         exchange = bus.retry_exchange(settings)
-        headers = {bus.QUEUE_HEADER: settings.queue, bus.STEP_HEADER: bus.DEAD_STEP, **headers}
+        headers = {bus.QUEUE_HEADER: settings.queue, bus.STEP_HEADER: bus.DEAD_STEP,
+                   bus.PUBLISHER_HEADER: PROBE_ACCOUNT, **headers}
     else:
         routing_key = settings.dead_letter_queue
     channel.basic_publish(exchange, routing_key, body if body is not None else thing(1).to_json().encode(),
-                          pika.BasicProperties(message_id=message_id, type=probe.THING, headers=headers, delivery_mode=2))
+                          pika.BasicProperties(message_id=message_id, type=probe.THING, headers=headers, delivery_mode=2,
+                                               user_id=PROBE_ACCOUNT))
 
 
 def died(when: str, attempts: int = 3) -> dict:
@@ -189,7 +191,8 @@ def test_a_dead_letter_of_the_delivery_limit_says_so_and_counts_its_retries_not_
                  bus.EXCEPTION_HEADER: "Stale", bus.ATTEMPTS_HEADER: 99, "x-death": [expiry]}
     event = thing(4)
     broker_channel.basic_publish(settings.exchange, probe.THING, event.to_json(),
-                                 pika.BasicProperties(message_id=event.id, type=probe.THING, headers=last_trip, delivery_mode=2))
+                                 pika.BasicProperties(message_id=event.id, type=probe.THING, headers=last_trip, delivery_mode=2,
+                                                      user_id=PROBE_ACCOUNT))
 
     def crash_on_it():
         method, _, _ = broker_channel.basic_get(settings.queue)
@@ -224,6 +227,8 @@ def test_odd_dead_letters_are_listed_and_replayed_by_the_clinic_command(dead_let
     put_dead_letter(broker_channel, settings, None, died(DIED[0]), body=b"{ not json")
     monkeypatch.setenv("RABBITMQ_URL", settings.rabbitmq_url)
     monkeypatch.setenv("CLINIC_BUS_NAMESPACE", settings.bus_namespace)
+    # A replay publishes as each message's publisher: the operations account's
+    monkeypatch.setenv("CLINIC_OPERATOR_RABBITMQ_URL", settings.operator_rabbitmq_url)
     capsys.readouterr()
 
     assert cli.main(["dead-letters", "list", "records"]) == 0
@@ -252,7 +257,7 @@ def test_a_dead_letter_that_cannot_be_sent_back_is_skipped_with_a_line_and_the_r
         return original(properties, **headers)
 
     monkeypatch.setattr(bus, "forwarded", fails_for_odd)
-    assert cli.replay_dead_letters(settings) == 2
+    assert cli.replay_dead_letters(cli.as_operator(settings)) == 2
     assert capsys.readouterr().err == "clinic: dead letter odd skipped: it cannot be sent back as it is (ValueError)\n"
     eventually(lambda: queue_depth(broker_channel, settings.dead_letter_queue) == 1, message="the skipped one left in place")
     [row] = cli.list_dead_letters(settings)
@@ -298,7 +303,8 @@ def test_odd_headers_never_make_a_failing_event_retry_for_ever(probe_databases, 
     for headers in odd:
         event = events.Event(type=probe.POISON, data={"sequence": len(sent)}, producer="probe")
         broker_channel.basic_publish(settings.exchange, probe.POISON, event.to_json(),
-                                     pika.BasicProperties(message_id=event.id, type=probe.POISON, headers=headers, delivery_mode=2))
+                                     pika.BasicProperties(message_id=event.id, type=probe.POISON, headers=headers,
+                                                          delivery_mode=2, user_id=PROBE_ACCOUNT))
         sent.append(event.id)
     eventually(lambda: queue_depth(broker_channel, settings.dead_letter_queue) == 3, timeout=20,
                message="each dead-lettered after its retries")

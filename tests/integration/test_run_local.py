@@ -111,7 +111,7 @@ def test_a_killed_worker_is_started_again_and_nothing_is_lost_then_ctrl_c_stops_
                timeout=10, message="the terminal to tell of the second restart, with a longer delay")
 
     # A patient registered while the worker is down.
-    settings = load_settings("records", env={})
+    settings = load_settings("records", env={"CLINIC_VAR_DIR": str(clinic.var)})  # signed with the pair make run made
     headers = {"Authorization": f"Bearer {issue_token(settings, 'desk-1', ['front_desk'])}"}
     patient = {"given_name": "Noor", "family_name": "Haddad", "birth_date": "1990-07-21", "sex": "female",
                "email": "noor@example.org", "phone": "+1 555 010 0199", "preferred_contact": "email"}

@@ -10,6 +10,7 @@ from clinic import bus, events
 from clinic.db import create_engine
 from clinic.migrations import migrate
 from clinic.testing import eventually
+from clinic.testing.servers import as_publisher_of
 from clinic.worker import Worker
 from notifications import db
 from notifications.config import load_mail_settings
@@ -33,7 +34,7 @@ def test_the_notifications_worker_resumes_after_the_database_comes_back(postgres
                              data=events.serialise_payload("records.patient.contact_changed", contact))
         postgres.stop_server()
         try:
-            publisher = bus.Publisher(settings)
+            publisher = bus.Publisher(as_publisher_of(settings, event.type))   # records' account
             publisher.publish(event.type, event.id, event.to_json())
             # The worker has taken the message (it cannot have applied it): it must hold it, not drop it.
             eventually(lambda: publisher.channel.queue_declare(settings.queue, passive=True).method.message_count == 0,
@@ -68,7 +69,7 @@ def test_two_notifications_workers_keep_the_newest_contact_details(postgres, set
     try:
         for worker in workers:
             assert worker.consumer.ready.wait(15)
-        publisher = bus.Publisher(settings)
+        publisher = bus.Publisher(as_publisher_of(settings, events.PATIENT_CONTACT_CHANGED))   # records' account
         patients = [str(uuid.uuid4()) for _ in range(150)]
         first = datetime.now(timezone.utc)
         for patient_id in patients:

@@ -40,6 +40,8 @@ patients = sa.Table(
     sa.Column("identity_key", sa.String(64), nullable=False, unique=True),
     # The name folded for search (no case, no accents): see domain.search_name.
     sa.Column("search_name", sa.String(201), nullable=False),
+    # The family name folded the same way: a search gives it whole (domain.search_family_name).
+    sa.Column("family_search", sa.String(100), nullable=False, server_default=""),
     sa.Column("created_at", UtcDateTime(), nullable=False),
     sa.Column("updated_at", UtcDateTime(), nullable=False),
     # Versions stamped in the same transaction as the change they count, carried by the events, so
@@ -50,6 +52,7 @@ patients = sa.Table(
 )
 sa.Index("ix_patients_family_name", patients.c.family_name)
 sa.Index("ix_patients_birth_date", patients.c.birth_date)
+sa.Index("ix_patients_family_search", patients.c.family_search, patients.c.birth_date)
 
 diagnoses = sa.Table(
     "diagnoses",
@@ -165,9 +168,18 @@ def set_plan_sequence(connection: Connection, patient_id: str, plan_sequence: in
     connection.execute(patients.update().where(patients.c.id == patient_id).values(plan_sequence=plan_sequence))
 
 
-def search_patients(connection: Connection, words: list[str], birth_date: date | None, limit: int) -> list[dict]:
-    """Patients whose name has a word beginning with each of `words` (folded), born on birth_date if given."""
-    query = sa.select(patients)
+# What a search answers of each patient: enough to tell them apart, no contact details.
+SEARCH_COLUMNS = (patients.c.id, patients.c.medical_record_number, patients.c.given_name, patients.c.family_name,
+                  patients.c.birth_date)
+
+
+def search_patients(connection: Connection, family: str | None, words: list[str], birth_date: date | None,
+                    limit: int) -> list[dict]:
+    """Patients with this whole family name (folded) if given, whose name has a word beginning with each
+    of `words` (folded), born on birth_date if given: the SEARCH_COLUMNS of each."""
+    query = sa.select(*SEARCH_COLUMNS)
+    if family is not None:
+        query = query.where(patients.c.family_search == family)
     # A leading space makes "begins a word" one LIKE on every database; the words are escaped so a
     # '%' typed at the desk is a character, not a wildcard.
     spaced = sa.literal(" ") + patients.c.search_name

@@ -10,7 +10,6 @@ from clinic.audit import CREATE, READ, UPDATE, audited
 from clinic.validation import plain_text
 from clinic.web import actor, reading, unit_of_work
 from records import domain
-from records.roles import CLINICIANS
 from records.services import diagnoses
 from records.validators import Change, not_in_future
 
@@ -54,14 +53,14 @@ class DiagnosisOut(Schema):
 
 @blp.route("/<uuid:patient_id>/diagnoses")
 class Diagnoses(MethodView):
-    @audited(READ, "diagnosis", CLINICIANS)
+    @audited(READ, "diagnosis")
     @blp.response(200, DiagnosisOut(many=True))
     def get(self, patient_id):
         """A patient's diagnoses, active first."""
         with reading() as connection:
             return diagnoses.patient_diagnoses(connection, patient_id)
 
-    @audited(CREATE, "diagnosis", CLINICIANS, write=True)
+    @audited(CREATE, "diagnosis", write=True)
     @blp.arguments(DiagnosisIn())
     @blp.response(201, DiagnosisOut)
     @blp.alt_response(409, description="The same code is already an active diagnosis of this patient.")
@@ -75,7 +74,7 @@ class Diagnoses(MethodView):
 
 @blp.route("/<uuid:patient_id>/diagnoses/<uuid:diagnosis_id>")
 class DiagnosisById(MethodView):
-    @audited(UPDATE, "diagnosis", CLINICIANS, write=True, resource_arg="diagnosis_id")
+    @audited(UPDATE, "diagnosis", write=True, resource_arg="diagnosis_id")
     @blp.arguments(DiagnosisPatch())
     @blp.response(200, DiagnosisOut)
     @blp.alt_response(409, description="The diagnosis would make its code active twice for this patient.")

@@ -17,7 +17,6 @@ from clinic.errors import RuleViolation
 from clinic.validation import PLAUSIBLE_DAY, JsonBoolean, stated_as
 from clinic.web import actor, clinic_today, reading, settings, unit_of_work
 from records.diary import ACUTE_MEDICATION_KINDS, entry_problem
-from records.roles import CLINICAL_READERS, DIARY_WRITERS
 from records.services import diary
 from records.validators import not_in_future
 
@@ -120,7 +119,7 @@ class SummaryOut(Schema):
 
 @blp.route("/<uuid:patient_id>/diary")
 class Diary(MethodView):
-    @audited(READ, "diary", CLINICAL_READERS)
+    @audited(READ, "diary")
     @blp.arguments(DiaryRange(), location="query", unknown=RAISE)
     @blp.response(200, DiaryEntryOut(many=True))
     def get(self, query, patient_id):
@@ -132,7 +131,7 @@ class Diary(MethodView):
         with reading() as connection:
             return diary.entries_between(connection, patient_id, first, last)
 
-    @audited(CREATE, "diary", DIARY_WRITERS, write=True)
+    @audited(CREATE, "diary", write=True)
     @blp.arguments(DiaryEntryIn())
     @blp.response(201, DiaryEntryOut)
     @blp.alt_response(409, description="The day already has an entry; correct it with PUT.")
@@ -146,7 +145,7 @@ class Diary(MethodView):
 
 @blp.route("/<uuid:patient_id>/diary/<uuid:entry_id>")
 class DiaryEntryById(MethodView):
-    @audited(UPDATE, "diary", DIARY_WRITERS, write=True, resource_arg="entry_id")
+    @audited(UPDATE, "diary", write=True, resource_arg="entry_id")
     @blp.arguments(DiaryDayIn())
     @blp.response(200, DiaryEntryOut)
     def put(self, data, patient_id, entry_id):
@@ -156,7 +155,7 @@ class DiaryEntryById(MethodView):
 
 @blp.route("/<uuid:patient_id>/diary/summary")
 class DiarySummary(MethodView):
-    @audited(READ, "diary_summary", CLINICAL_READERS)
+    @audited(READ, "diary_summary")
     @blp.arguments(SummaryQuery(), location="query", unknown=RAISE)
     @blp.response(200, SummaryOut)
     def get(self, query, patient_id):

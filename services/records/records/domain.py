@@ -80,6 +80,16 @@ def search_name(given_name: str, family_name: str) -> str:
     return _folded(f"{given_name} {family_name}")
 
 
+def search_family_name(family_name: str) -> str:
+    """The family name as a search must give it, whole: folded, words separated by single spaces."""
+    return _folded(family_name)
+
+
+def search_letters(query: str) -> int:
+    """How many letters a name search holds: with a birth date, two of them find a patient."""
+    return sum(1 for char in query if char.isalpha())
+
+
 def search_words(query: str) -> list[str]:
     """The words of a name search; each must begin a word of the patient's name."""
     return _folded(query).split()

@@ -11,7 +11,6 @@ from clinic.events import MINIMUM_INFUSION_MINUTES, Drug
 from clinic.validation import DOSE_TEXT, DecimalText, plain_text, stated_as
 from clinic.web import actor, reading, unit_of_work
 from records import domain
-from records.roles import CLINICAL_READERS, CLINICIANS
 from records.services import plans
 from records.validators import Change
 
@@ -91,14 +90,14 @@ def _plan_owner(path_args: dict) -> str | None:
 
 @blp.route("/patients/<uuid:patient_id>/treatment-plans")
 class PatientPlans(MethodView):
-    @audited(READ, "treatment_plan", CLINICAL_READERS)
+    @audited(READ, "treatment_plan")
     @blp.response(200, PlanOut(many=True))
     def get(self, patient_id):
         """A patient's treatment plans, newest first: at most one active, any number of drafts and retired ones."""
         with reading() as connection:
             return plans.patient_plans(connection, patient_id)
 
-    @audited(CREATE, "treatment_plan", CLINICIANS, write=True)
+    @audited(CREATE, "treatment_plan", write=True)
     @blp.arguments(PlanIn())
     @blp.response(201, PlanOut)
     def post(self, data, patient_id):
@@ -111,14 +110,14 @@ class PatientPlans(MethodView):
 
 @blp.route("/treatment-plans/<uuid:plan_id>")
 class PlanById(MethodView):
-    @audited(READ, "treatment_plan", CLINICAL_READERS, resource_arg="plan_id", patient_of=_plan_owner)
+    @audited(READ, "treatment_plan", resource_arg="plan_id", patient_of=_plan_owner)
     @blp.response(200, PlanOut)
     def get(self, plan_id):
         """One treatment plan."""
         with reading() as connection:
             return plans.existing_plan(connection, plan_id)
 
-    @audited(UPDATE, "treatment_plan", CLINICIANS, write=True, resource_arg="plan_id", patient_of=_plan_owner)
+    @audited(UPDATE, "treatment_plan", write=True, resource_arg="plan_id", patient_of=_plan_owner)
     @blp.arguments(PlanPatch())
     @blp.response(200, PlanOut)
     @blp.alt_response(409, description="The plan is no longer a draft.")
@@ -129,7 +128,7 @@ class PlanById(MethodView):
 
 @blp.route("/treatment-plans/<uuid:plan_id>/activate")
 class PlanActivation(MethodView):
-    @audited(ACTIVATE, "treatment_plan", CLINICIANS, write=True, resource_arg="plan_id", patient_of=_plan_owner)
+    @audited(ACTIVATE, "treatment_plan", write=True, resource_arg="plan_id", patient_of=_plan_owner)
     @blp.response(200, PlanOut)
     @blp.alt_response(409, description="The plan has no drugs, or is already active or retired.")
     def post(self, plan_id):
@@ -144,7 +143,7 @@ class PlanActivation(MethodView):
 
 @blp.route("/treatment-plans/<uuid:plan_id>/retire")
 class PlanRetirement(MethodView):
-    @audited(RETIRE, "treatment_plan", CLINICIANS, write=True, resource_arg="plan_id", patient_of=_plan_owner)
+    @audited(RETIRE, "treatment_plan", write=True, resource_arg="plan_id", patient_of=_plan_owner)
     @blp.response(200, PlanOut)
     @blp.alt_response(409, description="The plan is already retired.")
     def post(self, plan_id):

@@ -16,7 +16,6 @@ from marshmallow import Schema, fields, validate
 
 from clinic import audit
 from clinic.audit import CREATE, READ, SEARCH, UPDATE, audited, no_patient
-from clinic.auth import FRONT_DESK, NEUROLOGIST, NURSE
 from clinic.errors import NotFound
 from clinic.validation import PLAUSIBLE_DAY, PLAUSIBLE_MOMENT, at_least_one_of, plain_text
 from clinic.web import actor, reading, unit_of_work
@@ -28,8 +27,6 @@ from scheduling.services import booking, lifecycle
 
 blp = Blueprint("appointments", __name__, url_prefix="/appointments",
                 description="Infusions and follow-up visits: booking, rescheduling, check-in, cancellation, no-shows.")
-
-READERS = (FRONT_DESK, NURSE, NEUROLOGIST)
 
 
 class AppointmentIn(Schema):
@@ -120,7 +117,7 @@ def id_or_none(value) -> str | None:
 
 @blp.route("")
 class Appointments(MethodView):
-    @audited(CREATE, "appointment", (FRONT_DESK,), write=True, patient_of=no_patient)
+    @audited(CREATE, "appointment", write=True, patient_of=no_patient)
     @blp.arguments(AppointmentIn())
     @blp.response(201, AppointmentOut)
     @blp.alt_response(409, description="The room or the patient is taken then; details.appointment_id names the appointment in the way.")
@@ -137,7 +134,7 @@ class Appointments(MethodView):
                                          room_id=id_or_none(data["room_id"]), booked_by=actor())
         return shown(booking.book(unit_of_work(refusals=booking.REFUSALS), rules(), request))
 
-    @audited(SEARCH, "appointment", READERS, patient_of=no_patient)
+    @audited(SEARCH, "appointment", patient_of=no_patient)
     @blp.arguments(AppointmentQuery(), location="query")
     @blp.response(200, AppointmentOut(many=True))
     def get(self, query):
@@ -157,7 +154,7 @@ class Appointments(MethodView):
 
 @blp.route("/<uuid:appointment_id>")
 class AppointmentById(MethodView):
-    @audited(READ, "appointment", READERS, resource_arg="appointment_id", patient_of=no_patient)
+    @audited(READ, "appointment", resource_arg="appointment_id", patient_of=no_patient)
     @blp.response(200, AppointmentOut)
     def get(self, appointment_id):
         """One appointment."""
@@ -171,7 +168,7 @@ class AppointmentById(MethodView):
 
 @blp.route("/<uuid:appointment_id>/reschedule")
 class Reschedule(MethodView):
-    @audited(UPDATE, "appointment", (FRONT_DESK,), write=True, resource_arg="appointment_id", patient_of=no_patient)
+    @audited(UPDATE, "appointment", write=True, resource_arg="appointment_id", patient_of=no_patient)
     @blp.arguments(RescheduleIn())
     @blp.response(200, AppointmentOut)
     @blp.alt_response(409, description="Not booked any more (checked in, its infusion session started, ...), or the new time "
@@ -184,7 +181,7 @@ class Reschedule(MethodView):
 
 @blp.route("/<uuid:appointment_id>/cancel")
 class Cancel(MethodView):
-    @audited(UPDATE, "appointment", (FRONT_DESK,), write=True, resource_arg="appointment_id", patient_of=no_patient)
+    @audited(UPDATE, "appointment", write=True, resource_arg="appointment_id", patient_of=no_patient)
     @blp.arguments(CancelIn())
     @blp.response(200, AppointmentOut)
     @blp.alt_response(409, description="Already cancelled, completed or a no-show; or in progress: its infusion session has "
@@ -200,7 +197,7 @@ class Cancel(MethodView):
 
 @blp.route("/<uuid:appointment_id>/check-in")
 class CheckIn(MethodView):
-    @audited(UPDATE, "appointment", (FRONT_DESK,), write=True, resource_arg="appointment_id", patient_of=no_patient)
+    @audited(UPDATE, "appointment", write=True, resource_arg="appointment_id", patient_of=no_patient)
     @blp.response(200, AppointmentOut)
     @blp.alt_response(409, description="Not booked (already checked in, cancelled, ...).")
     @blp.alt_response(422, description="Not the day of the appointment, its time is over, or no active plan for an infusion.")
@@ -211,7 +208,7 @@ class CheckIn(MethodView):
 
 @blp.route("/<uuid:appointment_id>/no-show")
 class NoShow(MethodView):
-    @audited(UPDATE, "appointment", (FRONT_DESK,), write=True, resource_arg="appointment_id", patient_of=no_patient)
+    @audited(UPDATE, "appointment", write=True, resource_arg="appointment_id", patient_of=no_patient)
     @blp.response(200, AppointmentOut)
     @blp.alt_response(409, description="Not booked (checked in, in progress, cancelled, a no-show already, ...).")
     @blp.alt_response(422, description="Too early: the grace period after the start has not passed.")

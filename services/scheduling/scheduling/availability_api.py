@@ -11,7 +11,7 @@ from clinic.audit import SEARCH, audited, no_patient
 from clinic.validation import PLAUSIBLE_MOMENT
 from clinic.web import now, reading
 from scheduling import domain
-from scheduling.appointments_api import READERS, id_or_none, shown, utc
+from scheduling.appointments_api import id_or_none, shown, utc
 from scheduling.request_context import rules
 from scheduling.services.availability import find_availability
 
@@ -38,7 +38,7 @@ class SlotOut(Schema):
 
 @blp.route("")
 class Availability(MethodView):
-    @audited(SEARCH, "availability", READERS, patient_of=no_patient)
+    @audited(SEARCH, "availability", patient_of=no_patient)
     @blp.arguments(SlotQuery(), location="query")
     @blp.response(200, SlotOut(many=True))
     def get(self, query):

@@ -11,7 +11,7 @@ from flask_smorest import Blueprint
 from marshmallow import Schema, fields
 
 from clinic.audit import CREATE, DELETE, audited, no_patient
-from clinic.auth import ADMIN, STAFF_ROLES, requires_roles
+from clinic.auth import requires_roles
 from clinic.validation import PLAUSIBLE_DAY, plain_text
 from clinic.web import reading, unit_of_work
 from scheduling.db.calendar import list_closures
@@ -40,7 +40,7 @@ class ClosureOut(Schema):
 
 @blp.route("")
 class Closures(MethodView):
-    @requires_roles(*STAFF_ROLES)
+    @requires_roles()
     @blp.arguments(ClosureQuery(), location="query")
     @blp.response(200, ClosureOut(many=True))
     def get(self, query):
@@ -48,7 +48,7 @@ class Closures(MethodView):
         with reading() as connection:
             return list_closures(connection, query["from_"], query["to"])
 
-    @audited(CREATE, "closure", (ADMIN,), write=True, patient_of=no_patient)
+    @audited(CREATE, "closure", write=True, patient_of=no_patient)
     @blp.arguments(ClosureIn())
     @blp.response(201, ClosureOut)
     @blp.alt_response(409, description="The date is closed already, or appointments are booked on it (listed).")
@@ -59,7 +59,7 @@ class Closures(MethodView):
 
 @blp.route("/<date:day>")
 class ClosureByDate(MethodView):
-    @audited(DELETE, "closure", (ADMIN,), write=True, patient_of=no_patient)
+    @audited(DELETE, "closure", write=True, patient_of=no_patient)
     @blp.response(204)
     @blp.alt_response(404, description="The clinic is not closed on this date.")
     @blp.alt_response(422, description="The path does not hold a date (YYYY-MM-DD).")

@@ -11,7 +11,7 @@ from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
 from clinic.audit import CREATE, UPDATE, audited, no_patient
-from clinic.auth import ADMIN, STAFF_ROLES, requires_roles
+from clinic.auth import requires_roles
 from clinic.errors import NotFound
 from clinic.validation import JsonBoolean, at_least_one_of, plain_text
 from clinic.web import reading, unit_of_work
@@ -56,7 +56,7 @@ class RoomOut(Schema):
 
 @blp.route("")
 class Rooms(MethodView):
-    @audited(CREATE, "room", (ADMIN,), write=True, patient_of=no_patient)
+    @audited(CREATE, "room", write=True, patient_of=no_patient)
     @blp.arguments(RoomIn())
     @blp.response(201, RoomOut)
     @blp.alt_response(409, description="A room with this name exists (in any case); details.room_id names it.")
@@ -67,7 +67,7 @@ class Rooms(MethodView):
         """
         return add_room(unit_of_work(), data["name"], data["kind"], data["active"])
 
-    @requires_roles(*STAFF_ROLES)
+    @requires_roles()
     @blp.arguments(RoomQuery(), location="query")
     @blp.response(200, RoomOut(many=True))
     def get(self, query):
@@ -78,7 +78,7 @@ class Rooms(MethodView):
 
 @blp.route("/<uuid:room_id>")
 class RoomById(MethodView):
-    @requires_roles(*STAFF_ROLES)
+    @requires_roles()
     @blp.response(200, RoomOut)
     def get(self, room_id):
         """One room."""
@@ -88,7 +88,7 @@ class RoomById(MethodView):
             raise NotFound("no room with this id", {"room_id": str(room_id)})
         return room
 
-    @audited(UPDATE, "room", (ADMIN,), write=True, resource_arg="room_id", patient_of=no_patient)
+    @audited(UPDATE, "room", write=True, resource_arg="room_id", patient_of=no_patient)
     @blp.arguments(RoomPatch())
     @blp.response(200, RoomOut)
     @blp.alt_response(409, description="The name is taken, or appointments are booked in a room leaving use or changing kind.")

@@ -8,7 +8,6 @@ from marshmallow import Schema, fields
 
 from clinic import audit
 from clinic.audit import READ, audited, no_patient
-from clinic.auth import FRONT_DESK, NEUROLOGIST, NURSE
 from clinic.web import clinic_today, now, reading, settings
 from sessions.services import board
 from sessions.services.sessions import local_day
@@ -64,7 +63,7 @@ class BoardOut(Schema):
 
 @blp.route("")
 class Board(MethodView):
-    @audited(READ, "board", (FRONT_DESK, NURSE, NEUROLOGIST), patient_of=no_patient)
+    @audited(READ, "board", patient_of=no_patient)
     @blp.response(200, BoardOut)
     def get(self):
         """Every infusion room in use, by name, with the session in it now: the started one, else the

@@ -15,7 +15,6 @@ from marshmallow import Schema, ValidationError, fields, validate
 
 from clinic import audit
 from clinic.audit import CREATE, READ, UPDATE, audited, no_patient
-from clinic.auth import FRONT_DESK, NEUROLOGIST, NURSE
 from clinic.events import DOSE_UNITS, DRUG_ROUTES, INFUSION_RATE_FORM
 from clinic.validation import DOSE_TEXT, PLAUSIBLE_MOMENT, DecimalText, JsonBoolean, plain_text
 from clinic.web import actor, reading, unit_of_work
@@ -27,7 +26,6 @@ from sessions.services import medications, pain, visitors
 blp = Blueprint("care", __name__, url_prefix="/sessions",
                 description="The care given during a session: the medication administration record, pain scores, visitors.")
 
-CARERS = (NURSE, NEUROLOGIST)
 
 def _adult(value: bool) -> bool:
     if value is not True:
@@ -105,7 +103,7 @@ class VisitorOut(Schema):
 
 @blp.route("/<uuid:session_id>/medications")
 class Medications(MethodView):
-    @audited(CREATE, "medication", CARERS, write=True, patient_of=no_patient)
+    @audited(CREATE, "medication", write=True, patient_of=no_patient)
     @blp.arguments(AdministrationIn())
     @blp.response(201, AdministrationOut)
     @blp.alt_response(404, description="No such session.")
@@ -125,7 +123,7 @@ class Medications(MethodView):
         given = {**data, "session_drug_id": str(data["session_drug_id"])}
         return medications.give(unit_of_work(), rules(), str(session_id), given, actor())
 
-    @audited(READ, "medication", CARERS, patient_of=no_patient)
+    @audited(READ, "medication", patient_of=no_patient)
     @blp.response(200, AdministrationOut(many=True))
     @blp.alt_response(404, description="No such session.")
     def get(self, session_id):
@@ -140,7 +138,7 @@ class Medications(MethodView):
 
 @blp.route("/<uuid:session_id>/medications/<uuid:medication_id>/void")
 class VoidMedication(MethodView):
-    @audited(UPDATE, "medication", CARERS, write=True, resource_arg="medication_id", patient_of=no_patient)
+    @audited(UPDATE, "medication", write=True, resource_arg="medication_id", patient_of=no_patient)
     @blp.arguments(VoidIn())
     @blp.response(200, AdministrationOut)
     @blp.alt_response(404, description="No such session, or no such administration in it.")
@@ -156,7 +154,7 @@ class VoidMedication(MethodView):
 
 @blp.route("/<uuid:session_id>/pain-scores")
 class PainScores(MethodView):
-    @audited(CREATE, "pain_score", CARERS, write=True, patient_of=no_patient)
+    @audited(CREATE, "pain_score", write=True, patient_of=no_patient)
     @blp.arguments(PainScoreIn())
     @blp.response(201, PainScoreOut)
     @blp.alt_response(404, description="No such session.")
@@ -170,7 +168,7 @@ class PainScores(MethodView):
         """
         return pain.record(unit_of_work(), rules(), str(session_id), data["score"], data["measured_at"], actor())
 
-    @audited(READ, "pain_score", CARERS, patient_of=no_patient)
+    @audited(READ, "pain_score", patient_of=no_patient)
     @blp.response(200, PainScoreOut(many=True))
     @blp.alt_response(404, description="No such session.")
     def get(self, session_id):
@@ -183,7 +181,7 @@ class PainScores(MethodView):
 
 @blp.route("/<uuid:session_id>/visitors")
 class Visitors(MethodView):
-    @audited(CREATE, "visitor", CARERS, write=True, patient_of=no_patient)
+    @audited(CREATE, "visitor", write=True, patient_of=no_patient)
     @blp.arguments(VisitorIn())
     @blp.response(201, VisitorOut)
     @blp.alt_response(404, description="No such session.")
@@ -196,7 +194,7 @@ class Visitors(MethodView):
         """
         return visitors.arrive(unit_of_work(), str(session_id), data["name"], data["relationship"], actor())
 
-    @audited(READ, "visitor", (*CARERS, FRONT_DESK), patient_of=no_patient)
+    @audited(READ, "visitor", patient_of=no_patient)
     @blp.response(200, VisitorOut(many=True))
     @blp.alt_response(404, description="No such session.")
     def get(self, session_id):
@@ -209,7 +207,7 @@ class Visitors(MethodView):
 
 @blp.route("/<uuid:session_id>/visitors/<uuid:visitor_id>/leave")
 class VisitorLeaves(MethodView):
-    @audited(UPDATE, "visitor", CARERS, write=True, resource_arg="visitor_id", patient_of=no_patient)
+    @audited(UPDATE, "visitor", write=True, resource_arg="visitor_id", patient_of=no_patient)
     @blp.response(200, VisitorOut)
     @blp.alt_response(404, description="No such session, or no such visitor in it.")
     @blp.alt_response(409, description="The visitor left already.")

@@ -14,7 +14,7 @@ from flask_smorest import Blueprint
 from marshmallow import Schema, fields
 
 from clinic.audit import CREATE, UPDATE, audited, no_patient
-from clinic.auth import ADMIN, requires_roles
+from clinic.auth import requires_roles
 from clinic.errors import NotFound
 from clinic.validation import plain_text
 from clinic.web import actor, reading, unit_of_work
@@ -64,7 +64,7 @@ class RegisteredDeviceOut(DeviceOut):
 
 @blp.route("")
 class Devices(MethodView):
-    @audited(CREATE, DEVICE, (ADMIN,), write=True, patient_of=no_patient)
+    @audited(CREATE, DEVICE, write=True, patient_of=no_patient)
     @blp.arguments(DeviceIn())
     @blp.response(201, RegisteredDeviceOut)
     @blp.alt_response(422, description="The room is unknown to sessions, not an infusion room, or not in use.")
@@ -72,7 +72,7 @@ class Devices(MethodView):
         """Register a bedside monitor for an infusion room. The answer holds its token, shown this once."""
         return devices.register_device(unit_of_work(), str(data["room_id"]), data["name"], actor())
 
-    @requires_roles(ADMIN)
+    @requires_roles()
     @blp.arguments(DeviceQuery(), location="query")
     @blp.response(200, DeviceOut(many=True))
     def get(self, query):
@@ -84,7 +84,7 @@ class Devices(MethodView):
 
 @blp.route("/<uuid:device_id>")
 class DeviceById(MethodView):
-    @requires_roles(ADMIN)
+    @requires_roles()
     @blp.response(200, DeviceOut)
     @blp.alt_response(404, description="No such device.")
     def get(self, device_id):
@@ -98,7 +98,7 @@ class DeviceById(MethodView):
 
 @blp.route("/<uuid:device_id>/revoke")
 class Revoke(MethodView):
-    @audited(UPDATE, DEVICE, (ADMIN,), write=True, resource_arg="device_id", patient_of=no_patient)
+    @audited(UPDATE, DEVICE, write=True, resource_arg="device_id", patient_of=no_patient)
     @blp.response(200, DeviceOut)
     @blp.alt_response(404, description="No such device.")
     @blp.alt_response(409, description="Revoked already.")
@@ -109,7 +109,7 @@ class Revoke(MethodView):
 
 @blp.route("/<uuid:device_id>/move")
 class Move(MethodView):
-    @audited(UPDATE, DEVICE, (ADMIN,), write=True, resource_arg="device_id", patient_of=no_patient)
+    @audited(UPDATE, DEVICE, write=True, resource_arg="device_id", patient_of=no_patient)
     @blp.arguments(DeviceMoveIn())
     @blp.response(200, DeviceOut)
     @blp.alt_response(404, description="No such device.")

@@ -14,7 +14,7 @@ from marshmallow import Schema, fields, validate
 
 from clinic import audit
 from clinic.audit import READ, SEARCH, UPDATE, audited, no_patient
-from clinic.auth import FRONT_DESK, NEUROLOGIST, NURSE
+from clinic.auth import NEUROLOGIST
 from clinic.events import ABORT_REASONS
 from clinic.validation import PLAUSIBLE_DAY, JsonBoolean, plain_text
 from clinic.web import actor, current_principal, reading, settings, unit_of_work
@@ -24,9 +24,6 @@ from sessions.services import discharge, sessions
 
 blp = Blueprint("sessions", __name__, url_prefix="/sessions",
                 description="Infusion sessions from check-in to discharge: start, SpO2 scale, discharge to an escort, abort.")
-
-READERS = (FRONT_DESK, NURSE, NEUROLOGIST)
-CARERS = (NURSE, NEUROLOGIST)
 
 
 class SessionQuery(Schema):
@@ -134,7 +131,7 @@ def _session_id(path_args: dict) -> str:
 
 @blp.route("")
 class Sessions(MethodView):
-    @audited(SEARCH, "session", READERS, patient_of=no_patient)
+    @audited(SEARCH, "session", patient_of=no_patient)
     @blp.arguments(SessionQuery(), location="query")
     @blp.response(200, SessionOut(many=True))
     def get(self, query):
@@ -149,7 +146,7 @@ class Sessions(MethodView):
 
 @blp.route("/<uuid:session_id>")
 class SessionById(MethodView):
-    @audited(READ, "session", READERS, resource_arg="session_id", patient_of=no_patient)
+    @audited(READ, "session", resource_arg="session_id", patient_of=no_patient)
     @blp.response(200, SessionWithDrugsOut)
     def get(self, session_id):
         """One session, with its plan's drugs (each with the id a nurse names when giving it) and
@@ -159,7 +156,7 @@ class SessionById(MethodView):
         audit.concerning(patient_id=session["patient_id"])
         return session
 
-    @audited(UPDATE, "session", (NEUROLOGIST,), write=True, resource_arg="session_id", patient_of=no_patient)
+    @audited(UPDATE, "session", write=True, resource_arg="session_id", patient_of=no_patient)
     @blp.arguments(SessionChangeIn())
     @blp.response(200, SessionWithDrugsOut)
     @blp.alt_response(409, description="The session has ended.")
@@ -171,7 +168,7 @@ class SessionById(MethodView):
 
 @blp.route("/<uuid:session_id>/start")
 class Start(MethodView):
-    @audited(UPDATE, "session", CARERS, write=True, resource_arg="session_id", patient_of=no_patient)
+    @audited(UPDATE, "session", write=True, resource_arg="session_id", patient_of=no_patient)
     @blp.response(200, SessionWithDrugsOut)
     @blp.alt_response(409, description="Not waiting (started already, or ended); or the room has a started session "
                                        "(details.session_id names it).")
@@ -182,7 +179,7 @@ class Start(MethodView):
 
 @blp.route("/<uuid:session_id>/discharge")
 class Discharge(MethodView):
-    @audited(UPDATE, "session", CARERS, write=True, resource_arg="session_id", patient_of=no_patient)
+    @audited(UPDATE, "session", write=True, resource_arg="session_id", patient_of=no_patient)
     @blp.arguments(DischargeIn())
     @blp.response(200, SessionWithDrugsOut)
     @blp.alt_response(409, description="The session is not started (waiting, or ended already).")
@@ -209,7 +206,7 @@ class Discharge(MethodView):
 
 @blp.route("/<uuid:session_id>/abort")
 class Abort(MethodView):
-    @audited(UPDATE, "session", CARERS, write=True, resource_arg="session_id", patient_of=no_patient)
+    @audited(UPDATE, "session", write=True, resource_arg="session_id", patient_of=no_patient)
     @blp.arguments(AbortIn())
     @blp.response(200, SessionWithDrugsOut)
     @blp.alt_response(409, description="The session has ended already (completed, aborted or cancelled).")

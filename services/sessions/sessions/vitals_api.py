@@ -10,19 +10,18 @@ points each parameter scored. Every view reading or storing readings is audited.
 
 from __future__ import annotations
 
-import functools
-
-from flask import g, request
+from flask import g
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
-from clinic import audit
+from clinic import audit, limits
 from clinic.audit import CREATE, READ, UPDATE, audited, no_patient
-from clinic.auth import DEVICE_TOKEN_PREFIX, NEUROLOGIST, NURSE, bearer_token, verify_token
-from clinic.errors import Forbidden, NotFound
+from clinic.auth import hash_device_token, requires_roles
+from clinic.errors import NotFound
+from clinic.http_errors import ErrorSchema
 from clinic.validation import PLAUSIBLE_MOMENT, DecimalText, JsonBoolean, at_least_one_of, plain_text
-from clinic.web import actor, reading, settings, unit_of_work
+from clinic.web import actor, reading, unit_of_work
 from sessions.db import monitoring
 from sessions.domain.vitals import CONSCIOUSNESS, LOINC, PARAMETERS
 from sessions.request_context import rules
@@ -30,7 +29,6 @@ from sessions.services import vitals
 
 blp = Blueprint("vitals", __name__, description="Vital signs from bedside monitors and nurses, scored with NEWS2.")
 
-CLINICIANS = (NURSE, NEUROLOGIST)
 MAX_READINGS = 100
 # A temperature in °C as a JSON number or as text: up to three digits, up to two decimal places.
 TEMPERATURE_TEXT = r"[0-9]{1,3}(\.[0-9]{1,2})?"
@@ -155,25 +153,9 @@ def posted(answer: dict) -> dict:
     return {"session_id": answer["session_id"], "readings": [shown(row) for row in answer["readings"]]}
 
 
-def monitor_only(view):
-    """The caller must be a bedside monitor: a device token (dev_...), found valid in the view's
-    transaction. Checked before the body is read. A staff token is refused with 403, anything else 401."""
-
-    @functools.wraps(view)
-    def wrapper(*args, **kwargs):
-        token = bearer_token(request.headers.get("Authorization"))
-        if not token.startswith(DEVICE_TOKEN_PREFIX):
-            verify_token(settings(), token)  # 401 unless it is a valid staff token
-            raise Forbidden("only a bedside monitor's device token posts here; staff enter readings on POST /sessions/{id}/vitals")
-        g.device_token = token
-        return view(*args, **kwargs)
-
-    return wrapper
-
-
 @blp.route("/vitals")
 class MonitorReadings(MethodView):
-    @monitor_only
+    @requires_roles()
     @blp.arguments(ReadingsIn())
     @blp.response(201, ReadingsPostedOut)
     @blp.alt_response(401, description="No device token, or one that is unknown or revoked.")
@@ -182,6 +164,8 @@ class MonitorReadings(MethodView):
                                        "stored before with other values (details.readings names it).")
     @blp.alt_response(422, description="details.readings names each reading at fault by its index: a value no living person can "
                                        "show, a time in the future or before the session started.")
+    @blp.alt_response(429, schema=ErrorSchema, description="This monitor posts more often than CLINIC_RATE_LIMIT_PER_DEVICE allows; "
+                                                           "Retry-After says when to post again.")
     def post(self, data):
         """A bedside monitor posts one to 100 readings, with its device token (`Authorization: Bearer dev_...`).
 
@@ -190,13 +174,15 @@ class MonitorReadings(MethodView):
         nothing twice and is answered as before; in a partly repeated batch only the new readings are
         stored, and `already_stored` marks the others. Nothing is stored when any reading is refused.
         """
+        # A monitor posting in a loop is refused here, before the database, and the others' posts go on.
+        limits.hold_device(hash_device_token(g.device_token))
         return posted(vitals.record_from_device(unit_of_work(access=vitals.device_access()), rules(), g.device_token,
                                                 data["readings"]))
 
 
 @blp.route("/sessions/<uuid:session_id>/vitals")
 class SessionReadings(MethodView):
-    @audited(CREATE, vitals.VITALS, CLINICIANS, write=True, resource_arg="session_id", patient_of=no_patient)
+    @audited(CREATE, vitals.VITALS, write=True, resource_arg="session_id", patient_of=no_patient)
     @blp.arguments(ReadingsIn())
     @blp.response(201, ReadingsPostedOut)
     @blp.alt_response(404, description="No such session.")
@@ -208,7 +194,7 @@ class SessionReadings(MethodView):
         before the start). Scored with NEWS2 as a monitor's are; temperatures in °C."""
         return posted(vitals.record_by_hand(unit_of_work(), rules(), str(session_id), data["readings"], actor()))
 
-    @audited(READ, vitals.VITALS, CLINICIANS, resource_arg="session_id", patient_of=no_patient)
+    @audited(READ, vitals.VITALS, resource_arg="session_id", patient_of=no_patient)
     @blp.arguments(VitalsQuery(), location="query")
     @blp.response(200, ReadingOut(many=True))
     @blp.alt_response(404, description="No such session.")
@@ -226,7 +212,7 @@ class SessionReadings(MethodView):
 
 @blp.route("/sessions/<uuid:session_id>/vitals/<uuid:reading_id>/void")
 class VoidReading(MethodView):
-    @audited(UPDATE, vitals.VITALS, CLINICIANS, write=True, resource_arg="reading_id", patient_of=no_patient)
+    @audited(UPDATE, vitals.VITALS, write=True, resource_arg="reading_id", patient_of=no_patient)
     @blp.arguments(ReadingVoidIn())
     @blp.response(200, ReadingOut)
     @blp.alt_response(404, description="No such session, or no such reading in it.")

@@ -49,14 +49,21 @@ def running(worker: Worker, name: str = "worker") -> Iterator[Worker]:
 
 @contextmanager
 def publishing(settings: Settings) -> Iterator[Callable[[events.Event], events.Event]]:
-    """send(event) onto the settings' exchange, as another service's relay would."""
-    publisher = bus.Publisher(settings)
+    """send(event) onto the settings' exchange, as another service's relay would: on the test broker, with
+    the account that owns the event's prefix (clinic.testing.servers.as_publisher_of)."""
+    from clinic.testing.servers import as_publisher_of
+
+    publishers: dict[str, bus.Publisher] = {}
 
     def send(event: events.Event) -> events.Event:
-        publisher.publish(event.type, event.id, event.to_json())
+        owner = as_publisher_of(settings, event.type)
+        if owner.rabbitmq_url not in publishers:
+            publishers[owner.rabbitmq_url] = bus.Publisher(owner)
+        publishers[owner.rabbitmq_url].publish(event.type, event.id, event.to_json())
         return event
 
     try:
         yield send
     finally:
-        publisher.close()
+        for publisher in publishers.values():
+            publisher.close()

@@ -81,7 +81,10 @@ def settings_for(broker, bus_namespace):
         base = load_settings(service, env={})
         defaults = {
             "database_url": database_url,
-            "rabbitmq_url": broker.url,
+            # The service's own account: every test publishes with a user_id the broker checks.
+            "rabbitmq_url": broker.url_for(service),
+            "broker_publishers": broker.settings.broker_publishers,
+            "operator_rabbitmq_url": broker.operator_url,
             "bus_namespace": bus_namespace,
             "relay_idle_seconds": 0.02,
             "reconnect_max_seconds": 1.0,

@@ -8,10 +8,18 @@ A server that cannot be had is an error with a message saying what to install or
 Fault tests stop and start the servers, or freeze them (every process stopped with SIGSTOP, or
 the container paused: connections stay open and nothing answers); that needs one of the last two
 (a server given by URL is not ours to stop).
+
+The broker gets the clinic's accounts once per session (clinic.broker_accounts): one per service,
+the operations account, and `clinic-tests` for the test-only services (the probe), so that every
+integration test publishes with a user_id the broker checks. A local broker loads them at boot; a
+container imports them with rabbitmqctl; a broker given by URL through its management API
+(CLINIC_TEST_RABBITMQ_MANAGEMENT_URL, else port 15672 of the same host with the URL's credentials).
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import shutil
 import signal
@@ -20,9 +28,13 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
+from urllib.request import Request, urlopen
 
 import psycopg
 
+from clinic import broker_accounts
+from clinic.config import OPERATOR_ACCOUNT, load_settings
 from clinic.localservers import LocalPostgres, LocalRabbitMQ, ServerNotAvailable
 
 FROM_ENVIRONMENT, FROM_TESTCONTAINERS, FROM_LOCAL_PACKAGES = "environment", "testcontainers", "local packages"
@@ -62,9 +74,16 @@ class _Server:
             self.source, self.url = FROM_TESTCONTAINERS, self._container_url()
         else:
             self._tmp = Path(tempfile.mkdtemp(prefix=f"clinic-test-{self.name}-"))
-            self._local = self.local_server(self._tmp)
+            self._local = self._make_local(self._tmp)
             self.source, self.url = FROM_LOCAL_PACKAGES, self._local.start()
+        self._started()
         return self
+
+    def _make_local(self, directory: Path):
+        return self.local_server(directory)
+
+    def _started(self) -> None:
+        """Called once the server answers."""
 
     def _require_control(self, what: str) -> None:
         if not (self._local or self._container):
@@ -78,8 +97,116 @@ class _Server:
             self._container.stop()
 
 
+CLINIC_SERVICES = ("records", "scheduling", "sessions", "notifications")
+# The account of every service the tests make up (the probe, its producer): it publishes the probe's events.
+TESTS_ACCOUNT = "clinic-tests"
+TEST_PREFIXES = ("probe",)
+
+
+def _test_settings():
+    base = load_settings("tests", env={})
+    return base.with_changes(broker_publishers=(*base.broker_publishers, *((p, TESTS_ACCOUNT) for p in TEST_PREFIXES)))
+
+
+_TEST_SETTINGS = _test_settings()
+# A broker of the test session's own: the passwords guard nothing (and guest stays, for tests that
+# publish by hand what no service would).
+_TEST_PASSWORDS = {account: f"{account}-test-password"
+                   for account in (*(broker_accounts.account_of(_TEST_SETTINGS, s) for s in CLINIC_SERVICES),
+                                   OPERATOR_ACCOUNT, TESTS_ACCOUNT)}
+
+
+def as_publisher_of(settings, event_type: str):
+    """`settings` on the test broker's account that owns the event type's prefix, so that a test can
+    publish another service's event as that service's relay would (the consumer checks who published)."""
+    owner = dict(settings.broker_publishers).get(event_type.partition(".")[0])
+    if owner not in _TEST_PASSWORDS:
+        return settings
+    return settings.with_changes(rabbitmq_url=broker_accounts.url_for_account(settings.rabbitmq_url, owner,
+                                                                                _TEST_PASSWORDS[owner]))
+
+
+def as_observer(settings):
+    """`settings` on the test broker's clinic-tests account, which may bind a queue of its own to any
+    event (a service's account may declare only its own queues)."""
+    if bus_user_of(settings) not in _TEST_PASSWORDS:
+        return settings
+    return settings.with_changes(rabbitmq_url=broker_accounts.url_for_account(settings.rabbitmq_url, TESTS_ACCOUNT,
+                                                                                _TEST_PASSWORDS[TESTS_ACCOUNT]))
+
+
+def bus_user_of(settings) -> str:
+    return unquote(urlsplit(settings.rabbitmq_url).username or "")
+
+
 class Broker(_Server):
     name, url_variable, local_server = "rabbitmq", "CLINIC_TEST_RABBITMQ_URL", LocalRabbitMQ
+
+    settings = _TEST_SETTINGS
+    passwords = _TEST_PASSWORDS
+
+    def definitions(self) -> dict:
+        """Every account, with the permissions clinic.broker_accounts gives them; clinic-tests may do
+        anything but publish as another account."""
+        definitions = broker_accounts.broker_definitions(self.settings, self.passwords, CLINIC_SERVICES,
+                                                         development_guest=True)
+        definitions["users"].append(broker_accounts.user(TESTS_ACCOUNT, self.passwords[TESTS_ACCOUNT], ""))
+        definitions["permissions"].append({"user": TESTS_ACCOUNT, "vhost": "/", "configure": ".*", "write": ".*",
+                                           "read": ".*"})
+        return definitions
+
+    def url_for(self, service: str) -> str:
+        """The broker URL of the account a service connects as (clinic-tests for a made-up service)."""
+        account = broker_accounts.account_of(self.settings, service) if service in CLINIC_SERVICES else TESTS_ACCOUNT
+        return broker_accounts.url_for_account(self.url, account, self.passwords[account])
+
+    @property
+    def operator_url(self) -> str:
+        return broker_accounts.url_for_account(self.url, OPERATOR_ACCOUNT, self.passwords[OPERATOR_ACCOUNT])
+
+    def _make_local(self, directory: Path):
+        return self.local_server(directory, definitions=self.definitions())
+
+    def _started(self) -> None:
+        if self._container:
+            self._import_into_container(self.definitions())
+        elif not self._local:
+            self._import_through_management(self.definitions())
+
+    def restrict_topics(self, settings) -> None:
+        """Topic permissions on `settings`' events exchange (a test's namespace), as deploy sets them on
+        clinic.events: each service's account publishes its own prefix only."""
+        self.import_definitions({"topic_permissions": broker_accounts.topic_permissions(self.settings, settings.exchange)})
+
+    def import_definitions(self, definitions: dict) -> None:
+        if self._local:
+            self._local.import_definitions(definitions)
+        elif self._container:
+            self._import_into_container(definitions)
+        else:
+            self._import_through_management(definitions)
+
+    def _import_into_container(self, definitions: dict) -> None:
+        text = json.dumps(definitions).replace("'", "'\\''")
+        code, output = self._container.exec(
+            ["sh", "-c", f"printf '%s' '{text}' > /tmp/clinic-definitions.json && "
+                         "rabbitmqctl import_definitions /tmp/clinic-definitions.json"])
+        if code != 0:
+            raise ServerNotAvailable(f"the test broker's container did not take the clinic's accounts: {output!r}")
+
+    def _import_through_management(self, definitions: dict) -> None:
+        parts = urlsplit(self.url)
+        address = os.environ.get("CLINIC_TEST_RABBITMQ_MANAGEMENT_URL") or f"http://{parts.hostname}:15672"
+        credentials = base64.b64encode(f"{unquote(parts.username or '')}:{unquote(parts.password or '')}".encode()).decode()
+        request = Request(f"{address.rstrip('/')}/api/definitions", data=json.dumps(definitions).encode(), method="POST",
+                          headers={"content-type": "application/json", "authorization": f"Basic {credentials}"})
+        try:
+            with urlopen(request, timeout=30):
+                pass
+        except OSError as exc:
+            raise ServerNotAvailable(
+                f"the broker at CLINIC_TEST_RABBITMQ_URL needs the clinic's accounts, created through its management API "
+                f"at {address} (set CLINIC_TEST_RABBITMQ_MANAGEMENT_URL, with an administrator in the URL): {exc}") from exc
 
     def _start_container(self):
         from testcontainers.community.rabbitmq import RabbitMqContainer

@@ -9,8 +9,9 @@ from datetime import datetime, timedelta, timezone
 import jwt
 import pytest
 import sqlalchemy as sa
+from cryptography.hazmat.primitives.asymmetric import ec
 
-from clinic import events
+from clinic import events, identity
 from clinic.testing import assert_error, eventually
 from records import db, domain
 from tests.integration.records.support import outbox_events, register
@@ -49,17 +50,22 @@ def test_an_unknown_field_is_refused(client):
 
 def expired_token(settings):
     past = datetime.now(timezone.utc) - timedelta(hours=2)
-    return jwt.encode({"sub": "x", "roles": ["admin"], "iss": settings.jwt_issuer, "iat": past, "exp": past + timedelta(hours=1)},
-                      settings.jwt_signing_key, algorithm="HS256")
+    return identity.sign_development_token(settings, {"sub": "x", "realm_access": {"roles": ["admin"]}, "iss": settings.oidc_issuer,
+                                                      "aud": settings.oidc_audience, "iat": past, "exp": past + timedelta(hours=1)})
+
+
+def forged_token(settings):
+    """Well-formed, for this service, signed with a key the development JWKS does not publish."""
+    return jwt.encode({"sub": "x", "realm_access": {"roles": ["admin"]}, "iss": settings.oidc_issuer, "aud": settings.oidc_audience,
+                       "iat": int(time.time()), "exp": int(time.time()) + 600},
+                      ec.generate_private_key(ec.SECP256R1()), algorithm="ES256", headers={"kid": "forged"})
 
 
 @pytest.mark.parametrize("header", [None, "Bearer", "Basic dXNlcjpwYXNz", "Bearer not.a.token", "Bearer {forged}", "Bearer {expired}"])
 def test_a_missing_or_bad_token_is_a_401(client, header):
     headers = {}
     if header:
-        forged = jwt.encode({"sub": "x", "roles": ["admin"], "iss": "clinic", "exp": 4102444800},
-                            "another-key-entirely-32-chars-long", algorithm="HS256")
-        headers["Authorization"] = header.format(forged=forged, expired=expired_token(client.settings))
+        headers["Authorization"] = header.format(forged=forged_token(client.settings), expired=expired_token(client.settings))
     assert_error(client.post("/patients", json=PATIENT, headers=headers), 401, "unauthorized")
 
 

@@ -51,8 +51,10 @@ def test_patients_registered_before_the_upgrade_can_be_found_after_it(empty_data
             "'phone', false, 'k1', :now, :now)"), {"born": date(1970, 1, 1), "now": now})
     migrate(empty_database, db.MIGRATIONS)
     with empty_database.connect() as connection:
-        found = db.search_patients(connection, ["zoe", "angs"], None, 10)
+        found = db.search_patients(connection, None, ["zoe", "angs"], None, 10)
+        by_family_name = db.search_patients(connection, "angstrom", [], date(1970, 1, 1), 10)
     assert [patient["id"] for patient in found] == ["a1b2c3d4-0000-4000-8000-000000000001"]
+    assert [patient["id"] for patient in by_family_name] == ["a1b2c3d4-0000-4000-8000-000000000001"]
 
 
 def test_the_whole_records_service_works_on_sqlite(tmp_path, settings_for):
@@ -80,7 +82,7 @@ def test_the_whole_records_service_works_on_sqlite(tmp_path, settings_for):
     assert client.post(f"/patients/{patient_id}/diary", headers=as_role("nurse"),
                        json={"entry_date": "2025-01-01", "headache": True, "worst_intensity": 7}).status_code == 201
     assert client.get(f"/patients/{patient_id}/diary/summary?days=30", headers=as_role("nurse")).status_code == 200
-    assert client.get("/patients?name=ana", headers=as_role("front_desk")).get_json()[0]["id"] == patient_id
+    assert client.get("/patients?family_name=reyes", headers=as_role("front_desk")).get_json()[0]["id"] == patient_id
     audit = client.get("/audit", query_string={"patient_id": patient_id}, headers=as_role("admin")).get_json()
     assert audit["total"] >= 8
     assert client.get("/openapi.json").status_code == 200

@@ -18,7 +18,7 @@ DIARY_DAY = {NURSE: "2025-01-02", NEURO: "2025-01-03"}
 # (method, path, body, roles allowed). {p} a patient, {plan} a draft plan, {dx} a diagnosis, {entry} a diary entry.
 # A body may be a function of the role asking, for writes more than one role may make.
 MATRIX = [
-    ("GET", "/patients?name=lena", None, {FRONT, NURSE, NEURO}),
+    ("GET", "/patients?family_name=lena", None, {FRONT, NURSE, NEURO}),
     ("POST", "/patients", lambda role: {"given_name": "X", "family_name": "Y", "birth_date": "1990-01-01", "sex": "other",
                                         "email": unique_email()}, {FRONT}),
     ("GET", "/patients/{p}", None, {FRONT, NURSE, NEURO}),

@@ -11,10 +11,11 @@ import pika
 import pytest
 import sqlalchemy as sa
 
-from clinic import bus, events
+from clinic import events
 from clinic.db import create_engine
 from clinic.outbox import pending_count
 from clinic.testing import eventually
+from clinic.testing.concurrency import publishing
 from clinic.testing.listening import listening
 from clinic.worker import Worker
 from records import db
@@ -48,10 +49,9 @@ def published(client):
 
 @pytest.fixture
 def publish(client):
-    """publish(event) onto the test's exchange, as the sessions relay would."""
-    publisher = bus.Publisher(client.settings)
-    yield lambda event: publisher.publish(event.type, event.id, event.to_json())
-    publisher.close()
+    """publish(event) onto the test's exchange, as the sessions relay would (with its account)."""
+    with publishing(client.settings) as send:
+        yield send
 
 
 def test_records_events_leave_through_the_outbox_with_the_shared_schemas_payloads(client, records_engine, worker, published):

@@ -96,9 +96,14 @@ def test_a_change_that_makes_two_records_one_person_is_a_conflict_naming_the_oth
     assert stored(db.patients, other["id"])["email"] == "other@example.org"
 
 
-def test_patients_are_found_by_the_start_of_each_name_without_case_or_accents(engine, uow, patient):
+def test_patients_are_found_by_the_whole_family_name_or_a_birth_date_without_case_or_accents(engine, uow, patient):
     patients.register_patient(uow(roles=("front_desk",)), {**ANA, "given_name": "José", "family_name": "Álvarez",
                                                             "birth_date": date(1990, 1, 1), "email": "jose@example.org"})
     with engine.connect() as connection:
-        assert [row["given_name"] for row in patients.find_patients(connection, "jose alv", None, 10)] == ["José"]
-        assert [row["id"] for row in patients.find_patients(connection, "", date(1984, 3, 9), 1)] == [patient["id"]]
+        assert [row["given_name"] for row in patients.find_patients(connection, "ALVAREZ", "", None, 10)] == ["José"]
+        assert patients.find_patients(connection, "alv", "", None, 10) == []
+        assert [row["given_name"] for row in patients.find_patients(connection, None, "jo", date(1990, 1, 1), 10)] == ["José"]
+        assert [row["id"] for row in patients.find_patients(connection, None, "", date(1984, 3, 9), 1)] == [patient["id"]]
+        # Neither a family name nor a birth date would list patients by a prefix: refused.
+        with pytest.raises(RuleViolation):
+            patients.find_patients(connection, None, "jo", None, 10)

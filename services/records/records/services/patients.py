@@ -48,6 +48,7 @@ def register_patient(uow: UnitOfWork, details: dict) -> dict:
             with uow:
                 patient = {**details, "id": patient_id, "medical_record_number": domain.new_medical_record_number(), "identity_key": key,
                            "search_name": domain.search_name(details["given_name"], details["family_name"]),
+                           "family_search": domain.search_family_name(details["family_name"]),
                            "contact_version": 1, "plan_sequence": 0, "created_at": uow.now, "updated_at": uow.now}
                 uow.connection.execute(db.patients.insert().values(**patient))
                 uow.add_event(PATIENT_REGISTERED, {"patient_id": patient_id})
@@ -79,11 +80,13 @@ def change_patient(uow: UnitOfWork, patient_id, changes: dict) -> dict:
                 raise RuleViolation(problem[1], {problem[0]: [problem[1]]})
             after["identity_key"] = domain.identity_key(after["given_name"], after["family_name"], after["birth_date"], after["email"])
             after["search_name"] = domain.search_name(after["given_name"], after["family_name"])
+            after["family_search"] = domain.search_family_name(after["family_name"])
             contact_changed = domain.contact_changed(before, after)
             if contact_changed:
                 after["contact_version"] = before["contact_version"] + 1
             uow.connection.execute(db.patients.update().where(db.patients.c.id == before["id"]).values(
-                **changes, identity_key=after["identity_key"], search_name=after["search_name"], updated_at=after["updated_at"],
+                **changes, identity_key=after["identity_key"], search_name=after["search_name"],
+                family_search=after["family_search"], updated_at=after["updated_at"],
                 contact_version=after["contact_version"]))
             if contact_changed:
                 uow.add_event(PATIENT_CONTACT_CHANGED, domain.contact_details(after))
@@ -111,7 +114,12 @@ def _refuse_duplicate(uow: UnitOfWork, identity_key: str, own_id: str | None = N
     )
 
 
-def find_patients(connection: Connection, name: str, birth_date: date | None, limit: int) -> list[dict]:
-    """Patients whose names have a word beginning with each word of `name` (case and accents ignored),
-    born on `birth_date` if given; at most `limit`, by family name."""
-    return db.search_patients(connection, domain.search_words(name), birth_date, limit)
+def find_patients(connection: Connection, family_name: str | None, name: str, birth_date: date | None, limit: int) -> list[dict]:
+    """Patients with this whole family name if given, whose names have a word beginning with each word
+    of `name`, born on `birth_date` if given (case and accents ignored); at most `limit`, by family name.
+    What is enough to search with is the API's rule (records.patients_api.PatientSearch); this
+    refuses a search with neither a family name nor a birth date, which would list patients by a prefix."""
+    if family_name is None and birth_date is None:
+        raise RuleViolation("give the whole family name, or a birth date with the name", {"family_name": ["missing"]})
+    family = domain.search_family_name(family_name) if family_name is not None else None
+    return db.search_patients(connection, family, domain.search_words(name), birth_date, limit)

@@ -1,0 +1,154 @@
+"""Rate limits (clinic.limits) and the browser-facing defaults (clinic.web, clinic.api_docs), on the
+records app on a SQLite file: a staff member, a client address and the patient search each have an
+allowance of their own, a refusal is a 429 in the shared shape with Retry-After, every answer carries
+the headers that keep it out of caches and browsers' guesses, and the API documents are served from
+the service itself, and only where CLINIC_API_DOCS says so."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+from clinic.auth import issue_token
+from clinic.testing import assert_error
+from clinic.testing.service_apps import sqlite_service_app
+
+DESK = ("front_desk",)
+ANSWER_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
+
+
+def records(directory, **settings):
+    directory.mkdir(parents=True, exist_ok=True)
+    app = sqlite_service_app("records", directory, **settings)
+    return app, app.test_client()
+
+
+def bearer(app, subject: str, roles=DESK) -> dict:
+    return {"Authorization": f"Bearer {issue_token(app.config['CLINIC_SETTINGS'], subject, roles)}"}
+
+
+def search(client, headers, address="10.1.1.1"):
+    return client.get("/patients", query_string={"family_name": "nobody"}, headers=headers, environ_base={"REMOTE_ADDR": address})
+
+
+def assert_rate_limited(response, per: str) -> dict:
+    error = assert_error(response, 429, "rate_limited")
+    assert re.fullmatch(r"[1-9][0-9]*", response.headers["Retry-After"]), "Retry-After is whole seconds"
+    assert error["details"]["per"] == per and error["details"]["retry_after_seconds"] == int(response.headers["Retry-After"])
+    assert response.mimetype == "application/json"
+    return error
+
+
+def test_a_staff_member_over_the_limit_is_refused_and_another_is_not(tmp_path):
+    app, client = records(tmp_path, rate_limit_per_subject="3/minute")
+    unknown = f"/patients/{uuid.uuid4()}"
+    for _ in range(3):
+        assert client.get(unknown, headers=bearer(app, "desk-1")).status_code == 404
+    assert_rate_limited(client.get(unknown, headers=bearer(app, "desk-1")), "subject")
+    # The same address, another staff member: untouched.
+    assert client.get(unknown, headers=bearer(app, "desk-2")).status_code == 404
+
+
+def test_only_a_verified_token_spends_a_staff_members_allowance(tmp_path):
+    app, client = records(tmp_path, rate_limit_per_subject="2/minute")
+    token = issue_token(app.config["CLINIC_SETTINGS"], "desk-1", DESK)
+    forged = token.rpartition(".")[0] + "." + "A" * 43        # desk-1's claims, a signature nobody made
+    for _ in range(5):
+        assert_error(client.get("/patients", query_string={"family_name": "x"}, headers={"Authorization": f"Bearer {forged}"}), 401)
+    for _ in range(2):
+        assert search(client, bearer(app, "desk-1")).status_code == 200
+
+
+def test_the_patient_search_has_a_tighter_allowance_of_its_own(tmp_path):
+    app, client = records(tmp_path, rate_limit_patient_search="2/minute", rate_limit_per_subject="100/minute")
+    for _ in range(2):
+        assert search(client, bearer(app, "desk-1")).status_code == 200
+    error = assert_rate_limited(search(client, bearer(app, "desk-1")), "patient_search")
+    assert "nobody" not in str(error), "the search terms are not repeated"
+    # Other reads of the same staff member, and another's searches, go on.
+    assert client.get(f"/patients/{uuid.uuid4()}", headers=bearer(app, "desk-1")).status_code == 404
+    assert search(client, bearer(app, "desk-2")).status_code == 200
+
+
+def test_a_client_address_over_the_limit_is_refused_but_never_the_probes(tmp_path):
+    app, client = records(tmp_path, rate_limit_per_address="3/minute")
+    for _ in range(3):
+        assert client.get("/openapi.json", environ_base={"REMOTE_ADDR": "10.0.0.1"}).status_code == 200
+    assert_rate_limited(client.get("/openapi.json", environ_base={"REMOTE_ADDR": "10.0.0.1"}), "address")
+    # A token does not lift the address's limit.
+    assert_rate_limited(search(client, bearer(app, "desk-1"), address="10.0.0.1"), "address")
+    assert client.get("/openapi.json", environ_base={"REMOTE_ADDR": "10.0.0.2"}).status_code == 200
+    for _ in range(5):
+        assert client.get("/healthz", environ_base={"REMOTE_ADDR": "10.0.0.1"}).status_code == 200
+        assert client.get("/readyz", environ_base={"REMOTE_ADDR": "10.0.0.1"}).status_code in (200, 503)
+        assert client.get("/metrics", environ_base={"REMOTE_ADDR": "10.0.0.1"}).status_code == 200
+
+
+def test_x_forwarded_for_is_believed_only_behind_the_trusted_proxies(tmp_path):
+    _, direct = records(tmp_path / "direct", rate_limit_per_address="2/minute")
+    for spoofed in ("1.1.1.1", "2.2.2.2"):
+        assert direct.get("/openapi.json", headers={"X-Forwarded-For": spoofed}).status_code == 200
+    # Without a trusted proxy a client naming another address is still itself.
+    assert_rate_limited(direct.get("/openapi.json", headers={"X-Forwarded-For": "3.3.3.3"}), "address")
+
+    _, proxied = records(tmp_path / "proxied", rate_limit_per_address="2/minute", trusted_proxies=1)
+    for _ in range(2):
+        assert proxied.get("/openapi.json", headers={"X-Forwarded-For": "9.9.9.9, 10.0.0.7"}).status_code == 200
+    assert_rate_limited(proxied.get("/openapi.json", headers={"X-Forwarded-For": "8.8.8.8, 10.0.0.7"}), "address")
+    # The address the proxy saw counts, not what the client wrote before it.
+    assert proxied.get("/openapi.json", headers={"X-Forwarded-For": "10.0.0.8"}).status_code == 200
+
+
+def test_an_unreachable_shared_store_is_no_outage(tmp_path):
+    # Nothing listens on port 1: the counts are kept in the process's memory meanwhile.
+    app, client = records(tmp_path, rate_limit_storage_url="redis://127.0.0.1:1/0", rate_limit_per_subject="2/minute")
+    for _ in range(2):
+        assert search(client, bearer(app, "desk-1")).status_code == 200
+    assert_rate_limited(search(client, bearer(app, "desk-1")), "subject")
+
+
+def test_every_kind_of_answer_carries_the_browser_headers(tmp_path):
+    app, client = records(tmp_path, rate_limit_per_subject="1/minute")
+    answers = {
+        "view": search(client, bearer(app, "desk-1")),
+        "rate limited": search(client, bearer(app, "desk-1")),
+        "validation error": client.get("/patients", query_string={"name": "al"}, headers=bearer(app, "desk-2")),
+        "no token": client.get("/patients", query_string={"family_name": "x"}),
+        "no such path": client.get("/no/such/path"),
+        "wrong method": client.delete("/patients"),
+        "malformed id": client.get("/patients/not-a-uuid", headers=bearer(app, "desk-3")),
+        "health": client.get("/healthz"),
+        "metrics": client.get("/metrics"),
+        "metrics, wrong method": client.post("/metrics"),
+        "documents": client.get("/openapi.json"),
+        "docs page": client.get("/docs"),
+    }
+    assert answers["view"].status_code == 200 and answers["rate limited"].status_code == 429
+    for kind, response in answers.items():
+        for name, value in ANSWER_HEADERS.items():
+            assert response.headers.get(name) == value, f"{kind} ({response.status_code}): {name}"
+
+
+def test_the_docs_are_served_from_the_service_itself_with_its_own_scripts_only(tmp_path):
+    _, client = records(tmp_path)
+    page = client.get("/docs")
+    assert page.status_code == 200 and page.mimetype == "text/html"
+    html = page.get_data(as_text=True)
+    sources = re.findall(r'<(?:script|link)[^>]+(?:src|href)="([^"]+)"', html)
+    assert sources and all(source.startswith("/") and not source.startswith("//") for source in sources), sources
+    assert not re.search(r"https?://", html), "nothing is loaded from another site"
+    assert not re.search(r"<script>[^<]", html), "no inline script (the policy forbids them)"
+    policy = page.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in policy and "unsafe-inline" not in policy.split("script-src")[1].split(";")[0]
+    for source in sources:
+        asset = client.get(source)
+        assert asset.status_code == 200 and asset.data, source
+    assert client.get("/docs/static/package.json").status_code == 404    # only the files the page uses
+    assert client.get("/openapi.json").get_json()["info"]["title"] == "Records"
+
+
+def test_production_serves_no_api_documents_unless_asked(tmp_path):
+    _, client = records(tmp_path, api_docs=False)
+    for path in ("/docs", "/openapi.json", "/docs/static/swagger-ui-bundle.js"):
+        assert_error(client.get(path), 404)
+    assert client.get("/healthz").status_code == 200
