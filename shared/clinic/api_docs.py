@@ -19,8 +19,7 @@ from swagger_ui_bundle import swagger_ui_path
 CONTENT_SECURITY_POLICY = ("default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
                            "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 # The files of the bundle the page uses; nothing else in the package is served.
-SERVED_FILES = frozenset({"swagger-ui.css", "swagger-ui-bundle.js", "swagger-ui-standalone-preset.js",
-                          "favicon-32x32.png", "favicon-16x16.png"})
+SERVED_FILES = frozenset({"swagger-ui.css", "swagger-ui-bundle.js", "favicon-32x32.png", "favicon-16x16.png"})
 
 docs = Blueprint("clinic_docs", __name__)
 
@@ -35,20 +34,24 @@ _PAGE = """<!DOCTYPE html>
 <body>
 <div id="swagger-ui" data-spec-url="{spec_url}"></div>
 <script src="{static}swagger-ui-bundle.js"></script>
-<script src="{static}swagger-ui-standalone-preset.js"></script>
 <script src="{start}"></script>
 </body>
 </html>
 """
 
-# The page's settings, a file rather than an inline script so that the policy can forbid those.
+# The page's settings, a file rather than an inline script so that the policy can forbid those. The
+# service's own document only: no online validator (Swagger UI would send the document to
+# validator.swagger.io), no top bar where another document's URL could be typed, and no ?url= or
+# ?configUrl= read from the page's address.
 _START = """window.onload = function () {
   window.ui = SwaggerUIBundle({
     url: document.getElementById("swagger-ui").dataset.specUrl,
     dom_id: "#swagger-ui",
     deepLinking: true,
-    presets: [SwaggerUIBundle.presets.apis, SwaggerUIStandalonePreset],
-    layout: "StandaloneLayout"
+    validatorUrl: null,
+    queryConfigEnabled: false,
+    presets: [SwaggerUIBundle.presets.apis],
+    layout: "BaseLayout"
   });
 };
 """

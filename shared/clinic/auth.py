@@ -58,22 +58,27 @@ def issue_token(settings: Settings, subject: str, roles, ttl_minutes: int | None
     return identity.sign_development_token(settings, claims)
 
 
+def _claim_names(path: str) -> list[str]:
+    """The nested claim names a roles claim path stands for: each dotted part (realm_access.roles), or,
+    for a URL (Auth0's namespaced https://clinic.example.org/roles, whose dots are the host's), the one
+    claim of that whole name. Never both: a top-level claim that happens to be called "realm_access.roles"
+    must not stand in for the provider's nested realm_access.roles."""
+    return [path] if "://" in path else path.split(".")
+
+
 def roles_claim(path: str, roles) -> dict:
-    """`roles` placed at the dotted claim path: realm_access.roles -> {"realm_access": {"roles": [...]}}."""
+    """`roles` placed at the claim path: realm_access.roles -> {"realm_access": {"roles": [...]}}."""
     claim: object = list(roles)
-    for name in reversed(path.split(".")):
+    for name in reversed(_claim_names(path)):
         claim = {name: claim}
     return claim
 
 
 def roles_from(claims: dict, path: str) -> tuple[str, ...]:
-    """The staff roles at the claim path: the whole path as one claim name first (Auth0's namespaced
-    https://.../roles), else each dotted part in turn. Anything but a list there means no roles."""
-    found = claims.get(path)
-    if found is None:
-        found = claims
-        for name in path.split("."):
-            found = found.get(name) if isinstance(found, dict) else None
+    """The staff roles at the claim path (_claim_names). Anything but a list there means no roles."""
+    found: object = claims
+    for name in _claim_names(path):
+        found = found.get(name) if isinstance(found, dict) else None
     if not isinstance(found, list):
         return ()
     return tuple(role for role in STAFF_ROLES if role in found)

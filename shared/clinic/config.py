@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 # The issuer of development tokens (`clinic token`); production refuses it.
@@ -171,20 +171,22 @@ class Settings:
         another machine in its own mail settings.)"""
         if not self.is_production:
             return
-        if self.oidc_issuer == DEVELOPMENT_ISSUER:
+        # Compared loosely: a trailing slash or capitals still name the development issuer.
+        if self.oidc_issuer.strip().rstrip("/").lower() == DEVELOPMENT_ISSUER:
             raise ConfigurationError(
                 "CLINIC_ENV=production needs CLINIC_OIDC_ISSUER set to the identity provider's issuer: the development "
                 "issuer is refused (anyone with this checkout can sign its tokens).")
-        if not self.oidc_jwks_url.startswith("https://"):
+        if url_scheme(self.oidc_jwks_url) != "https":
             raise ConfigurationError(
                 f"CLINIC_ENV=production needs CLINIC_OIDC_JWKS_URL to be the provider's https:// JWKS URL, got "
                 f"{self.oidc_jwks_url!r}: a file holds development keys, and keys fetched over plain http can be "
                 "replaced on the way.")
-        if self.database_url.startswith("sqlite"):
+        if url_scheme(self.database_url).partition("+")[0] == "sqlite":
             raise ConfigurationError("CLINIC_ENV=production needs DATABASE_URL to point at PostgreSQL, not SQLite.")
-        if _default_credentials(self.database_url):
+        if _default_credentials(self.database_url, client_certificate_allowed=True):
             raise ConfigurationError(
-                "CLINIC_ENV=production refuses DATABASE_URL without a password or with a default one "
+                "CLINIC_ENV=production refuses DATABASE_URL without a password (in the URL or its ?password=) "
+                "or a client certificate (?sslcert=), or with a default one "
                 f"({', '.join(repr(p) for p in DEFAULT_PASSWORDS if p)}, or the user's own name).")
         if _default_credentials(self.rabbitmq_url) or _user(self.rabbitmq_url) == "guest":
             raise ConfigurationError(
@@ -194,18 +196,30 @@ class Settings:
     @property
     def accepts_development_tokens(self) -> bool:
         """Tokens that `clinic token` signs are accepted: not production, keys from a development JWKS file."""
-        return not self.is_production and self.oidc_jwks_url.startswith("file://")
+        return not self.is_production and url_scheme(self.oidc_jwks_url) == "file"
+
+
+def url_scheme(url: str) -> str:
+    """The scheme of a URL in lower case, as every client reads it (HTTPS://, FILE:// and SQLITE:// too):
+    the one way settings tell what a URL points at."""
+    return urlsplit(url).scheme.lower()
 
 
 def _user(url: str) -> str | None:
     return unquote(urlsplit(url).username or "") or None
 
 
-def _default_credentials(url: str) -> bool:
-    """No password in the URL, a well-known one, or the user's name again (clinic:clinic)."""
+def _default_credentials(url: str, client_certificate_allowed: bool = False) -> bool:
+    """No password, a well-known one, or the user's name again (clinic:clinic). Every password the URL
+    gives counts: its user part's and any ?password= (which libpq takes over the user part's). Without
+    a password, a client certificate (?sslcert= or ?sslkey=) may stand in where `client_certificate_allowed`."""
     parts = urlsplit(url)
-    password = unquote(parts.password or "")
-    return password in DEFAULT_PASSWORDS or password == unquote(parts.username or "")
+    query = parse_qs(parts.query, keep_blank_values=True)
+    passwords = ([unquote(parts.password)] if parts.password is not None else []) + query.get("password", [])
+    if not passwords:
+        return not (client_certificate_allowed and ("sslcert" in query or "sslkey" in query))
+    users = {unquote(parts.username or ""), *query.get("user", [])}
+    return any(password in DEFAULT_PASSWORDS or password in users for password in passwords)
 
 
 def read_delays(env, name: str, default: tuple[float, ...]) -> tuple[float, ...]:
@@ -268,7 +282,7 @@ def read_jwks_url(env) -> str:
     """CLINIC_OIDC_JWKS_URL: https:// (the provider), http:// (a provider on this machine) or file://
     (development keys); unset, the development JWKS under CLINIC_VAR_DIR."""
     url = env.get("CLINIC_OIDC_JWKS_URL") or development_jwks_url(Path(env.get("CLINIC_VAR_DIR") or "var"))
-    if urlsplit(url).scheme not in ("https", "http", "file"):
+    if url_scheme(url) not in ("https", "http", "file"):
         raise ConfigurationError(f"CLINIC_OIDC_JWKS_URL must be an https://, http:// or file:// URL, got {url!r}")
     return url
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import http.client
 import json
 import logging
 import os
@@ -31,7 +32,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
 
-from clinic.config import Settings
+from clinic.config import Settings, url_scheme
 from clinic.errors import ClinicError, Unauthorized
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,10 @@ DEVELOPMENT_ALGORITHM = "ES256"
 KEYS_LIFESPAN_SECONDS = 300.0
 UNKNOWN_KID_COOLDOWN_SECONDS = 10.0
 FETCH_TIMEOUT_SECONDS = 5.0
+# What a failed fetch may raise through PyJWT 2.15: its own error for an unreachable provider or a bad
+# status, and, once the answer has begun, a reset or TLS error (OSError), a cut body (IncompleteRead)
+# or a body that is not JSON (ValueError). Each one keeps the keys held.
+FETCH_FAILURES = (jwt.PyJWKClientError, OSError, http.client.HTTPException, ValueError)
 
 
 class IdentityProviderUnreachable(ClinicError):
@@ -70,10 +75,9 @@ def development_jwks_path(settings: Settings) -> Path:
 
 def jwks_file(url: str) -> Path | None:
     """The path of a file:// JWKS URL, None for any other."""
-    parts = urlsplit(url)
-    if parts.scheme != "file":
+    if url_scheme(url) != "file":
         return None
-    return Path(url2pathname(unquote(parts.path)))
+    return Path(url2pathname(unquote(urlsplit(url).path)))
 
 
 def development_key_pair(jwks_path) -> ec.EllipticCurvePrivateKey:
@@ -198,51 +202,72 @@ class FileKeys:
 class RemoteKeys:
     """The provider's JWKS over http(s), through PyJWKClient: fetched once, used for `lifespan` seconds,
     fetched again sooner for a `kid` it does not know (a rotated key), but at most once every `cooldown`
-    seconds for those. While the provider cannot be reached, the keys fetched last are kept."""
+    seconds for those. After a failed fetch none is tried for `cooldown` seconds, and the keys fetched last
+    are kept through an outage.
+
+    One fetch at a time, outside the lock: the request that starts it waits for it, the others go on
+    with the keys held (a slow provider delays one request, not all). Only while no keys were ever
+    fetched do the others wait for that fetch, and no longer than its timeout."""
 
     def __init__(self, url: str, lifespan: float | None = None, cooldown: float | None = None,
                  timeout: float = FETCH_TIMEOUT_SECONDS):
         self.url = url
         self.lifespan = KEYS_LIFESPAN_SECONDS if lifespan is None else lifespan
         self.cooldown = UNKNOWN_KID_COOLDOWN_SECONDS if cooldown is None else cooldown
+        self.timeout = timeout
         # Its own caches are off: this class decides when to fetch, and keeps the last keys through an outage.
         self._client = jwt.PyJWKClient(url, cache_jwk_set=False, timeout=timeout)
         self._keys: dict[str, jwt.PyJWK] | None = None
         self._fetched_at = 0.0
         self._failed_at = float("-inf")
         self._unknown_kid_fetched_at = float("-inf")
+        self._fetching: threading.Event | None = None  # set when the fetch under way ends
         self._lock = threading.Lock()
 
     def key_for(self, kid: str) -> jwt.PyJWK | None:
         with self._lock:
             now = time.monotonic()
-            if self._keys is None and now - self._failed_at < self.cooldown:
+            held, cooling = self._keys, now - self._failed_at < self.cooldown
+            if held is None and cooling and self._fetching is None:
                 # It failed a moment ago: answer at once rather than make every request wait on it again.
                 raise IdentityProviderUnreachable("the identity provider's keys could not be fetched; try again shortly")
-            if self._keys is None or now - self._fetched_at >= self.lifespan:
-                self._fetch(now, force=self._keys is None)
-            key = self._keys.get(kid)
-            if key is None and self._fetched_at != now and now - self._unknown_kid_fetched_at >= self.cooldown:
-                self._unknown_kid_fetched_at = now
-                self._fetch(now, force=True)
-                key = self._keys.get(kid)
-            return key
+            # A kid the keys held do not name may be a rotated key: fetch again, at most once a cooldown.
+            unknown = held is not None and kid not in held and now - self._unknown_kid_fetched_at >= self.cooldown
+            due = held is None or now - self._fetched_at >= self.lifespan
+            fetching_here = not cooling and (due or unknown) and self._fetching is None
+            if fetching_here:
+                self._fetching = threading.Event()
+                if unknown:
+                    self._unknown_kid_fetched_at = now
+            under_way = self._fetching
+        if fetching_here:
+            self._fetch(under_way)
+        elif held is None and under_way is not None:
+            under_way.wait(self.timeout)  # no keys to go on with: wait for the first fetch, within its timeout
+        keys = self._keys
+        if keys is None:
+            raise IdentityProviderUnreachable("the identity provider's keys could not be fetched; try again shortly")
+        return keys.get(kid)
 
-    def _fetch(self, now: float, force: bool) -> None:
-        if not force and now - self._failed_at < self.cooldown:
-            return  # the last try failed a moment ago: keep what we have rather than wait on it again
+    def _fetch(self, done: threading.Event) -> None:
         try:
             document = self._client.fetch_data()
-        except (jwt.PyJWKClientError, ValueError) as exc:  # unreachable, or not a JSON object
-            self._failed_at = now
-            if self._keys is None:
-                raise IdentityProviderUnreachable(
-                    "the identity provider's keys could not be fetched; try again shortly") from None
-            log.warning("the identity provider's keys could not be fetched again (%s); using the keys fetched before",
-                        type(exc).__name__)
-            return
-        self._keys = _signing_keys(document)
-        self._fetched_at = now
+        except FETCH_FAILURES as exc:
+            with self._lock:
+                self._failed_at = time.monotonic()
+            if self._keys is not None:
+                log.warning("the identity provider's keys could not be fetched again (%s); using the keys fetched before",
+                            type(exc).__name__)
+            else:
+                log.warning("the identity provider's keys could not be fetched (%s)", type(exc).__name__)
+        else:
+            keys = _signing_keys(document)
+            with self._lock:
+                self._keys, self._fetched_at = keys, time.monotonic()
+        finally:
+            with self._lock:
+                self._fetching = None
+            done.set()
 
 
 # --- checking a token --------------------------------------------------------------------------
@@ -296,7 +321,9 @@ class TokenVerifier:
             raise Unauthorized("the token is not valid") from None
         if not isinstance(claims["sub"], str) or not claims["sub"].strip():
             raise Unauthorized("the token's subject is empty")
-        if int(claims["exp"]) - int(claims["iat"]) > self.max_lifetime_seconds:  # both checked as integers by PyJWT
+        if int(claims["exp"]) < int(claims["iat"]):  # both checked as integers by PyJWT
+            raise Unauthorized("the token expires before it was issued")
+        if int(claims["exp"]) - int(claims["iat"]) > self.max_lifetime_seconds:
             raise Unauthorized(f"the token lives longer than the {self.max_lifetime_seconds // 60} minutes allowed")
         return VerifiedToken(claims, key)
 

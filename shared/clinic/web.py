@@ -289,6 +289,10 @@ def _install_metrics(app: Flask, service: str) -> None:
     app.wsgi_app = _MetricsEndpoint(app.wsgi_app)
 
 
+# /metrics answers before the app's after_request runs: the same headers as every other answer.
+_METRICS_HEADERS = (*ANSWER_HEADERS.items(), ("Content-Security-Policy", DEFAULT_CONTENT_SECURITY_POLICY))
+
+
 class _MetricsEndpoint:
     """WSGI middleware answering GET /metrics (clinic.metrics.exposition) and passing every other
     request on to the app."""
@@ -303,8 +307,8 @@ class _MetricsEndpoint:
         if method not in ("GET", "HEAD"):
             body = error_bytes(405, f"{METRICS_PATH} answers GET only")
             start_response("405 Method Not Allowed", [("Content-Type", "application/json"), ("Content-Length", str(len(body))),
-                                                      ("Allow", "GET, HEAD"), *ANSWER_HEADERS.items()])
+                                                      ("Allow", "GET, HEAD"), *_METRICS_HEADERS])
             return [body]
         body, content_type = metrics.exposition(environ.get("HTTP_ACCEPT"))
-        start_response("200 OK", [("Content-Type", content_type), ("Content-Length", str(len(body))), *ANSWER_HEADERS.items()])
+        start_response("200 OK", [("Content-Type", content_type), ("Content-Length", str(len(body))), *_METRICS_HEADERS])
         return [b"" if method == "HEAD" else body]

@@ -4,12 +4,15 @@ JWKS server in a thread, with two RSA keys over time, counting the requests it a
 Keys are fetched once and used for many tokens; a token with a new `kid` after a rotation is accepted after
 one fetch; a key the provider stopped publishing is refused once the keys are fetched again; made-up kids
 do not cause a fetch each; an unreachable provider is a 503 while no keys were ever fetched, and the keys
-fetched last are kept through an outage.
+fetched last are kept through an outage, a connection reset in the middle of the keys included; while a
+fetch hangs, the other requests go on with the keys held.
 """
 
 from __future__ import annotations
 
 import json
+import socket
+import struct
 import threading
 import time
 import uuid
@@ -35,17 +38,34 @@ class Provider:
         self.keys = {kid: rsa.generate_private_key(public_exponent=65537, key_size=2048) for kid in ("key-1", "key-2")}
         self.published = ["key-1"]
         self.fetches = 0
+        self.resetting = False  # answer the headers and part of the keys, then reset the connection
+        self.hanging = False  # answer only once `released` is set
+        self.released = threading.Event()
         provider = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):
                 provider.fetches += 1
+                if provider.resetting:
+                    self.send_response(200)
+                    self.send_header("Content-Length", "5000")
+                    self.end_headers()
+                    self.wfile.write(b'{"keys": [')
+                    # Closed with a zero linger: the client reads a reset (ECONNRESET), not the end of the body.
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    self.connection.close()
+                    return
+                if provider.hanging:
+                    provider.released.wait(30)
                 body = json.dumps(provider.jwks()).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(body)
+                try:
+                    self.wfile.write(body)
+                except OSError:
+                    pass  # the client stopped waiting for a hanging answer
 
             def log_message(self, *args):
                 pass
@@ -80,6 +100,7 @@ def provider(monkeypatch):
     try:
         yield provider
     finally:
+        provider.released.set()
         provider.server.shutdown()
         provider.server.server_close()
 
@@ -160,3 +181,95 @@ def test_an_unreachable_provider_is_a_503_in_the_shared_shape(tmp_path):
     error = assert_error(app.test_client().get("/patients/00000000-0000-0000-0000-000000000000",
                                                headers={"Authorization": f"Bearer {token}"}), 503, "identity_provider_unreachable")
     assert "could not be fetched" in error["message"]
+
+
+def lifespan_passes() -> None:
+    started = time.monotonic()
+    eventually(lambda: time.monotonic() - started > LIFESPAN, timeout=5, interval=0.05, message="the keys' lifespan to pass")
+
+
+def test_a_connection_reset_in_the_middle_of_the_keys_keeps_the_keys_held(provider):
+    settings = settings_for(provider)
+    auth.verify_token(settings, provider.token(settings, "key-1"))
+    provider.resetting = True
+    lifespan_passes()
+    for number in range(5):
+        assert auth.verify_token(settings, provider.token(settings, "key-1", subject=f"desk-{number}")).subject == f"desk-{number}"
+    # A made-up kid after the failure does not fetch again either: the failure's cooldown holds for it too.
+    with pytest.raises(Unauthorized, match="does not publish"):
+        auth.verify_token(settings, provider.token(settings, "made-up"))
+    assert provider.fetches == 2  # the first fetch, then one failed fetch for the whole cooldown
+
+
+def test_a_connection_reset_before_any_keys_is_a_503_fetched_once_a_cooldown(provider, tmp_path):
+    from clinic.testing import assert_error
+    from clinic.testing.service_apps import sqlite_service_app
+
+    provider.resetting = True
+    app = sqlite_service_app("records", tmp_path, oidc_jwks_url=provider.url, oidc_issuer=f"http://127.0.0.1/realms/{uuid.uuid4()}")
+    settings = app.config["CLINIC_SETTINGS"]
+    client = app.test_client()
+    for number in range(3):
+        token = provider.token(settings, "key-1", subject=f"desk-{number}")
+        assert_error(client.get("/patients/00000000-0000-0000-0000-000000000000", headers={"Authorization": f"Bearer {token}"}),
+                     503, "identity_provider_unreachable")
+    assert provider.fetches == 1
+
+
+def test_while_a_fetch_hangs_the_other_lookups_use_the_keys_held(provider):
+    keys = identity.RemoteKeys(provider.url, lifespan=LIFESPAN, cooldown=COOLDOWN, timeout=20)
+    first = keys.key_for("key-1")
+    provider.hanging = True
+    lifespan_passes()
+    found, finished = [], []
+
+    def look_up():
+        found.append(keys.key_for("key-1"))
+        finished.append(time.monotonic())
+
+    threads = [threading.Thread(target=look_up, daemon=True) for _ in range(5)]
+    for thread in threads:
+        thread.start()
+    # One lookup fetches (and waits on the hanging provider); the four others answer from the keys held.
+    eventually(lambda: len(found) == 4, timeout=3, interval=0.02, message="four lookups to answer during the fetch")
+    assert provider.fetches == 2 and all(key is first for key in found)
+    provider.released.set()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert len(found) == 5 and provider.fetches == 2
+
+
+def test_lookups_with_no_keys_wait_for_the_one_fetch_under_way(provider):
+    keys = identity.RemoteKeys(provider.url, lifespan=LIFESPAN, cooldown=COOLDOWN, timeout=20)
+    provider.hanging = True
+    found = []
+    threads = [threading.Thread(target=lambda: found.append(keys.key_for("key-1")), daemon=True) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    eventually(lambda: provider.fetches >= 1, timeout=5, interval=0.02, message="the fetch to start")
+    provider.released.set()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert len(found) == 4 and all(key is not None and key.key_id == "key-1" for key in found)
+    assert provider.fetches == 1
+
+
+def test_lookups_with_no_keys_wait_no_longer_than_the_fetch_timeout(provider):
+    keys = identity.RemoteKeys(provider.url, lifespan=LIFESPAN, cooldown=COOLDOWN, timeout=0.5)
+    provider.hanging = True
+    failures = []
+
+    def look_up():
+        try:
+            keys.key_for("key-1")
+        except identity.IdentityProviderUnreachable:
+            failures.append(time.monotonic())
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=look_up, daemon=True) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert len(failures) == 4 and max(failures) - started < 2.5  # each a 503 within about the 0.5 s timeout
+    assert provider.fetches == 1

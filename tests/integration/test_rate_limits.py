@@ -127,6 +127,9 @@ def test_every_kind_of_answer_carries_the_browser_headers(tmp_path):
     for kind, response in answers.items():
         for name, value in ANSWER_HEADERS.items():
             assert response.headers.get(name) == value, f"{kind} ({response.status_code}): {name}"
+        # /metrics answers before the app does: it must still forbid scripts and framing.
+        policy = response.headers.get("Content-Security-Policy", "")
+        assert "default-src 'none'" in policy and "frame-ancestors 'none'" in policy, f"{kind}: {policy!r}"
 
 
 def test_the_docs_are_served_from_the_service_itself_with_its_own_scripts_only(tmp_path):
@@ -144,6 +147,11 @@ def test_the_docs_are_served_from_the_service_itself_with_its_own_scripts_only(t
         asset = client.get(source)
         assert asset.status_code == 200 and asset.data, source
     assert client.get("/docs/static/package.json").status_code == 404    # only the files the page uses
+    # The page shows the service's own document and nothing else: no online validator, which would send
+    # the document to validator.swagger.io, and no top bar where another document's URL could be typed.
+    start = client.get(re.search(r'<script src="([^"]*start\.js)"', html).group(1)).get_data(as_text=True)
+    assert "validatorUrl: null" in start and "queryConfigEnabled: false" in start
+    assert 'layout: "BaseLayout"' in start and "Standalone" not in start + html
     assert client.get("/openapi.json").get_json()["info"]["title"] == "Records"
 
 

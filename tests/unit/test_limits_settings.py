@@ -43,3 +43,17 @@ def test_limits_are_read_in_flask_limiters_notation():
                                              "CLINIC_TRUSTED_PROXIES": "1"})
     assert settings.rate_limit_patient_search == "10 per minute; 100/hour"
     assert (settings.rate_limit_storage_url, settings.trusted_proxies) == ("redis://redis:6379/0", 1)
+
+
+def test_deploy_says_how_many_proxies_stand_in_front():
+    # Behind the Kubernetes ingress every client would share the ingress's address (and one allowance)
+    # unless its X-Forwarded-For entry is read; compose publishes the ports directly, so none is believed.
+    from pathlib import Path
+
+    import yaml
+
+    deploy = Path(__file__).resolve().parents[2] / "deploy"
+    kubernetes = yaml.safe_load((deploy / "k8s" / "config.yaml").read_text())["data"]
+    compose = yaml.safe_load((deploy / "docker-compose.yml").read_text())["x-clinic-environment"]
+    for environment, proxies in ((kubernetes, 1), (compose, 0)):
+        assert load_settings("records", env={"CLINIC_TRUSTED_PROXIES": environment["CLINIC_TRUSTED_PROXIES"]}).trusted_proxies == proxies

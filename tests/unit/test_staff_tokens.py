@@ -119,6 +119,14 @@ def test_a_token_living_longer_than_the_maximum_is_refused(settings):
         auth.verify_token(settings, token)
 
 
+def test_a_token_that_expires_before_it_was_issued_is_refused(settings):
+    # Both times within the clock skew of now, so that only their order is wrong.
+    now = int(time.time())
+    token = identity.sign_development_token(settings, claims_for(settings, iat=now + 20, exp=now + 10))
+    with pytest.raises(Unauthorized, match="expires before it was issued"):
+        auth.verify_token(settings, token)
+
+
 @pytest.mark.parametrize("changes, message", [
     ({"iss": "https://elsewhere.example.org/realms/clinic"}, "another issuer"),
     ({"aud": "clinic-sessions"}, "not meant for this service"),
@@ -146,6 +154,11 @@ def test_one_token_may_name_several_audiences(settings):
     ("roles", {"roles": ["front_desk"]}, ("front_desk",)),  # Entra ID app roles, Okta
     ("https://clinic.example.org/roles", {"https://clinic.example.org/roles": ["neurologist"]}, ("neurologist",)),  # Auth0
     ("resource_access.clinic.roles", {"resource_access": {"clinic": {"roles": ["admin"]}}}, ("admin",)),
+    # A top-level claim spelt like the dotted path is not the provider's nested claim, and never wins over it.
+    ("realm_access.roles", {"realm_access.roles": ["admin"], "realm_access": {"roles": ["nurse"]}}, ("nurse",)),
+    ("realm_access.roles", {"realm_access.roles": ["admin"]}, ()),
+    # A URL is one claim name: its dots are the host's, never a path into nested claims.
+    ("https://clinic.example.org/roles", {"https://clinic": {"example": {"org/roles": ["admin"]}}}, ()),
 ])
 def test_roles_are_read_from_the_configured_claim_and_anything_else_means_none(settings, path, claims, roles):
     settings = settings.with_changes(oidc_roles_claim=path)
@@ -302,14 +315,45 @@ def test_production_runs_on_its_own_settings():
     assert not settings.accepts_development_tokens
 
 
+def test_a_url_claim_is_issued_and_read_as_one_claim(settings):
+    settings = settings.with_changes(oidc_roles_claim="https://clinic.example.org/roles")
+    assert auth.roles_claim(settings.oidc_roles_claim, ["admin"]) == {"https://clinic.example.org/roles": ["admin"]}
+    assert auth.verify_token(settings, auth.issue_token(settings, "admin-1", ["admin"])).roles == ("admin",)
+
+
+@pytest.mark.parametrize("changes", [
+    {"CLINIC_OIDC_JWKS_URL": "HTTPS://id.example.org/realms/clinic/protocol/openid-connect/certs"},  # schemes have no case
+    {"DATABASE_URL": "postgresql+psycopg://records@db.internal/records?sslmode=verify-full&sslcert=/certs/records.crt"
+                     "&sslkey=/certs/records.key"},  # a client certificate stands in for a password
+    {"DATABASE_URL": "postgresql://records@db.internal/records?password=kT7-long-random"},
+])
+def test_production_accepts_what_each_client_reads_as_safe(changes):
+    settings = load_settings("records", env={**PRODUCTION, **changes})
+    settings.check_safe_to_run()
+    assert not settings.accepts_development_tokens
+
+
+def test_a_development_jwks_url_in_capitals_is_still_the_development_key_pair():
+    settings = load_settings("records", env={"CLINIC_OIDC_JWKS_URL": "FILE:///srv/clinic/identity/jwks.json"})
+    assert settings.accepts_development_tokens  # so that the warnings for development tokens are given
+    assert isinstance(identity.keys_for(settings.oidc_jwks_url), identity.FileKeys)
+
+
 @pytest.mark.parametrize("changes, setting", [
     ({"CLINIC_OIDC_ISSUER": None}, "CLINIC_OIDC_ISSUER"),
     ({"CLINIC_OIDC_ISSUER": DEVELOPMENT_ISSUER}, "CLINIC_OIDC_ISSUER"),
+    ({"CLINIC_OIDC_ISSUER": DEVELOPMENT_ISSUER.upper() + "/"}, "CLINIC_OIDC_ISSUER"),
     ({"CLINIC_OIDC_JWKS_URL": None}, "CLINIC_OIDC_JWKS_URL"),
     ({"CLINIC_OIDC_JWKS_URL": "file:///etc/clinic/jwks.json"}, "CLINIC_OIDC_JWKS_URL"),
+    ({"CLINIC_OIDC_JWKS_URL": "FILE:///etc/clinic/jwks.json"}, "CLINIC_OIDC_JWKS_URL"),
     ({"CLINIC_OIDC_JWKS_URL": "http://id.example.org/realms/clinic/protocol/openid-connect/certs"}, "CLINIC_OIDC_JWKS_URL"),
     ({"DATABASE_URL": None}, "DATABASE_URL"),
     ({"DATABASE_URL": "sqlite:////srv/records.db"}, "DATABASE_URL"),
+    ({"DATABASE_URL": "SQLITE:////srv/records.db"}, "DATABASE_URL"),
+    # libpq takes ?password= over the user part's: every password the URL gives is checked.
+    ({"DATABASE_URL": "postgresql+psycopg://postgres:kT7-long-random@db/records?password=postgres"}, "DATABASE_URL"),
+    ({"DATABASE_URL": "postgresql://records@db/records?password=records"}, "DATABASE_URL"),
+    ({"DATABASE_URL": "postgresql://records@db/records?sslmode=verify-full"}, "DATABASE_URL"),
     ({"DATABASE_URL": "postgresql://postgres:postgres@db/records"}, "DATABASE_URL"),
     ({"DATABASE_URL": "postgresql://clinic:clinic@db/records"}, "DATABASE_URL"),
     ({"DATABASE_URL": "postgresql://records:password@db/records"}, "DATABASE_URL"),
