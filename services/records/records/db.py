@@ -38,10 +38,14 @@ patients = sa.Table(
     sa.Column("email_opt_out", sa.Boolean(), nullable=False),
     # The same person registered twice is refused by the database, not by a check two requests can pass.
     sa.Column("identity_key", sa.String(64), nullable=False, unique=True),
-    # The name folded for search (no case, no accents): see domain.search_name.
-    sa.Column("search_name", sa.String(201), nullable=False),
+    # The name folded for search (no case, no accents): see domain.search_name. Unbounded: folding
+    # lengthens a name (ß is "ss", U+FDFA eighteen characters), so no length of the name's bounds it.
+    # SQLite keeps its first declaration, which it never enforced (migration 0005 says why).
+    sa.Column("search_name", sa.Text().with_variant(sa.String(201), "sqlite"), nullable=False),
     # The family name folded the same way: a search gives it whole (domain.search_family_name).
-    sa.Column("family_search", sa.String(100), nullable=False, server_default=""),
+    # NULL until written: a row from a pod older than this column (a rolling deploy) has none, and
+    # the worker's job fills it (records.services.patients.refold_family_names).
+    sa.Column("family_search", sa.Text(), nullable=True),
     sa.Column("created_at", UtcDateTime(), nullable=False),
     sa.Column("updated_at", UtcDateTime(), nullable=False),
     # Versions stamped in the same transaction as the change they count, carried by the events, so
@@ -166,6 +170,23 @@ def refused_patient_key(exc: BaseException) -> str | None:
 def set_plan_sequence(connection: Connection, patient_id: str, plan_sequence: int) -> None:
     """Stamp the patient's plan sequence: the caller holds the patient's row lock and announces the events it counts."""
     connection.execute(patients.update().where(patients.c.id == patient_id).values(plan_sequence=plan_sequence))
+
+
+def family_names_to_fold(connection: Connection, changed_since) -> list[dict]:
+    """id, family_name and family_search of the patients whose family_search may not be their family
+    name folded: none yet (a row an older pod registered), or changed since `changed_since` (an older
+    pod's correction leaves the fold of the name before it)."""
+    query = sa.select(patients.c.id, patients.c.family_name, patients.c.family_search).where(
+        sa.or_(patients.c.family_search.is_(None), patients.c.updated_at >= changed_since))
+    return rows_of(connection, query)
+
+
+def set_family_search(connection: Connection, patient_id: str, family_name: str, family_search: str) -> bool:
+    """Store the fold of `family_name`, if that is still the patient's family name (a correction made
+    meanwhile brought its own); whether it was stored."""
+    result = connection.execute(patients.update().where(patients.c.id == patient_id, patients.c.family_name == family_name)
+                                .values(family_search=family_search))
+    return result.rowcount == 1
 
 
 # What a search answers of each patient: enough to tell them apart, no contact details.

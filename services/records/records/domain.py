@@ -86,8 +86,16 @@ def search_family_name(family_name: str) -> str:
 
 
 def search_letters(query: str) -> int:
-    """How many letters a name search holds: with a birth date, two of them find a patient."""
-    return sum(1 for char in query if char.isalpha())
+    """How many letters a name search holds as it is searched (folded): with a birth date, two of them
+    find a patient. Counted after folding, since some letters fold to nothing (U+037A, U+FF9E) and
+    some to several (ß to "ss")."""
+    return sum(1 for char in _folded(query) if char.isalpha())
+
+
+def searchable(query: str) -> bool:
+    """Whether a search term still holds a letter or a digit once folded: one that folds to nothing
+    (or to punctuation alone) would match every name, or every empty one."""
+    return any(char.isalnum() for char in _folded(query))
 
 
 def search_words(query: str) -> list[str]:

@@ -7,9 +7,11 @@ from datetime import date, datetime, time, timedelta, timezone
 
 import pytest
 
+from clinic.auth import issue_token
 from clinic.db import new_id, utcnow
 from clinic.testing import assert_error
 from records import db
+from records.app import create_app
 from tests.integration.records.support import outbox_events, register
 
 
@@ -60,11 +62,52 @@ def test_a_birth_date_with_two_letters_of_a_name_finds_a_patient(client):
     ({"birth_date": "1971-02-03"}, "name"),               # a birth date alone lists everyone born that day
     ({"birth_date": "1971-02-03", "name": "j"}, "name"),  # ... and so does one letter with it
     ({"name": "a"}, "name"), ({"name": "--"}, "name"), ({"family_name": "--"}, "family_name"),
+    # Letters that fold to nothing (GREEK YPOGEGRAMMENI, HALFWIDTH KATAKANA SOUND MARKS): searched, they
+    # would be no letters at all, so everyone born that day, or every family name that folds to nothing.
+    ({"birth_date": "1971-02-03", "name": "\u037a\u037a"}, "name"), ({"birth_date": "1971-02-03", "name": "\uff9e\uff9f"}, "name"),
+    ({"birth_date": "1971-02-03", "name": "j\u037a"}, "name"), ({"family_name": "\u037a"}, "family_name"),
+    ({"family_name": "\uff9f -"}, "family_name"),
     ({"birth_date": "yesterday"}, "birth_date"), ({"ssn": "1"}, "ssn"),
 ])
 def test_a_search_without_enough_to_find_one_patient_is_a_422_naming_the_field(client, query, field):
     error = assert_error(client.get("/patients", query_string=query, headers=client.as_role("front_desk")), 422)
     assert field in error["details"]
+
+
+def test_names_that_folding_lengthens_are_registered_corrected_and_found(client):
+    """ß folds to "ss" and U+FDFA to eighteen characters: a 100-character name folds past 100 (and a
+    whole name past 201), which the database must hold, not refuse with a 500."""
+    desk = client.as_role("front_desk")
+
+    def found(**query):
+        response = client.get("/patients", query_string=query, headers=desk)
+        assert response.status_code == 200, response.get_data(as_text=True)
+        return {patient["id"] for patient in response.get_json()}
+
+    sharp = register(client, given_name="ß" * 100, family_name="x" * 99 + "ß", birth_date="1990-01-02")
+    ligature = register(client, given_name="Amal", family_name="\ufdfa" * 100, birth_date="1990-01-02")
+    assert found(family_name="X" * 99 + "\u1e9e") == {sharp["id"]}           # capital sharp s, folded "ss" too
+    assert found(family_name="\ufdfa" * 100) == {ligature["id"]}
+    assert found(birth_date="1990-01-02", name="ss") == {sharp["id"]}
+    assert found(birth_date="1990-01-02", name="\u00dfs") == {sharp["id"]}   # ß is "ss" as it is searched
+    renamed = client.patch(f"/patients/{ligature['id']}", json={"family_name": "ß" * 100}, headers=desk)
+    assert renamed.status_code == 200, renamed.get_data(as_text=True)
+    assert found(family_name="\u1e9e" * 100) == {ligature["id"]} and found(family_name="\ufdfa" * 100) == set()
+
+
+def test_the_search_allowance_is_kept_per_whole_subject_as_every_other_allowance_is(records_database, settings_for):
+    """Two subjects alike in their first 200 characters (what actor() keeps) are two staff members."""
+    settings = settings_for("records", records_database, rate_limit_patient_search="1/minute")
+    app = create_app(settings)
+    client = app.test_client()
+    try:
+        for subject in ("d" * 200 + "1", "d" * 200 + "2"):
+            headers = {"Authorization": f"Bearer {issue_token(settings, subject, ['front_desk'])}"}
+            assert client.get("/patients", query_string={"family_name": "Park"}, headers=headers).status_code == 200
+            error = assert_error(client.get("/patients", query_string={"family_name": "Park"}, headers=headers), 429)
+            assert error["details"]["per"] == "patient_search"
+    finally:
+        app.extensions["clinic.engine"].dispose()
 
 
 def test_a_search_answers_names_and_birth_date_but_no_contact_details(client):

@@ -12,11 +12,11 @@ from clinic.auth import issue_token
 from clinic.db import create_engine, utcnow
 from clinic.migrations import migrate
 from clinic.testing.migrations import downgrade, schema_differences
-from records import db
+from records import db, domain
 from records.app import create_app
 
 
-@pytest.mark.parametrize("down_to", ["0002", "0001"])
+@pytest.mark.parametrize("down_to", ["0003", "0002", "0001"])
 def test_the_migrations_build_what_records_db_describes_and_go_down_and_up_again(empty_database, down_to):
     migrate(empty_database, db.MIGRATIONS)
     assert schema_differences(empty_database, db.metadata) == []
@@ -55,6 +55,29 @@ def test_patients_registered_before_the_upgrade_can_be_found_after_it(empty_data
         by_family_name = db.search_patients(connection, "angstrom", [], date(1970, 1, 1), 10)
     assert [patient["id"] for patient in found] == ["a1b2c3d4-0000-4000-8000-000000000001"]
     assert [patient["id"] for patient in by_family_name] == ["a1b2c3d4-0000-4000-8000-000000000001"]
+
+
+def test_family_names_that_folding_lengthens_are_carried_and_found_after_the_upgrade(empty_database):
+    """ß folds to "ss" and U+FDFA to eighteen characters: a family name of 60 ß, which the columns of
+    revision 0003 hold, folds to 120 characters."""
+    migrate(empty_database, db.MIGRATIONS, revision="0003")
+    now = utcnow()
+    names = {"a1b2c3d4-0000-4000-8000-000000000003": "ß" * 60, "a1b2c3d4-0000-4000-8000-000000000004": "\ufdfa" * 10}
+    with empty_database.begin() as connection:
+        for number, (patient_id, family_name) in enumerate(names.items()):
+            connection.execute(sa.text(
+                "INSERT INTO patients (id, medical_record_number, given_name, family_name, birth_date, sex, email, phone, "
+                "preferred_contact, email_opt_out, identity_key, search_name, created_at, updated_at, contact_version, "
+                "plan_sequence) VALUES (:id, :number, 'Ana', :family, :born, 'female', NULL, '+1 555 0100', 'phone', false, "
+                ":key, :search, :now, :now, 1, 0)"),
+                {"id": patient_id, "number": f"12345678{number}", "family": family_name, "born": date(1984, 3, 9), "key": patient_id,
+                 "search": domain.search_name("Ana", family_name), "now": now})
+    migrate(empty_database, db.MIGRATIONS)
+    with empty_database.connect() as connection:
+        for patient_id, family_name in names.items():
+            found = db.search_patients(connection, domain.search_family_name(family_name), [], None, 10)
+            assert [patient["id"] for patient in found] == [patient_id]
+    assert schema_differences(empty_database, db.metadata) == []
 
 
 def test_the_whole_records_service_works_on_sqlite(tmp_path, settings_for):

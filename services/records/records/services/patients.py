@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from datetime import date
+from datetime import date, datetime, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -112,6 +112,28 @@ def _refuse_duplicate(uow: UnitOfWork, identity_key: str, own_id: str | None = N
         "a patient with this name, birth date and email is already registered",
         {"patient_id": existing["id"], "medical_record_number": existing["medical_record_number"]},
     )
+
+
+# How far back the job looks for corrections an older pod made (updated_at is that pod's clock at the
+# start of its transaction): far longer than a rolling deploy's step, a transaction, or a clock's drift.
+REFOLD_LOOKBACK = timedelta(hours=1)
+
+
+def refold_family_names(uow: UnitOfWork, now: datetime | None = None) -> int:
+    """The worker's job: give each patient registered or renamed by a records pod older than
+    migration 0004 (during a rolling deploy) its folded family name, so a search by family name finds
+    them. Idempotent, and safe beside another worker and beside corrections: a fold is stored only
+    while the family name it was made from is still the patient's. How many were folded."""
+    with uow:
+        since = (now or uow.now) - REFOLD_LOOKBACK
+        folded = 0
+        for row in db.family_names_to_fold(uow.connection, since):
+            family_search = domain.search_family_name(row["family_name"])
+            if row["family_search"] != family_search:
+                folded += db.set_family_search(uow.connection, row["id"], row["family_name"], family_search)
+        if folded:
+            log.info("folded the family names of %d patients for search", folded)
+        return folded
 
 
 def find_patients(connection: Connection, family_name: str | None, name: str, birth_date: date | None, limit: int) -> list[dict]:

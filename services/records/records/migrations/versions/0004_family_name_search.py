@@ -3,6 +3,11 @@ give whole (issue 14: two letters of a name no longer list patients)
 
 Revision ID: 0004
 Revises: 0003
+
+The column is NULL for a row nobody has folded yet: the records pods older than it keep registering
+patients (and correcting family names) during a rolling deploy, without writing it. The records
+worker's job folds those rows (records.services.patients.refold_family_names); this migration folds
+the rows there are when it runs, so that a search finds them at once.
 """
 
 import unicodedata
@@ -22,14 +27,20 @@ def folded(text: str) -> str:
 
 
 def upgrade():
-    # NOT NULL with a constant default, no batch copy of the table (patients is referenced by every
-    # other records table); every row is then given its own value.
-    op.add_column("patients", sa.Column("family_search", sa.String(100), nullable=False, server_default=""))
+    # Nullable without a default: no batch copy of the table (patients is referenced by every other
+    # records table), and a row an older pod writes stays recognisably unfolded. Unbounded text:
+    # folding lengthens a name (ß is "ss", U+FDFA eighteen characters).
+    op.add_column("patients", sa.Column("family_search", sa.Text(), nullable=True))
     patients = sa.table("patients", sa.column("id", sa.String), sa.column("family_name", sa.String),
-                        sa.column("family_search", sa.String))
+                        sa.column("family_search", sa.Text))
     connection = op.get_bind()
-    for row in connection.execute(sa.select(patients.c.id, patients.c.family_name)).all():
-        connection.execute(patients.update().where(patients.c.id == row.id).values(family_search=folded(row.family_name)))
+    rows = connection.execute(sa.select(patients.c.id, patients.c.family_name)).all()
+    if rows:
+        # Only while the family name is still the one folded: a row changed since is the job's.
+        connection.execute(
+            patients.update().where(patients.c.id == sa.bindparam("row_id"), patients.c.family_name == sa.bindparam("name"))
+            .values(family_search=sa.bindparam("folded")),
+            [{"row_id": row.id, "name": row.family_name, "folded": folded(row.family_name)} for row in rows])
     op.create_index("ix_patients_family_search", "patients", ["family_search", "birth_date"])
 
 
