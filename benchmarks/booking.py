@@ -534,6 +534,8 @@ def measure(args, stack: ExitStack) -> None:
     settings = load_settings("scheduling", env={})
     headers = {"Content-Type": "application/json", "Authorization": f"Bearer {issue_token(settings, 'bench', ['front_desk'])}"}
     baseline_headers = {"Content-Type": "application/json"}
+    # The web writes events to the outbox only and never connects to the broker (no relay runs here): no
+    # broker, so no broker account can matter to what is measured.
     env = {"CLINIC_TIMEZONE": TIMEZONE, "CLINIC_ENV": "development", "RABBITMQ_URL": "amqp://guest:guest@127.0.0.1:1/%2F"}
     # The service's own ceiling is measured, not the rate limits (one caller, one address, far past them).
     env.update({f"CLINIC_{name.upper()}": value for name, value in LOAD_TEST_LIMITS.items()})

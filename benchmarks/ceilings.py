@@ -6,7 +6,8 @@
   clinic.bus.Publisher       the same, through the project's publisher (what the outbox relay uses)
   consume and ack            draining that quorum queue with basic_consume, manual acks, a prefetch
   PostgreSQL inserts         batched (executemany, one transaction per batch) and one row per transaction
-  outbox relay               clinic.outbox.Relay.publish_pending in a loop over a filled outbox table
+  outbox relay               clinic.outbox.Relay.publish_pending in a loop over a filled outbox table, on
+                             records' own broker account (its prefix, its topic permissions)
 
 Servers come from CLINIC_BENCH_RABBITMQ_URL / CLINIC_BENCH_POSTGRES_URL when set; otherwise they are
 started from the local Debian packages in a temporary directory and stopped at the end.
@@ -40,9 +41,8 @@ import pika
 import psycopg
 import sqlalchemy as sa
 
-from benchmarks.servers import fresh_database, scratch_directory, start_postgres, start_rabbitmq
+from benchmarks.servers import Broker, fresh_database, scratch_directory, start_postgres, start_rabbitmq
 from clinic import bus
-from clinic.config import load_settings
 from clinic.db import create_engine, messaging_tables
 from clinic.outbox import Relay, pending_count
 
@@ -235,9 +235,14 @@ def delete_bus_objects(url: str, queues: list[str], exchanges: list[str]) -> Non
 # --- PostgreSQL -----------------------------------------------------------------------------
 
 
+# The relays here run as records' on records' broker account: the broker lets that account publish
+# records.* only (its topic permissions), and checks each message's user_id against it.
+RELAYED_SERVICE, OUTBOX_EVENT_TYPE = "records", "records.bench.published"
+
+
 def outbox_rows(count: int, body: str) -> list[tuple]:
     now = datetime.now(UTC)
-    return [(str(uuid.uuid4()), "bench.event", body, now) for _ in range(count)]
+    return [(str(uuid.uuid4()), OUTBOX_EVENT_TYPE, body, now) for _ in range(count)]
 
 
 def batched_inserts(url: str, rows: list[tuple], batch: int) -> Figure:
@@ -319,16 +324,18 @@ def relay_throughput(settings, engine, outbox, count: int, body: str) -> Figure:
 # --- servers and the run --------------------------------------------------------------------
 
 
-def start_servers(stack: ExitStack) -> tuple[str, str, str]:
-    """Returns (RabbitMQ URL, PostgreSQL URL, how they were had); anything started is stopped by the stack."""
+def start_servers(stack: ExitStack, bus_namespace: str) -> tuple[Broker, str, str]:
+    """Returns (the broker, PostgreSQL URL, how they were had); anything started is stopped by the stack."""
     directory = scratch_directory(stack, "clinic-bench-")
-    rabbit_url, rabbit_source = start_rabbitmq(stack, directory)
+    broker = start_rabbitmq(stack, directory, bus_namespace)
     postgres_url, postgres_source = start_postgres(stack, directory)
-    return rabbit_url, postgres_url, f"{rabbit_source}; {postgres_source}"
+    return broker, postgres_url, f"{broker.source}; {postgres_source}"
 
 
 def measure(args, stack: ExitStack) -> list[Figure]:
-    rabbit_url, server_url, sources = start_servers(stack)
+    namespace = f"bench-{uuid.uuid4().hex[:10]}"
+    broker, server_url, sources = start_servers(stack, namespace)
+    rabbit_url = broker.url
     database_url = fresh_database(stack, server_url)
     with psycopg.connect(database_url) as connection:
         version = connection.execute("SHOW server_version").fetchone()[0]
@@ -338,9 +345,7 @@ def measure(args, stack: ExitStack) -> list[Figure]:
           f"{os.cpu_count()} cores, Python {platform.python_version()}, pika {pika.__version__}, psycopg {psycopg.__version__}")
     sys.stdout.flush()
 
-    namespace = f"bench-{uuid.uuid4().hex[:10]}"
-    settings = load_settings("bench", env={}).with_changes(
-        rabbitmq_url=rabbit_url, bus_namespace=namespace, database_url=database_url)
+    settings = broker.settings_for(RELAYED_SERVICE, bus_namespace=namespace, database_url=database_url)
     raw_queue, bus_queue, unconfirmed_queue = f"{namespace}.raw", f"{namespace}.publisher", f"{namespace}.unconfirmed"
     stack.callback(
         delete_bus_objects, rabbit_url,
@@ -352,7 +357,10 @@ def measure(args, stack: ExitStack) -> list[Figure]:
     figures = [raw_publish(rabbit_url, raw_queue, args.messages, body)]
     figures.append(raw_publish_unconfirmed(rabbit_url, unconfirmed_queue, args.messages, body))
     figures.append(consume_and_ack(rabbit_url, raw_queue, args.messages, args.prefetch))
-    figures.append(bus_publisher(settings, bus_queue, args.messages, body))
+    # The raw rows and the Publisher's publish to the default exchange, which no service account may write
+    # to: they run on the administrator's account. Beside raw pika the Publisher adds the user_id (which
+    # the broker checks against any account alike) and its own code; no topic permission is involved.
+    figures.append(bus_publisher(settings.with_changes(rabbitmq_url=rabbit_url), bus_queue, args.messages, body))
 
     engine = create_engine(database_url)
     stack.callback(engine.dispose)

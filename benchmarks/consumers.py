@@ -8,7 +8,9 @@
   one at a time       the same with prefetch 1: one event per transaction (how every consumer ran before)
 
 Each backlog is published before its consumer starts, to notifications' real queue (declared as
-`clinic migrate` does) on the events exchange, one patient per event. The time runs from the consumer's
+`clinic migrate` does) on the events exchange, one patient per event, by records' broker account with
+its user_id, as records' relay publishes them; the consumer runs on notifications' own account and
+checks every event's publisher, as in production (benchmarks/servers.py gives the broker the accounts). The time runs from the consumer's
 start until its metrics count every event applied; the database is checked afterwards (one contact copy
 and one inbox row per event, the queue empty). Target: batches >= 1,500 events/s on PostgreSQL.
 Each consumer row gives its time per event and the CPU its thread spent in it: the rest is waiting
@@ -45,7 +47,14 @@ import sqlalchemy as sa  # noqa: E402
 from prometheus_client import REGISTRY  # noqa: E402
 
 from benchmarks.booking import print_table  # noqa: E402
-from benchmarks.servers import describe_postgres, fresh_database, scratch_directory, start_postgres, start_rabbitmq  # noqa: E402
+from benchmarks.servers import (  # noqa: E402
+    Broker,
+    describe_postgres,
+    fresh_database,
+    scratch_directory,
+    start_postgres,
+    start_rabbitmq,
+)
 from clinic import bus, events  # noqa: E402
 from clinic.config import load_settings  # noqa: E402
 from clinic.db import create_engine  # noqa: E402
@@ -93,14 +102,18 @@ def contact_changes(count: int) -> list[bytes]:
     return bodies
 
 
-def fill(url: str, exchange: str, routing_key: str, queue: str, bodies) -> None:
-    """Publish without waiting for confirms (the filling is not measured), then wait for the queue to hold them all."""
+def fill(url: str, exchange: str, routing_key: str, queue: str, bodies, admin_url: str | None = None) -> None:
+    """Publish as `url`'s account, with its user_id, without waiting for confirms (the filling is not
+    measured), then wait for the queue to hold them all (counted through `admin_url` when given: a
+    publishing account may not look at another service's queue)."""
+    user = pika.URLParameters(url).credentials.username
     with pika.BlockingConnection(pika.URLParameters(url)) as connection:
         channel = connection.channel()
         for message_id, body in bodies:
-            channel.basic_publish(exchange, routing_key, body, pika.BasicProperties(
-                message_id=message_id, type=events.PATIENT_CONTACT_CHANGED, content_type="application/json",
-                delivery_mode=pika.DeliveryMode.Persistent))
+            channel.basic_publish(exchange, routing_key, body,
+                                  bus.event_properties(message_id, routing_key, events.PATIENT_CONTACT_CHANGED, user))
+    with pika.BlockingConnection(pika.URLParameters(admin_url or url)) as connection:
+        channel = connection.channel()
         deadline = time.monotonic() + 120
         while channel.queue_declare(queue, passive=True).method.message_count < len(bodies):
             if time.monotonic() > deadline:
@@ -139,27 +152,31 @@ def _fifths(started: float, marks: list[float], lap: int) -> list[float]:
 
 
 def applied(settings) -> float:
-    return REGISTRY.get_sample_value("clinic_messages_applied_total",
-                                     {"service": settings.service, "event_type": events.PATIENT_CONTACT_CHANGED}) or 0.0
+    return counted("clinic_messages_applied_total", settings)
 
 
-def consumer_run(stack: ExitStack, server_url: str, rabbit_url: str, count: int, prefetch: int, bodies, profile: bool) -> Run:
-    """One backlog through one Consumer on a fresh notifications database; checked afterwards."""
+def counted(metric: str, settings) -> float:
+    return REGISTRY.get_sample_value(metric, {"service": settings.service, "event_type": events.PATIENT_CONTACT_CHANGED}) or 0.0
+
+
+def consumer_run(stack: ExitStack, server_url: str, broker: Broker, namespace: str, count: int, prefetch: int, bodies,
+                 profile: bool) -> Run:
+    """One backlog through one Consumer, on notifications' account and a fresh notifications database;
+    checked afterwards. (The runs share the namespace, whose exchange the accounts' topic permissions
+    name, and so notifications' queue: each run leaves it empty.)"""
     database_url = fresh_database(stack, server_url, "bench_notifications")
     engine = create_engine(database_url)
     stack.callback(engine.dispose)
     migrate(engine, notifications_db.MIGRATIONS)
-    settings = load_settings("notifications", env={}).with_changes(
-        rabbitmq_url=rabbit_url, database_url=database_url, bus_namespace=f"bench-{uuid.uuid4().hex[:10]}", prefetch=prefetch)
+    settings = broker.settings_for("notifications", database_url=database_url, bus_namespace=namespace, prefetch=prefetch)
     handlers = make_handlers(load_mail_settings(env={}))
     bus.declare_consumer(settings, handlers)
-    stack.callback(delete_bus_objects, settings)
-    fill(rabbit_url, settings.exchange, events.PATIENT_CONTACT_CHANGED, settings.queue, bodies)
+    fill(broker.url_for("records"), settings.exchange, events.PATIENT_CONTACT_CHANGED, settings.queue, bodies, broker.url)
 
     consumer = Consumer(settings, engine, notifications_db.metadata, handlers)
     profiler = cProfile.Profile() if profile else None
     thread = threading.Thread(target=(lambda: profiler.runcall(consumer.run)) if profiler else consumer.run, daemon=True)
-    before = applied(settings)
+    before, dead_before = applied(settings), counted("clinic_messages_dead_lettered_total", settings)
     lap = max(1, count // 5)
     marks: list[float] = []
     thread.start()
@@ -172,6 +189,9 @@ def consumer_run(stack: ExitStack, server_url: str, rabbit_url: str, count: int,
         while (done := applied(settings) - before) < count:
             while done >= lap * (len(marks) + 1):
                 marks.append(time.perf_counter())
+            if counted("clinic_messages_dead_lettered_total", settings) > dead_before:
+                # e.g. refused for their publisher: the consumer's log says why.
+                raise RuntimeError(f"the consumer dead-lettered events ({done:.0f} of {count} applied)")
             if time.monotonic() > deadline:
                 raise RuntimeError(f"only {done:.0f} of {count} events applied")
             time.sleep(0.005)
@@ -214,21 +234,29 @@ def delete_bus_objects(settings) -> None:
 
 def measure(args, stack: ExitStack) -> None:
     directory = scratch_directory(stack, "clinic-bench-consumers-")
-    rabbit_url, rabbit_source = start_rabbitmq(stack, directory)
+    namespace = f"bench-{uuid.uuid4().hex[:10]}"
+    broker = start_rabbitmq(stack, directory, namespace)
+    rabbit_url = broker.url
     server_url, postgres_source = start_postgres(stack, directory)
     prefetch = load_settings("notifications", env={}).prefetch
-    print(f"servers: {rabbit_source}; {postgres_source}")
+    # Removed with an administrator's account, whatever a run left.
+    stack.callback(delete_bus_objects, load_settings("notifications", env={}).with_changes(
+        rabbitmq_url=rabbit_url, bus_namespace=namespace))
+    print(f"servers: {broker.source}; {postgres_source}")
     print(f"{describe_postgres(server_url)}; {os.cpu_count()} cores, Python {platform.python_version()}, pika {pika.__version__}")
     sys.stdout.flush()
 
-    raw_queue = f"bench-{uuid.uuid4().hex[:10]}.raw"
+    # The ceiling on the administrator's account: raw pika on a queue of its own, no event, no check;
+    # nothing in consuming and acking depends on the account (the broker checks it once, at basic.consume).
+    raw_queue = f"{namespace}.raw"
     with pika.BlockingConnection(pika.URLParameters(rabbit_url)) as connection:
         connection.channel().queue_declare(raw_queue, durable=True, arguments=QUORUM)
     stack.callback(lambda: _delete_queue(rabbit_url, raw_queue))
     bodies = contact_changes(max(args.events, args.single_events))
     raw = raw_consume(rabbit_url, raw_queue, args.events, prefetch, bodies[:args.events])
-    batches = consumer_run(stack, server_url, rabbit_url, args.events, prefetch, bodies[:args.events], args.profile)
-    single = consumer_run(stack, server_url, rabbit_url, args.single_events, 1, bodies[:args.single_events], args.profile)
+    batches = consumer_run(stack, server_url, broker, namespace, args.events, prefetch, bodies[:args.events], args.profile)
+    single = consumer_run(stack, server_url, broker, namespace, args.single_events, 1, bodies[:args.single_events],
+                          args.profile)
 
     size = len(bodies[0][1])
     rows = [

@@ -9,7 +9,8 @@
                 the last hop alone costs
 
 Every process runs as deployed (gunicorn for the web, the `<service>-worker` entry points), each
-service on its own PostgreSQL database, events over a real RabbitMQ, all started here (or from
+service on its own PostgreSQL database and its own broker account (its relay publishes its events
+with its user_id, its consumer checks each event's publisher), events over a real RabbitMQ, all started here (or from
 CLINIC_BENCH_POSTGRES_URL / CLINIC_BENCH_RABBITMQ_URL). Requests are offered at a fixed rate
 (--rate per second), one event each; the first few of each kind (--warmup) warm the processes up and
 are not counted. Target: p99 <= 1 s for both on this machine.
@@ -153,9 +154,10 @@ def spawn(stack: ExitStack, name: str, command: list[str], env: dict, logs: Path
 def measure(args, stack: ExitStack) -> None:
     directory = scratch_directory(stack, "clinic-bench-mail-")
     logs = Path(tempfile.mkdtemp(prefix="clinic-bench-mail-logs-"))
-    rabbit_url, rabbit_source = start_rabbitmq(stack, directory)
+    namespace = f"bench-{uuid.uuid4().hex[:8]}"
+    broker = start_rabbitmq(stack, directory, namespace)
     server_url, pg_source = start_postgres(stack, directory)
-    print(f"servers: {rabbit_source}; {pg_source}; {os.cpu_count()} cores")
+    print(f"servers: {broker.source}; {pg_source}; {os.cpu_count()} cores")
     urls = {name: fresh_database(stack, server_url, f"bench_{name}") for name in ("scheduling", "sessions", "notifications")}
     first_day = datetime.now(NY).date() + timedelta(days=3)       # past tomorrow: no reminder is due meanwhile
     plan = seed_scheduling(urls["scheduling"], args.rooms, 1, args.events, first_day, 380, 0)
@@ -165,21 +167,24 @@ def measure(args, stack: ExitStack) -> None:
     sink = Sink()
     sink.controller.start()
     stack.callback(sink.controller.stop)
-    namespace = f"bench-{uuid.uuid4().hex[:8]}"
-    env = {"RABBITMQ_URL": rabbit_url, "CLINIC_BUS_NAMESPACE": namespace, "CLINIC_TIMEZONE": TIMEZONE, "CLINIC_ENV": "development",
+    # The development key pair the services read and the staff token is signed with: the project's.
+    env = {"CLINIC_BUS_NAMESPACE": namespace, "CLINIC_TIMEZONE": TIMEZONE, "CLINIC_ENV": "development",
+           "CLINIC_VAR_DIR": str(ROOT / "var"),
            "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(sink.controller.port), "SMTP_SECURITY": "none", "ONCALL_EMAILS": ONCALL,
            # The monitors here post only when the run asks them to: no silent-monitor alert meanwhile.
            "SESSIONS_MONITOR_SILENT_MINUTES": "240"}
-    settings = load_settings("notifications", {**env, "DATABASE_URL": urls["notifications"]})
+    # Each service's processes on its own broker account and database.
+    service_env = {service: {**env, "RABBITMQ_URL": broker.url_for(service), "DATABASE_URL": url} for service, url in urls.items()}
+    settings = load_settings("notifications", service_env["notifications"])
     from notifications.worker import handlers
 
     bus.declare_consumer(settings, handlers(settings))   # as `make run` does, before any relay runs
     for service in ("scheduling", "sessions", "notifications"):
-        spawn(stack, f"{service}-worker", [str(BIN / f"{service}-worker")], {**env, "DATABASE_URL": urls[service]}, logs)
+        spawn(stack, f"{service}-worker", [str(BIN / f"{service}-worker")], service_env[service], logs)
     gunicorn = argparse.Namespace(workers=2, threads=4)
-    scheduling_port, _ = start_gunicorn(stack, "scheduling.app:create_app()", {**env, "DATABASE_URL": urls["scheduling"]}, gunicorn,
+    scheduling_port, _ = start_gunicorn(stack, "scheduling.app:create_app()", service_env["scheduling"], gunicorn,
                                         logs / "scheduling-web.log")
-    sessions_port, _ = start_gunicorn(stack, "sessions.app:create_app()", {**env, "DATABASE_URL": urls["sessions"]}, gunicorn,
+    sessions_port, _ = start_gunicorn(stack, "sessions.app:create_app()", service_env["sessions"], gunicorn,
                                       logs / "sessions-web.log")
 
     # The ceiling: one email straight to the sink, as many times as there are events.
@@ -190,7 +195,10 @@ def measure(args, stack: ExitStack) -> None:
             client.sendmail(ONCALL, [f"direct-{number}@example.org"], f"Subject: direct {number}\r\n\r\nhello\r\n")
         direct.append(time.time() - sent)
 
-    desk = {"Authorization": f"Bearer {issue_token(settings, 'bench', ['front_desk'])}", "Content-Type": "application/json"}
+    # A front desk token for scheduling (its audience); the rate limits stay as deployed: 10 bookings a second
+    # from one member of staff for 20 s is within them.
+    token = issue_token(load_settings("scheduling", service_env["scheduling"]), "bench", ["front_desk"])
+    desk = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     slots = plan.ordinary_slots()
     bodies = [body_for(patient, *next(slots)) for patient in plan.patients]
     local = threading.local()

@@ -11,7 +11,10 @@
                              flight, confirms taken as they come, marks in short transactions
 
 Both relays publish a PostgreSQL outbox through the real topology (the events exchange, a service
-quorum queue bound to every event). The relay's figure counts from the commit of the filled outbox
+quorum queue bound to every event), as records' relay: on records' own broker account, its events
+under its own prefix, each with its user_id, which the broker checks with the account's topic
+permissions on the run's exchange (benchmarks/servers.py). The ceilings run on an administrator's
+account to the default exchange, which no service account may write to. The relay's figure counts from the commit of the filled outbox
 to the mark of its last row (its broker connection is open beforehand, as in a running worker).
 Target: >= 4,000 events/s for 10,000 rows.
 
@@ -46,6 +49,7 @@ import sqlalchemy as sa  # noqa: E402
 from prometheus_client import REGISTRY  # noqa: E402
 
 from benchmarks.ceilings import (  # noqa: E402
+    RELAYED_SERVICE,
     Figure,
     Stopwatch,
     delete_bus_objects,
@@ -57,7 +61,6 @@ from benchmarks.ceilings import (  # noqa: E402
 )
 from benchmarks.servers import describe_postgres, fresh_database, scratch_directory, start_postgres, start_rabbitmq  # noqa: E402
 from clinic import bus  # noqa: E402
-from clinic.config import load_settings  # noqa: E402
 from clinic.db import create_engine, messaging_tables  # noqa: E402
 from clinic.outbox import Relay, pending_count  # noqa: E402
 
@@ -151,17 +154,17 @@ def relay_run(settings, engine, outbox, count: int, body: str) -> Figure:
 
 def measure(args, stack: ExitStack) -> list[Figure]:
     directory = scratch_directory(stack, "clinic-bench-relay-")
-    rabbit_url, rabbit_source = start_rabbitmq(stack, directory)
+    namespace = f"bench-{uuid.uuid4().hex[:10]}"
+    broker = start_rabbitmq(stack, directory, namespace)
+    rabbit_url = broker.url
     server_url, postgres_source = start_postgres(stack, directory)
     database_url = fresh_database(stack, server_url, prefix="bench_relay")
-    print(f"servers: {rabbit_source}; {postgres_source}")
+    print(f"servers: {broker.source}; {postgres_source}")
     print(f"{describe_postgres(database_url)}; {os.cpu_count()} cores, Python {platform.python_version()}, "
           f"pika {pika.__version__}, psycopg {psycopg.__version__}")
     sys.stdout.flush()
 
-    namespace = f"bench-{uuid.uuid4().hex[:10]}"
-    settings = load_settings("bench", env={}).with_changes(rabbitmq_url=rabbit_url, bus_namespace=namespace,
-                                                          database_url=database_url)
+    settings = broker.settings_for(RELAYED_SERVICE, bus_namespace=namespace, database_url=database_url)
     confirmed_queue, unconfirmed_queue = f"{namespace}.confirmed", f"{namespace}.unconfirmed"
     stack.callback(
         delete_bus_objects, rabbit_url,

@@ -266,6 +266,8 @@ def measure(args, stack: ExitStack) -> None:
     print(f"seeded: {len(monitors)} infusion rooms, each with a started session and a registered monitor")
     sys.stdout.flush()
 
+    # The web writes events to the outbox only and never connects to the broker (no relay runs here): no
+    # broker, so no broker account can matter to what is measured.
     env = {"CLINIC_TIMEZONE": TIMEZONE, "CLINIC_ENV": "development", "RABBITMQ_URL": "amqp://guest:guest@127.0.0.1:1/%2F"}
     # The service's own ceiling is measured, not the rate limits (one caller, one address, far past them).
     env.update({f"CLINIC_{name.upper()}": value for name, value in LOAD_TEST_LIMITS.items()})
