@@ -79,7 +79,8 @@ def broker_definitions(settings: Settings, passwords: dict[str, str], services,
     """A definitions document with an account for each service, the operations account, their
     permissions and their topic permissions on settings.exchange. `passwords` has one per account
     (account_of(settings, service) and OPERATOR_ACCOUNT). `development_guest` keeps guest/guest as an
-    administrator (loading definitions at boot creates no default user): development and tests only."""
+    administrator (loading definitions at boot creates no default user): for the test session's and the
+    benchmarks' own brokers only, never `make run`'s, where guest could publish as anyone."""
     users, permissions = [], []
     for service in services:
         account = account_of(settings, service)

@@ -24,6 +24,8 @@ from pathlib import Path
 RABBITMQ_SERVER = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
 RABBITMQCTL = Path("/usr/lib/rabbitmq/bin/rabbitmqctl")
 EPMD = Path(shutil.which("epmd") or "/usr/lib/erlang/bin/epmd")
+# Erlang's distribution listens on every interface unless told which one.
+LOOPBACK_DISTRIBUTION = "-kernel inet_dist_use_interface {127,0,0,1}"
 
 
 class ServerNotAvailable(RuntimeError):
@@ -60,8 +62,10 @@ class LocalRabbitMQ:
     and messages, and an epmd left behind by a run that was killed is reused and then stopped.
 
     With `definitions` (clinic.broker_accounts.broker_definitions) the node loads them at every boot:
-    the broker accounts, their permissions and topic permissions (and no default guest user unless
-    they name it)."""
+    the broker accounts, their permissions and topic permissions, and no default guest user unless
+    they name it (RabbitMQ creates guest only on a first boot that loads no definitions). `url` is
+    guest's: it connects only to a node without definitions or whose definitions keep guest (the
+    test session's broker); broker_accounts.url_for_account(url, ...) gives another account's."""
 
     def __init__(self, base_dir: Path, port: int | None = None, definitions: dict | None = None):
         if not RABBITMQ_SERVER.exists():
@@ -99,6 +103,10 @@ class LocalRabbitMQ:
             # The node, and rabbitmqctl looking for it, use (and start) the epmd on this port.
             ERL_EPMD_PORT=str(self.epmd_port),
             ERL_EPMD_ADDRESS="127.0.0.1",
+            # The node's distribution port (and the one rabbitmqctl's own node opens) on the loopback only:
+            # whoever reaches it with the Erlang cookie runs any code in the node.
+            RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS=LOOPBACK_DISTRIBUTION,
+            RABBITMQ_CTL_ERL_ARGS=LOOPBACK_DISTRIBUTION,
         )
         return env
 

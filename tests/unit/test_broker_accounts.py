@@ -46,6 +46,20 @@ def test_topic_permissions_let_each_account_publish_its_own_prefix_only():
     assert {entry["exchange"] for entry in by_account.values()} == {"clinic.events"}
 
 
+def test_only_the_service_and_the_operator_may_publish_into_a_services_requeue_exchange():
+    """What a consumer believes of a message from its requeue exchange (the publisher header) holds only
+    if no other account may write there: make run's definitions (no guest) give no other account that."""
+    settings = load_settings("records", env={})
+    services = ("scheduling", "sessions", "records", "notifications")
+    accounts = [broker_accounts.account_of(settings, service) for service in services] + [OPERATOR_ACCOUNT]
+    definitions = broker_accounts.broker_definitions(settings, {a: f"{a}-pw" for a in accounts}, services)
+    assert {user["name"] for user in definitions["users"]} == set(accounts)
+    for service in services:
+        writers = {entry["user"] for entry in definitions["permissions"]
+                   if allowed(entry["write"], f"clinic.{service}.requeue")}
+        assert writers == {broker_accounts.account_of(settings, service), OPERATOR_ACCOUNT}, service
+
+
 def test_the_definitions_tag_only_the_operator_as_impersonator_and_hash_passwords_as_rabbitmq_does():
     settings = load_settings("records", env={})
     accounts = [broker_accounts.account_of(settings, s) for s in ("records", "sessions")] + [OPERATOR_ACCOUNT]
