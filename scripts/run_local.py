@@ -1,5 +1,8 @@
 """`make run`: the whole clinic on one machine, on its embedded defaults, kept running.
 
+Past 400 lines: one supervisor, and what it starts in order (broker, databases, apps, the demo) reads
+best in one place.
+
 Starts a local RabbitMQ (unless RABBITMQ_URL is set), a local SMTP mail sink that keeps every
 message under var/mail/ (Maildir), and for each service its migrations, its web app and its worker,
 on SQLite files under var/. Then it watches them:
@@ -30,25 +33,36 @@ Environment:
   RABBITMQ_URL        a running broker to use instead of starting one (every service then connects
                       as its one user, which is made the publisher of every prefix)
 The broker it starts has an account per service and the operations account (clinic.broker_accounts),
-with passwords generated once into var/rabbitmq/accounts.json; each service connects as its own,
-and guest/guest stays for the `clinic` command's listings. The banner says how to replay as the
-operations account.
+with passwords generated once into var/rabbitmq/accounts.json; each service connects as its own, and
+no other account exists (no guest: one left by an earlier run is deleted). The `clinic` command's
+listings and replays use the operations account, whose URL the banner gives; no service is given it.
+Its Erlang distribution port and port mapper listen on 127.0.0.1 only.
+Everything under the var directory is for its owner only: the directory is 0700 and the processes
+it starts create files with umask 077 (databases, logs, mail).
 Each process logs to var/<name>.log; var/<name>.pid holds its process id while it runs.
+
+The demo clinic (clinic.demo): once every app answers, on the first start only (the marker
+var/demo/seeded), `clinic seed-demo` seeds rooms with monitors, office hours, patients with plans and
+today's appointments through the apps' APIs; then `clinic simulate-monitors` posts vital signs, kept
+running like the others. The banner says whether the demo was seeded. CLINIC_DEMO=off: neither.
 """
 
 from __future__ import annotations
 
 import importlib
+import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from clinic import broker_accounts, bus
-from clinic.config import OPERATOR_ACCOUNT, ConfigurationError, default_database_url, load_settings, read_int
+from clinic.config import OPERATOR_ACCOUNT, ConfigurationError, default_database_url, load_demo_settings, load_settings, read_int
 from clinic.db import create_engine
 from clinic.localservers import LocalRabbitMQ, ServerNotAvailable, accepts_connections, port_is_free
 from clinic.migrations import migrate
@@ -122,7 +136,10 @@ def main() -> int:
     except ConfigurationError as exc:
         print(f"make run: {exc}", file=sys.stderr)
         return 2
+    # Patient data (the SQLite files, the mail) and the broker's passwords: for the owner only.
+    os.umask(0o077)
     VAR.mkdir(parents=True, exist_ok=True)
+    VAR.chmod(0o700)
     left = _left_running()
     if left:
         print(f"make run: processes of an earlier make run from {VAR} still run (its supervisor was killed, and "
@@ -146,14 +163,16 @@ def main() -> int:
             passwords = _broker_passwords(VAR / "rabbitmq")
             rabbit = LocalRabbitMQ(VAR / "rabbitmq", port=ports.rabbitmq if port_is_free(ports.rabbitmq) else None,
                                    definitions=broker_accounts.broker_definitions(
-                                       load_settings("cli", env), passwords, SERVICES, development_guest=True))
+                                       load_settings("cli", env), passwords, SERVICES))
             say(f"starting RabbitMQ on 127.0.0.1:{rabbit.port} (files in {rabbit.base})")
             broker = Supervised("rabbitmq", rabbit.launch, rabbit.base / "log")
             supervised.append(broker)
             broker.start()
             if not _wait_for_port(rabbit.port, 90, broker.process, stopping):
                 return 0
-            env["RABBITMQ_URL"] = rabbit.url
+            _remove_leftover_guest(rabbit)
+            # No account's credentials for what is not a service: each service gets its own below.
+            env["RABBITMQ_URL"] = f"amqp://127.0.0.1:{rabbit.port}/%2F"
             _use_own_accounts(env, passwords)
         else:
             _one_account_publishes_everything(env)
@@ -244,8 +263,21 @@ def _use_own_accounts(env: dict, passwords: dict[str, str]) -> None:
     for service in SERVICES:
         account = broker_accounts.account_of(settings, service)
         _service_urls[service] = broker_accounts.url_for_account(env["RABBITMQ_URL"], account, passwords[account])
-    env["CLINIC_OPERATOR_RABBITMQ_URL"] = broker_accounts.url_for_account(
-        env["RABBITMQ_URL"], OPERATOR_ACCOUNT, passwords[OPERATOR_ACCOUNT])
+    # The operations account (it may publish as anyone) stays out of every process's environment: the
+    # banner says where its password is, for the `clinic` command.
+
+
+def _remove_leftover_guest(rabbit: LocalRabbitMQ) -> None:
+    """Delete guest/guest when the broker still lets it in: an earlier make run kept it, an administrator,
+    and loading the definitions at boot adds accounts but removes none."""
+    import pika.exceptions
+
+    try:
+        bus.connect(load_settings("cli", {}).with_changes(rabbitmq_url=rabbit.url)).close()
+    except pika.exceptions.ProbableAuthenticationError:
+        return
+    rabbit.ctl("delete_user", "guest")
+    say("deleted the guest account an earlier make run left in the broker")
 
 
 def _one_account_publishes_everything(env: dict) -> None:
@@ -305,7 +337,7 @@ def _started_here(pid: int) -> bool:
     return state != "Z" and bool(marks & environment)
 
 
-def _child(name: str, command: list[str], env: dict) -> Supervised:
+def _child(name: str, command: list[str], env: dict, kind: type[Supervised] = Supervised) -> Supervised:
     def launch() -> subprocess.Popen:
         with open(VAR / f"{name}.log", "ab") as log:
             # A session of its own: Ctrl-C reaches only this supervisor, which stops the children in
@@ -313,12 +345,13 @@ def _child(name: str, command: list[str], env: dict) -> Supervised:
             return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     cwd=ROOT, start_new_session=True)
 
-    return Supervised(name, launch, VAR / f"{name}.log")
+    return kind(name, launch, VAR / f"{name}.log")
 
 
 def _supervise(supervised: list[Supervised], ports: Ports, env: dict, stopping: _Stopping) -> None:
     """Until stopped: restart what exits; show the banner once every app and the mail sink answer."""
     waiting_for = [ports.mail, *ports.web.values()]
+    demo = _DemoClinic(env)
     while not stopping.requested:
         now = time.monotonic()
         for process in supervised:
@@ -326,8 +359,68 @@ def _supervise(supervised: list[Supervised], ports: Ports, env: dict, stopping: 
         if waiting_for:
             waiting_for = [port for port in waiting_for if not accepts_connections(port)]
             if not waiting_for:
-                _banner(ports, env)
+                demo.begin(supervised)
+        elif demo.status is None and demo.seeded(supervised):
+            _banner(ports, env, demo.status)
         time.sleep(0.2)
+
+
+class _OneShot(Supervised):
+    """A process run once to its end (the demo's seed), never started again by the watch."""
+
+    def watch(self, now: float) -> None:
+        pass
+
+
+class _DemoClinic:
+    """The demo clinic (clinic.demo): once every app answers, `clinic seed-demo` runs unless an earlier start
+    seeded it (its marker), then `clinic simulate-monitors` is supervised like the others. CLINIC_DEMO=off:
+    neither. A seed that fails leaves the marker unwritten, and the next start finishes it."""
+
+    def __init__(self, env: dict):
+        from clinic import demo
+
+        self.env = env
+        self.settings = load_demo_settings(env)
+        self.marker = demo.marker_path(self.settings)
+        self.seeding: Supervised | None = None
+        self.status: str | None = None  # the banner's line, once the seed has ended
+
+    def begin(self, supervised: list[Supervised]) -> None:
+        if not self.settings.enabled:
+            return
+        if not self.marker.exists():
+            say(f"seeding the demo clinic (log: {VAR / 'demo-seed.log'}; CLINIC_DEMO=off turns the demo off)")
+            self.seeding = _child("demo-seed", [str(BIN / "clinic"), "seed-demo"], self.env, kind=_OneShot)
+            supervised.append(self.seeding)
+            self.seeding.start()
+
+    def seeded(self, supervised: list[Supervised]) -> bool:
+        """True once the seed has ended (or none was needed): status then says how it went."""
+        from clinic import demo
+
+        if not self.settings.enabled:
+            self.status = "demo clinic: off (CLINIC_DEMO=off)"
+            return True
+        if self.seeding is not None:
+            if self.seeding.process is None or self.seeding.process.poll() is None:
+                return False
+            self.seeding.process = None
+            self.seeding.pid_file.unlink(missing_ok=True)
+        if not self.marker.exists():
+            self.status = (f"demo clinic: NOT seeded, see {VAR / 'demo-seed.log'}; the next make run tries again "
+                           "(CLINIC_DEMO=off turns the demo off)")
+            return True
+        summary = json.loads(self.marker.read_text())
+        earlier = summary["seeded_at"][:16].replace("T", " ")
+        when = "seeded now" if self.seeding is not None else f"seeded on an earlier start ({earlier} UTC)"
+        self.status = (f"demo clinic: {when}: {demo.describe(summary)}.\n"
+                       f"                 Simulated monitors post vital signs (log: {VAR / 'monitors.log'}). "
+                       "CLINIC_DEMO=off turns the demo off.")
+        monitors = _child("monitors", [str(BIN / "clinic"), "simulate-monitors"], self.env)
+        supervised.append(monitors)
+        monitors.start()
+        return True
 
 
 def _stop_all(supervised: list[Supervised]) -> None:
@@ -396,22 +489,31 @@ def say(line: str, error: bool = False) -> None:
     print(f"{time.strftime('%H:%M:%S')} {line}", file=sys.stderr if error else sys.stdout, flush=True)
 
 
-def _banner(ports: Ports, env: dict) -> None:
+def _without_credentials(url: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1]))
+
+
+def _banner(ports: Ports, env: dict, demo: str = "") -> None:
     print("\nThe clinic is running:")
     for service in SERVICES:
         print(f"  {service:<14} http://127.0.0.1:{ports.web[service]}   "
               f"metrics: web :{ports.web_metrics[service]}, worker :{ports.worker_metrics[service]}")
     print("                 (each app: /docs, /openapi.json; each metrics port: /metrics, /healthz)")
     print(f"  mail sink      smtp://127.0.0.1:{ports.mail} → {VAR / 'mail'}")
-    print(f"  RabbitMQ       {env['RABBITMQ_URL'].split('@')[-1]}")
+    print(f"  RabbitMQ       {_without_credentials(env['RABBITMQ_URL'])}")
     print(f"  logs           {VAR}/*.log (process ids in {VAR}/*.pid)")
-    print("\nA staff token for the API: .venv/bin/clinic token --role front_desk")
-    if "CLINIC_OPERATOR_RABBITMQ_URL" in env:
+    # The token is signed with the key pair under the var directory: `clinic` must look in the same one.
+    var_dir = "" if VAR == (ROOT / "var").resolve() else f"CLINIC_VAR_DIR={shlex.quote(str(VAR))} "
+    print(f"\nA staff token for the API: {var_dir}.venv/bin/clinic token --role front_desk")
+    if _service_urls:
         # The password stays in its file (token_urlsafe: nothing to percent-encode in the URL).
         read = f"$(.venv/bin/python -c 'import json; print(json.load(open(\"{VAR}/rabbitmq/accounts.json\"))[\"{OPERATOR_ACCOUNT}\"])')"
-        print(f"Replays (clinic dead-letters|unrouted replay) need the operations account and the local broker:\n"
-              f"  export RABBITMQ_URL={env['RABBITMQ_URL']}\n"
-              f"  export CLINIC_OPERATOR_RABBITMQ_URL=\"amqp://{OPERATOR_ACCOUNT}:{read}@{env['RABBITMQ_URL'].split('@')[-1]}\"")
+        address = _without_credentials(env["RABBITMQ_URL"]).removeprefix("amqp://")
+        print(f"Listings and replays (clinic dead-letters|unrouted list|replay) connect as the operations account "
+              f"(the broker has no guest):\n"
+              f"  export CLINIC_OPERATOR_RABBITMQ_URL=\"amqp://{OPERATOR_ACCOUNT}:{read}@{address}\"")
+    print(f"\n{demo}\n" if demo else "", end="")
     print("A process that stops is started again. Ctrl-C stops everything.", flush=True)
 
 

@@ -14,9 +14,13 @@ saying that the broker or the configuration is not right.
                                                         declare its queue and bindings when it consumes events
   clinic outbox status [SERVICE ...]                    each service's unpublished events and the age of the oldest
   clinic broker-definitions [--out FILE]                the broker accounts as RabbitMQ definitions, to load at boot
+  clinic seed-demo                                      the demo clinic make run seeds on its first start (development only)
+  clinic simulate-monitors [--every SECONDS]            the demo's bedside monitors posting vital signs (development only)
 
 Replays keep each message's routing key and publisher (its AMQP user_id): the broker lets only the
 operations account (tagged impersonator, CLINIC_OPERATOR_RABBITMQ_URL) publish as another account.
+Listings and replays connect as that account whenever CLINIC_OPERATOR_RABBITMQ_URL is set (else as
+RABBITMQ_URL's): `make run`'s broker has no other account that may read every service's queues.
 
 Listing leaves every message where it is; pages are in the order the messages died (dead letters) or
 occurred (unrouted events), then by message id. Settings come from the same environment variables as the
@@ -36,7 +40,7 @@ from datetime import datetime, timezone
 import pika.exceptions as pe
 
 from clinic import auth, broker_accounts, bus
-from clinic.config import OPERATOR_ACCOUNT, ConfigurationError, Settings, load_settings, read_broker_passwords
+from clinic.config import OPERATOR_ACCOUNT, ConfigurationError, Settings, load_demo_settings, load_settings, read_broker_passwords
 from clinic.db import create_engine
 from clinic.logs import one_line
 from clinic.migrations import migrate
@@ -101,6 +105,10 @@ def main(argv=None) -> int:
     definitions = commands.add_parser("broker-definitions", help="print the broker accounts as RabbitMQ definitions")
     definitions.add_argument("--out", default=None, help="write them to this file (mode 0600) instead of stdout")
 
+    commands.add_parser("seed-demo", help="seed the demo clinic through the apps' APIs (make run does, on its first start)")
+    simulate = commands.add_parser("simulate-monitors", help="the demo's monitors post vital signs for the started sessions")
+    simulate.add_argument("--every", type=float, default=5.0, help="seconds between two readings of one monitor (default 5)")
+
     args = parser.parse_args(argv)
     try:
         if args.command == "token":
@@ -121,6 +129,8 @@ def main(argv=None) -> int:
             write_broker_definitions(load_settings("cli"), args.out)
         elif args.command == "migrate":
             return migrate_service(args.service)
+        elif args.command in ("seed-demo", "simulate-monitors"):
+            return run_demo(args)
         elif args.command == "outbox":
             unknown = sorted(set(args.services) - set(SERVICES))
             if unknown:
@@ -149,6 +159,51 @@ def print_development_token(args) -> int:
     except ValueError as exc:
         print(f"clinic: {exc}", file=sys.stderr)
         return 2
+    return 0
+
+
+def run_demo(args) -> int:
+    """`clinic seed-demo` and `clinic simulate-monitors` (clinic.demo, clinic.monitors): development only,
+    and off with CLINIC_DEMO=off."""
+    from clinic import demo
+
+    settings = load_demo_settings()
+    if settings.environment == "production":
+        print(f"clinic: `clinic {args.command}` is the development demo, refused when CLINIC_ENV is production: "
+              "it would write made-up patients and readings into the clinic's records", file=sys.stderr)
+        return 2
+    if not settings.enabled:
+        print(f"clinic: CLINIC_DEMO=off: no demo clinic, `clinic {args.command}` does nothing")
+        return 0
+    if args.command == "seed-demo":
+        if demo.marker_path(settings).exists():
+            print(f"demo clinic seeded on an earlier start ({demo.marker_path(settings)}): nothing to do")
+            return 0
+        try:
+            demo.seed(settings)
+        except (demo.DemoError, ValueError) as exc:
+            print(f"clinic: the demo clinic is not (fully) seeded: {exc}. The next `clinic seed-demo` finishes it.",
+                  file=sys.stderr)
+            return 1
+        return 0
+    return simulate_monitors(settings, args.every)
+
+
+def simulate_monitors(settings, every: float) -> int:
+    """Run the simulated monitors until SIGINT or SIGTERM."""
+    import logging
+    import signal
+    import threading
+
+    from clinic.logs import configure_logging
+    from clinic.monitors import Simulator
+
+    configure_logging(load_settings("monitors"))
+    logging.getLogger("clinic.monitors").setLevel(logging.INFO)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    Simulator(settings, every=max(1.0, every)).run(stop)
     return 0
 
 
@@ -189,8 +244,11 @@ def write_broker_definitions(settings: Settings, out: str | None) -> None:
 def migrate_service(service: str) -> int:
     """Bring the service's database to the latest revision, then declare its queue, its bindings, its
     retry delay queues and its dead letters (when it consumes anything), so events published before its
-    worker first runs wait for it. A broker that cannot be reached is an error once the database is done."""
+    worker first runs wait for it. A broker that cannot be reached is an error once the database is done.
+    Production's refusals first, as the service's own processes would refuse to start: a migration on
+    a default database or broker account would change what no service of the clinic uses."""
     settings = load_settings(service)
+    settings.check_safe_to_run()
     migrate(create_engine(settings.database_url), importlib.import_module(f"{service}.db").MIGRATIONS)
     print(f"{service}: database at the latest revision")
     consumed = importlib.import_module(f"{service}.worker").handlers(settings)

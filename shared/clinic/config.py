@@ -2,6 +2,7 @@
 
 Every variable has a default that runs the clinic on one machine (SQLite files
 under var/, a local RabbitMQ, a local mail sink). The README lists them all.
+Past 400 lines: every setting and its reader live here, so that no other module reads the environment.
 """
 
 from __future__ import annotations
@@ -379,3 +380,24 @@ def load_settings(service: str, env: dict | None = None) -> Settings:
         log_level=env.get("LOG_LEVEL") or Settings.log_level,
         **read_limits_and_docs(env),
     )
+
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """`make run`'s demo clinic (clinic.demo) and its simulated monitors (clinic.monitors)."""
+
+    enabled: bool  # CLINIC_DEMO: on (the default) or off
+    environment: str
+    var_dir: Path
+    apps: tuple[tuple[str, str], ...]  # (service, base URL): 8101-8104 moved by CLINIC_PORT_OFFSET, as make run binds them
+
+
+def load_demo_settings(env: dict | None = None) -> DemoSettings:
+    env = os.environ if env is None else env  # CLINIC_DEMO, CLINIC_PORT_OFFSET, CLINIC_VAR_DIR, CLINIC_ENV
+    demo, offset = env.get("CLINIC_DEMO") or "on", read_int(env, "CLINIC_PORT_OFFSET", 0)
+    if demo not in ("on", "off"):
+        raise ConfigurationError(f"CLINIC_DEMO must be on or off, got {demo!r}")
+    apps = tuple((name, f"http://127.0.0.1:{8101 + i + offset}") for i, name in enumerate(("scheduling", "sessions", "records",
+                                                                                           "notifications")))
+    return DemoSettings(demo == "on", read_environment(env), Path(env.get("CLINIC_VAR_DIR") or "var"), apps)

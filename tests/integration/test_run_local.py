@@ -12,21 +12,25 @@ while processes an earlier run left (its supervisor killed) still run.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
 import socket
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
+import pika.exceptions
 import pytest
 import requests
 
+from clinic import broker_accounts, bus
 from clinic.auth import issue_token
-from clinic.config import load_settings
+from clinic.config import OPERATOR_ACCOUNT, load_settings
 from clinic.db import create_engine
-from clinic.localservers import accepts_connections, port_is_free, stop_epmd
+from clinic.localservers import LocalRabbitMQ, accepts_connections, port_is_free, stop_epmd
 from clinic.testing import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -61,10 +65,24 @@ class SupervisedClinic:
 
 @pytest.fixture
 def supervised_clinic(tmp_path):
+    with _make_run(tmp_path) as clinic:
+        yield clinic
+
+
+@contextmanager
+def _make_run(tmp_path, prepare=None):
+    """run_local.py on a var directory of the test's own, first given to `prepare(var, offset)` when set."""
     offset = _free_offset()
     var = tmp_path / "var"
-    env = {name: value for name, value in os.environ.items() if name not in ("RABBITMQ_URL", "DATABASE_URL")}
-    env.update(CLINIC_VAR_DIR=str(var), CLINIC_PORT_OFFSET=str(offset))
+    # As a user's or an earlier run's var directory may be: make run makes it private.
+    var.mkdir(mode=0o755)
+    var.chmod(0o755)
+    if prepare is not None:
+        prepare(var, offset)
+    env = {name: value for name, value in os.environ.items()
+           if name not in ("RABBITMQ_URL", "DATABASE_URL", "CLINIC_OPERATOR_RABBITMQ_URL")}
+    # The demo clinic's seed and monitors come and go on their own: tests/integration/test_demo_clinic.py has them.
+    env.update(CLINIC_VAR_DIR=str(var), CLINIC_PORT_OFFSET=str(offset), CLINIC_DEMO="off")
     terminal = tmp_path / "terminal.txt"
     with open(terminal, "wb") as out:
         process = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "run_local.py")], env=env, cwd=ROOT,
@@ -168,6 +186,72 @@ def test_a_killed_worker_is_started_again_and_nothing_is_lost_then_ctrl_c_stops_
     assert not list(clinic.var.glob("*.pid"))
 
 
+def test_make_run_keeps_no_shared_broker_account_nor_open_ports_and_its_files_private(tmp_path):
+    created_before: set[Path] = set()
+
+    def earlier_run_with_guest(var: Path, offset: int) -> None:
+        """The broker directory an earlier make run left: guest/guest, an administrator, in its database."""
+        settings = load_settings("cli", env={})
+        accounts = [broker_accounts.account_of(settings, service) for service in SERVICES] + [OPERATOR_ACCOUNT]
+        earlier = LocalRabbitMQ(var / "rabbitmq", port=5672 + offset, definitions=broker_accounts.broker_definitions(
+            settings, {account: "earlier" for account in accounts}, SERVICES, development_guest=True))
+        earlier.start()
+        try:
+            bus.connect(settings.with_changes(rabbitmq_url=earlier.url)).close()   # guest gets in there
+        finally:
+            earlier.stop()
+        created_before.update(var.rglob("*"))
+
+    with _make_run(tmp_path, prepare=earlier_run_with_guest) as clinic:
+        eventually(lambda: "The clinic is running" in clinic.terminal(), timeout=120, interval=0.2,
+                   message=f"run_local's banner; its terminal:\n{clinic.terminal()}")
+        terminal = clinic.terminal()
+        broker = f"127.0.0.1:{5672 + clinic.offset}"
+
+        # No guest: the one the earlier run left is deleted, and the banner offers none.
+        assert "deleted the guest account an earlier make run left" in terminal
+        with pytest.raises(pika.exceptions.ProbableAuthenticationError):
+            bus.connect(load_settings("cli", env={}).with_changes(rabbitmq_url=f"amqp://guest:guest@{broker}/%2F"))
+        assert "guest:guest" not in terminal and "export RABBITMQ_URL" not in terminal
+        # The token is signed with the key pair of this var directory, not ./var's.
+        assert f"CLINIC_VAR_DIR={clinic.var} .venv/bin/clinic token --role front_desk" in terminal
+
+        # The operations account's password reaches no process make run started.
+        password = json.loads((clinic.var / "rabbitmq" / "accounts.json").read_text())[OPERATOR_ACCOUNT]
+        for name, pid in clinic.pids().items():
+            environment = Path(f"/proc/{pid}/environ").read_bytes()
+            assert password.encode() not in environment and b"CLINIC_OPERATOR_RABBITMQ_URL" not in environment, name
+
+        # The `clinic` command's listings, as the banner says to run them: as the operations account.
+        [export] = [line.strip() for line in terminal.splitlines() if "export CLINIC_OPERATOR_RABBITMQ_URL=" in line]
+        listing = subprocess.run(
+            ["bash", "-c", f"{export} && {sys.executable} -m clinic.cli dead-letters list records "
+                           f"&& {sys.executable} -m clinic.cli unrouted list"],
+            cwd=ROOT, capture_output=True, text=True, timeout=120,
+            env={name: value for name, value in os.environ.items() if not name.endswith("RABBITMQ_URL")})
+        assert listing.returncode == 0, listing.stderr
+        assert "dead letter(s) in clinic.records.dead" in listing.stdout
+        assert "unrouted event(s) in clinic.unrouted" in listing.stdout
+
+        # The broker's Erlang distribution port, and its port mapper, listen on the loopback only.
+        [node] = [pid for pid, command in _descendants(clinic.pid("rabbitmq")).items() if "beam.smp" in command]
+        node_sockets = _listening_sockets_of(node)
+        assert int((clinic.var / "rabbitmq" / "dist_port").read_text()) in {port for _, port in node_sockets}
+        assert {address for address, _ in node_sockets} <= LOOPBACK, node_sockets
+        epmd_port = int((clinic.var / "rabbitmq" / "epmd_port").read_text())
+        epmd_sockets = _listening_sockets_of(_epmd_pid(epmd_port))
+        assert epmd_sockets and {address for address, _ in epmd_sockets} <= LOOPBACK, epmd_sockets
+
+        # The var directory is its owner's only, and so is every file make run and its processes made.
+        assert clinic.var.stat().st_mode & 0o777 == 0o700
+        for pid in clinic.pids().values():
+            assert "Umask:\t0077" in Path(f"/proc/{pid}/status").read_text()
+        made = [path for path in clinic.var.rglob("*") if path.is_file() and path not in created_before]
+        assert {"records.db", "records-web.log", "accounts.json"} <= {path.name for path in made}
+        # Only the development key pair's public half is readable by others on purpose (and only its file).
+        assert [str(path) for path in made if path.stat().st_mode & 0o077 and path.name != "jwks.json"] == []
+
+
 def test_make_run_refuses_to_start_beside_what_an_earlier_run_left_running(tmp_path):
     var = tmp_path / "var"
     var.mkdir()
@@ -211,6 +295,33 @@ def _listening_on(port: int) -> set[str]:
         address, hex_port = local.split(":")
         if state == "0A" and int(hex_port, 16) == port:   # 0A: LISTEN
             found.add(socket.inet_ntoa(bytes.fromhex(address)[::-1]))
+    return found
+
+
+LOOPBACK = {"127.0.0.1", "::1"}
+
+
+def _listening_sockets_of(pid: int) -> set[tuple[str, int]]:
+    """(address, port) of every TCP socket the process listens on (IPv4 and IPv6), from /proc."""
+    inodes = set()
+    for descriptor in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(descriptor)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:["):-1])
+    found = set()
+    for table, family in (("tcp", socket.AF_INET), ("tcp6", socket.AF_INET6)):
+        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] != "0A" or fields[9] not in inodes:   # 0A: LISTEN
+                continue
+            address, hex_port = fields[1].split(":")
+            raw = bytes.fromhex(address)
+            # /proc writes each 32-bit word of the address in the machine's (little-endian) order.
+            raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+            found.add((socket.inet_ntop(family, raw), int(hex_port, 16)))
     return found
 
 
