@@ -89,10 +89,21 @@ def _guarded(view_function, method: str) -> bool:
 
 def allowed_here() -> tuple[str, ...]:
     """Who may call the operation of the request being handled (a HEAD is its GET)."""
+    allowed = guarded_here()
+    if allowed is None:
+        raise RuntimeError("allowed_here() for an operation the role matrix does not guard")
+    return allowed
+
+
+def guarded_here() -> tuple[str, ...] | None:
+    """Who may call the operation of the request, or None when it checks no token: a public route,
+    a path no route matches, a test app's own unguarded view (install pairs every guarded one)."""
     from flask import current_app, request
 
+    if request.url_rule is None:
+        return None
     method = "GET" if request.method == "HEAD" else request.method
-    return current_app.extensions["clinic.access"][(request.url_rule.rule, method)]
+    return current_app.extensions["clinic.access"].get((request.url_rule.rule, method))
 
 
 def who(identities) -> str:

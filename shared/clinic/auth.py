@@ -159,6 +159,26 @@ def authenticate() -> Principal:
     return principal
 
 
+def admitted(allowed) -> Principal | None:
+    """Who calls an operation the role matrix opens to `allowed`: the verified staff member (roles not
+    yet compared), or None for a bedside monitor's device token where `allowed` names `device`. The
+    device token is left in flask.g.device_token, for the view to check in its own transaction (device
+    tokens are kept in the service's database), and counted per device. Unauthorized without a token."""
+    from flask import g, request
+
+    from clinic.access import DEVICE
+
+    if DEVICE in allowed:
+        token = bearer_token(request.headers.get("Authorization"))
+        if token.startswith(DEVICE_TOKEN_PREFIX):
+            from clinic.limits import hold_device
+
+            g.device_token = token
+            hold_device(hash_device_token(token))
+            return None
+    return authenticate()
+
+
 def refuse_unless(principal: Principal, roles) -> None:
     """Raise Forbidden naming the roles when the principal has none of them."""
     if not principal.has_any(roles):
@@ -168,8 +188,8 @@ def refuse_unless(principal: Principal, roles) -> None:
 def requires_roles():
     """Decorate a view: the caller must be one the role matrix (clinic.role_matrix) names for its
     operation: a valid staff token carrying one of the roles there or, where the matrix names `device`,
-    a bedside monitor's token. A device token is left in flask.g.device_token for the view to check
-    in its own transaction (device tokens are kept in the service's database).
+    a bedside monitor's token (admitted). The shared edge (clinic.http_edge) has already refused a
+    caller without a valid token, before looking at the body; the roles are compared here.
 
     Place it above @blp.arguments so identity is checked before the body is read.
     The principal is available to the view as clinic.web.current_principal().
@@ -178,17 +198,12 @@ def requires_roles():
     def decorate(view):
         @functools.wraps(view)
         def wrapper(*args, **kwargs):
-            from flask import g, request
-
-            from clinic.access import DEVICE, allowed_here
+            from clinic.access import allowed_here
 
             allowed = allowed_here()
-            if DEVICE in allowed:
-                token = bearer_token(request.headers.get("Authorization"))
-                if token.startswith(DEVICE_TOKEN_PREFIX):
-                    g.device_token = token
-                    return view(*args, **kwargs)
-            refuse_unless(authenticate(), allowed)
+            principal = admitted(allowed)
+            if principal is not None:
+                refuse_unless(principal, allowed)
             return view(*args, **kwargs)
 
         wrapper._clinic_guarded = True

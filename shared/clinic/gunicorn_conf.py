@@ -18,6 +18,10 @@ threads each. What it adds to gunicorn's defaults, and why:
   and gunicorn would otherwise give up draining it after 64 KiB and drop a connection it had just
   announced as kept alive (the client's next request on it then fails);
 - no access log: the app logs each request itself, by route template, never the raw path or query;
+- the settings are checked in the master before any worker forks (the service is the app's package,
+  `scheduling` in `scheduling.app:create_app()`, else SERVICE): settings production refuses
+  (Settings.check_safe_to_run) stop gunicorn with one line naming the setting, instead of each worker
+  failing to boot with its traceback;
 - metrics added up over the worker processes: the master gives them a fresh directory for
   prometheus_client's multiprocess mode before they fork (PROMETHEUS_MULTIPROC_DIR; removed when
   the master exits), so /metrics answers the same whichever process is asked;
@@ -112,8 +116,10 @@ _ops = None  # the master's clinic.ops.OpsServer
 
 
 def on_starting(server):
-    """In the master, before any worker forks: a fresh directory for the workers' metrics."""
+    """In the master, before any worker forks: the settings checked, and a fresh directory for the
+    workers' metrics."""
     global _metrics_directory
+    _refuse_unsafe_settings(server)
     values = sys.modules.get("prometheus_client.values")
     if values is not None and not getattr(values.ValueClass, "_multiprocess", False):
         # Imported before the master started (the app preloaded): the workers would keep their
@@ -153,20 +159,39 @@ def _loopback_only(addresses) -> bool:
     return bool(hosts) and all(host in ("127.0.0.1", "localhost", "::1") for host in hosts)
 
 
-def _warn_when_development_tokens_are_reachable(server) -> None:
-    """Once, in the master: a development service that other machines can reach accepts the tokens anyone
-    with this checkout can sign (`clinic token`). make run binds 127.0.0.1; the images set production."""
+def _service(server) -> str:
+    """The service gunicorn serves: the package of its app (`sessions.app:create_app()`), else SERVICE."""
+    uri = getattr(getattr(server, "app", None), "app_uri", None) or getattr(server.cfg, "wsgi_app", None) or ""
+    return uri.partition(":")[0].partition(".")[0] or os.environ.get("SERVICE") or "web"
+
+
+def _refuse_unsafe_settings(server) -> None:
+    """Stop the master, with one line, on settings every worker would refuse (clinic.config)."""
     from clinic.config import ConfigurationError, load_settings
 
     try:
-        settings = load_settings(os.environ.get("SERVICE") or "web")
+        load_settings(_service(server)).check_safe_to_run()
+    except ConfigurationError as exc:
+        server.log.error("refusing to start: %s", exc)
+        sys.exit(1)
+
+
+def _warn_when_development_tokens_are_reachable(server) -> None:
+    """Once, in the master: a development service that other machines can reach accepts the tokens
+    anyone who can read its development private key can sign (`clinic token`, with the key pair in
+    the var dir's identity folder). make run binds 127.0.0.1; the images set production."""
+    from clinic.config import ConfigurationError, load_settings
+
+    try:
+        settings = load_settings(_service(server))
     except ConfigurationError:
-        return  # the app refuses to start, and says why
+        return  # on_starting has refused to start, and said why
     if settings.accepts_development_tokens and not _loopback_only(server.cfg.address):
         server.log.warning(
             "CLINIC_ENV=%s and listening beyond this machine (%s): this service accepts development tokens, "
-            "which anyone with the clinic's code can sign. Bind 127.0.0.1, or set CLINIC_ENV=production with "
-            "the identity provider's CLINIC_OIDC_* settings.", settings.environment,
+            "which anyone who can read the development private key (development-signing-key.pem, beside the JWKS "
+            "file CLINIC_OIDC_JWKS_URL names) can sign. Bind 127.0.0.1, or set CLINIC_ENV=production with the "
+            "identity provider's CLINIC_OIDC_* settings.", settings.environment,
             ", ".join(str(address) for address in server.cfg.address))
 
 

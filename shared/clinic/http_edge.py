@@ -2,8 +2,14 @@
 line each request leaves in the log. One module because it is one pass over one request, in one
 order (cheapest check first), and the malformed-path answer reuses the routes the checks key on.
 
-Before any view (and before roles are checked, since none of this depends on who is asking):
+Before any view:
 - the correlation id: the caller's X-Correlation-ID is kept only when it is a UUID;
+- who is asking, first: for an operation of the role matrix (clinic.access), a caller without a valid
+  token is refused 401 (clinic.auth.admitted) and one whose roles the matrix does not name is passed
+  to the view's guard, which refuses it 403 (and audits the refusal) before its body is parsed.
+  Neither has its body or query looked at: every caller outside the matrix gets a 401 or a 403,
+  whatever it sends. Any other request (a path no route matches, the documents) is counted by its
+  address (clinic.limits.hold_address);
 - the request target: longer than MAX_TARGET_LENGTH is a 414;
 - a body is read whole (over MAX_BODY_BYTES: 413) and must be JSON (415); it is parsed once here with
   guards that the JSON parser the views use lacks: nesting deeper than MAX_JSON_DEPTH is a 400; a lone
@@ -33,7 +39,9 @@ from flask import Flask, g, request
 from werkzeug.exceptions import MethodNotAllowed, NotFound, RequestEntityTooLarge
 from werkzeug.routing import BaseConverter, Map, RequestRedirect, Rule, UUIDConverter, ValidationError
 
+from clinic import access, auth, limits
 from clinic.correlation import accepted_correlation_id, reset_correlation_id, set_correlation_id
+from clinic.errors import Unauthorized
 from clinic.http_errors import error_response
 from clinic.validation import FIRST_PLAUSIBLE_DAY, LAST_PLAUSIBLE_DAY, years_pattern
 
@@ -127,6 +135,11 @@ def _loggable(value) -> str:
 
 
 def _hold(contracts: dict) -> None:
+    allowed = access.guarded_here()
+    if allowed is None:
+        limits.hold_address()
+    elif not _admitted(allowed):
+        return
     environ = request.environ
     if len(environ.get("PATH_INFO", "")) + len(environ.get("QUERY_STRING", "")) > MAX_TARGET_LENGTH:
         if _announces_body():
@@ -141,6 +154,27 @@ def _hold(contracts: dict) -> None:
         _refuse_missing_body()
     if contract is not None and contract.integer_query:
         _hold_integer_query(contract.integer_query)
+
+
+def _admitted(allowed) -> bool:
+    """Whether the caller may call the operation: Unauthorized without a valid token, False with a
+    staff token the role matrix does not name for it (the view's guard answers 403)."""
+    try:
+        principal = auth.admitted(allowed)
+    except Unauthorized:
+        _drain()
+        raise
+    if principal is not None and not principal.has_any(allowed):
+        _drain()
+        return False
+    return True
+
+
+def _drain() -> None:
+    # A refused caller's body is read, never looked at: gunicorn drains at most 64 KiB of a body left
+    # unread and then drops the connection the refusal keeps alive. Past the limit it is left unread.
+    if _announces_body() and (request.content_length or 0) <= MAX_BODY_BYTES:
+        request.get_data(cache=True)
 
 
 def _announces_body() -> bool:

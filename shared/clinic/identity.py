@@ -18,6 +18,7 @@ import hashlib
 import http.client
 import json
 import logging
+import math
 import os
 import tempfile
 import threading
@@ -40,6 +41,8 @@ log = logging.getLogger(__name__)
 # Asymmetric only: a shared secret (HS*) would let whoever verifies also sign, and `none` signs nothing.
 ALGORITHMS = ("RS256", "ES256")
 REQUIRED_CLAIMS = ("iss", "aud", "exp", "iat", "sub")
+# Times in seconds since 1970: a JSON number each, never a string PyJWT would read as one.
+TIME_CLAIMS = ("exp", "iat", "nbf")
 DEVELOPMENT_KEY_FILE = "development-signing-key.pem"
 DEVELOPMENT_ALGORITHM = "ES256"
 # How long fetched keys are used before they are fetched again (a removed key stops working then), and
@@ -319,6 +322,11 @@ class TokenVerifier:
             raise Unauthorized("the token's signature does not match") from None
         except jwt.PyJWTError:
             raise Unauthorized("the token is not valid") from None
+        for name in TIME_CLAIMS:
+            # PyJWT reads "exp": "1700000000" as the number; the standard (RFC 7519, NumericDate) and
+            # every provider write a JSON number. A string or true there is a token nobody should have made.
+            if name in claims and not _is_numeric_date(claims[name]):
+                raise Unauthorized(f"the token's {name} claim is not a number of seconds")
         if not isinstance(claims["sub"], str) or not claims["sub"].strip():
             raise Unauthorized("the token's subject is empty")
         if int(claims["exp"]) < int(claims["iat"]):  # both checked as integers by PyJWT
@@ -330,6 +338,10 @@ class TokenVerifier:
     def still_published(self, verified: VerifiedToken) -> bool:
         """Whether the key a token was verified with is still the one its `kid` names."""
         return self.keys.key_for(verified.key.key_id) is verified.key
+
+
+def _is_numeric_date(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def keys_for(url: str):

@@ -1,9 +1,14 @@
 """Rate limits: how often one staff member, one client address and one bedside monitor may call a
 service, and how often one staff member may search for patients.
 
-Flask-Limiter counts (clinic.config names each limit's setting and default):
-- per client address, every request but the probes (/healthz, /readyz; /metrics is answered before
-  Flask): a flood from one machine is refused before it costs a token check or the database. The
+Counted (clinic.config names each limit's setting and default):
+- per client address (hold_address), every request that carries no valid token: a refused token or
+  none (counted when clinic.auth refuses it, so a token is always checked first), a device token
+  its service does not know, and a request for an operation that checks no token (a path no route
+  matches, the API documents). Never the probes (/healthz, /readyz; /metrics is answered before
+  Flask). A request with a valid staff or device token is counted by its subject or device instead:
+  a flood of made-up tokens from one machine, or a desk behind the same address trying tokens, is
+  refused 429 once past the limit, while the staff and the monitors behind that address go on. The
   address is the connection's, or, behind CLINIC_TRUSTED_PROXIES reverse proxies, the one the
   outermost of them saw (X-Forwarded-For read from the right, so a client cannot name itself);
 - per staff member: the subject of a token whose signature, issuer, audience and lifetime were
@@ -11,7 +16,7 @@ Flask-Limiter counts (clinic.config names each limit's setting and default):
   so nobody can spend another's allowance;
 - per bedside monitor (hold_device): keyed by its device token's hash, the key the device is stored
   under. A monitor posting in a loop is refused while the others' posts go through; a made-up token
-  has an allowance of its own, but is refused 401 and counted by its address as well;
+  has an allowance of its own, but is refused 401 and so counted by its address;
 - per staff member for the patient search (hold_patient_search), tighter, since enumerating
   patients is what it guards against.
 
@@ -30,13 +35,13 @@ import math
 import time
 
 from flask import Flask, current_app, g, request
-from flask_limiter import Limiter, RateLimitExceeded
+from flask_limiter import Limiter
 from limits import RateLimitItem, parse_many
 from limits.storage import MemoryStorage
 from limits.strategies import STRATEGIES, RateLimiter
 
 from clinic.config import ConfigurationError, Settings
-from clinic.errors import ClinicError
+from clinic.errors import ClinicError, Unauthorized
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +86,7 @@ class _Limits:
 
     def __init__(self, limiter: Limiter, settings: Settings):
         self.limiter = limiter
+        self.per_address = _setting(settings, "rate_limit_per_address")
         self.per_subject = _setting(settings, "rate_limit_per_subject")
         self.per_device = _setting(settings, "rate_limit_per_device")
         self.patient_search = _setting(settings, "rate_limit_patient_search")
@@ -117,16 +123,14 @@ def _seconds_until(moment: float) -> int:
 
 
 def install(app: Flask, settings: Settings) -> None:
-    """Limit `app`'s requests per client address now, and ready the per-subject, per-device and
-    patient search limits its views and clinic.auth hold. After the shared edge, so that a refusal
-    carries its correlation id."""
-    _setting(settings, "rate_limit_per_address")
+    """Ready `app`'s limits: per address (clinic.http_edge, and a refused token here), per subject
+    (clinic.auth), per device and for the patient search (the views). Flask-Limiter keeps the counts
+    (the shared store, and memory meanwhile when it is away); it limits no route by itself."""
     storage_options = {} if settings.rate_limit_storage_url.startswith("memory://") else {
         "socket_timeout": STORE_TIMEOUT_SECONDS, "socket_connect_timeout": STORE_TIMEOUT_SECONDS}
     limiter = Limiter(
         key_func=client_address,
         app=app,
-        application_limits=[settings.rate_limit_per_address],
         strategy=STRATEGY,
         storage_uri=settings.rate_limit_storage_url,
         storage_options=storage_options,
@@ -134,14 +138,10 @@ def install(app: Flask, settings: Settings) -> None:
         key_prefix=f"clinic:{settings.service}",
         headers_enabled=False,
     )
-    limiter.request_filter(_unlimited)
     app.extensions["clinic.limits"] = _Limits(limiter, settings)
-    app.register_error_handler(RateLimitExceeded, _address_limit_exceeded)
     app.register_error_handler(RateLimited, response_for)
-
-
-def _unlimited() -> bool:
-    return request.url_rule is not None and request.url_rule.rule in UNLIMITED_ROUTES
+    # More specific than clinic.web's handler of every ClinicError: each refused token is counted.
+    app.register_error_handler(Unauthorized, _unauthenticated)
 
 
 def client_address() -> str:
@@ -155,13 +155,15 @@ def client_address() -> str:
     return request.remote_addr or "unknown"
 
 
-def _address_limit_exceeded(exc: RateLimitExceeded):
-    limits: _Limits = current_app.extensions["clinic.limits"]
-    breached = limits.limiter.current_limit
-    retry_after = _seconds_until(breached.reset_at) if breached is not None else 1
-    refusal = RateLimited(f"too many requests: at most {exc.limit.limit} {_PER['address']}; try again later", retry_after,
-                          {"limit": str(exc.limit.limit), "per": "address"})
-    return response_for(refusal)
+def _unauthenticated(exc: Unauthorized):
+    """A 401, or a 429 once the address has had more refused tokens than its allowance."""
+    from clinic.http_errors import error_response
+
+    try:
+        hold_address()
+    except RateLimited as refusal:
+        return response_for(refusal)
+    return error_response(exc.http_status, exc.code, exc.message, exc.details)
 
 
 def response_for(refusal: RateLimited):
@@ -177,6 +179,16 @@ def _current() -> _Limits:
     return current_app.extensions["clinic.limits"]
 
 
+def hold_address() -> None:
+    """Count a request from the caller's address that carries no valid token; RateLimited past the
+    limit. Counted once per request; never for the probes."""
+    if g.get("clinic_address_counted") or (request.url_rule is not None and request.url_rule.rule in UNLIMITED_ROUTES):
+        return
+    g.clinic_address_counted = True
+    limits = _current()
+    limits.hold("address", limits.per_address, client_address())
+
+
 def hold_subject(subject: str) -> None:
     """Count a request of the staff member whose token was just verified; RateLimited past the limit.
     Counted once per request, however many times the request is authenticated."""
@@ -188,7 +200,11 @@ def hold_subject(subject: str) -> None:
 
 
 def hold_device(device_token_hash: str) -> None:
-    """Count a bedside monitor's post, keyed by its token's hash; RateLimited past the limit."""
+    """Count a bedside monitor's post, keyed by its token's hash; RateLimited past the limit.
+    Counted once per request (the edge holds it before the body is read, the view may again)."""
+    if g.get("clinic_device_counted"):
+        return
+    g.clinic_device_counted = True
     limits = _current()
     limits.hold("device", limits.per_device, device_token_hash)
 

@@ -111,7 +111,11 @@ class _OpsRequest(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
+        # The headers of every answer of the app port (clinic.web): this port is reached by browsers too.
+        from clinic.web import ANSWER_HEADERS, DEFAULT_CONTENT_SECURITY_POLICY
+
+        for name, value in (*ANSWER_HEADERS.items(), ("Content-Security-Policy", DEFAULT_CONTENT_SECURITY_POLICY)):
+            self.send_header(name, value)
         self.end_headers()
         if send_body:
             self.wfile.write(body)

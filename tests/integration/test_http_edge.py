@@ -5,8 +5,10 @@ Service, expect); split, each part would repeat them.
 
 The operations are found by walking each app's own /openapi.json, so an operation added later is
 covered without a new test. Path ids are random UUIDs: the edge answers before any lookup. Each app
-runs on a migrated SQLite file (clinic.testing.service_apps); the token holds every staff role, so
-no refusal here is about roles. One test runs a real gunicorn with the shared configuration.
+runs on a migrated SQLite file (clinic.testing.service_apps); the token holds every staff role, and
+an operation only a bedside monitor may call gets a device token (the edge admits one by its form;
+the service's database knows it or not after the edge), so no refusal here is about who is asking:
+that comes first, and tests/integration/test_role_matrix.py tries it. One test runs a real gunicorn with the shared configuration.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import sqlalchemy as sa
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
+from clinic.auth import DEVICE_TOKEN_PREFIX, issue_token
 from clinic.config import load_settings
 from clinic.logs import OneLineFormatter
 from clinic.testing import assert_error
@@ -37,6 +40,7 @@ from clinic.web import create_service_app
 
 ROOT = Path(__file__).resolve().parents[2]
 WRITES = ("POST", "PUT", "PATCH", "DELETE")
+DEVICE_HEADERS = {"Authorization": f"Bearer {DEVICE_TOKEN_PREFIX}{'x' * 43}"}
 UUID_FORM = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
@@ -116,7 +120,8 @@ class Service:
         return found
 
     def send(self, operation: Operation, url: str | None = None, **kwargs):
-        headers = {**self.headers, **kwargs.pop("headers", {})}
+        caller = DEVICE_HEADERS if operation.operation.get("x-clinic-roles") == ["device"] else self.headers
+        headers = {**caller, **kwargs.pop("headers", {})}
         return self.client.open(url or operation.url(), method=operation.method, headers=headers, **kwargs)
 
     def send_json_text(self, operation: Operation, text: str, **kwargs):
@@ -477,9 +482,12 @@ def _walk(node, path=()):
 # --- a real web server --------------------------------------------------------------------------
 
 
-def test_after_a_413_the_connection_closes_cleanly_or_stays_usable(gunicorn):
+def test_after_a_413_the_connection_closes_cleanly_or_stays_usable(gunicorn, tmp_path):
+    # An administrator's: a caller without a valid token is refused 401 before its body is measured.
+    settings = load_settings("scheduling", env={"CLINIC_VAR_DIR": str(tmp_path)})
     connection = http.client.HTTPConnection("127.0.0.1", gunicorn, timeout=10)
-    connection.request("POST", "/rooms", body=b"x" * (1024 * 1024 + 1024), headers={"Content-Type": "application/json"})
+    connection.request("POST", "/rooms", body=b"x" * (1024 * 1024 + 1024), headers={
+        "Content-Type": "application/json", "Authorization": f"Bearer {issue_token(settings, 'admin-1', ('admin',))}"})
     refused = connection.getresponse()
     body = json.loads(refused.read())
     assert refused.status == 413 and body["error"]["code"] == "too_large"

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from clinic.auth import issue_token
+from clinic.config import load_settings
 from clinic.http_edge import MAX_BODY_BYTES, MAX_TARGET_LENGTH
 from clinic.testing.service_apps import SERVICES, sqlite_service_app, staff_token
 
@@ -109,16 +111,40 @@ def test_a_body_of_exactly_the_limit_is_read_whole(apps, chunked):
 # --- a refusal before the body is read, under the real web server ---------------------------------
 
 
-def test_after_a_414_with_a_body_the_kept_alive_connection_still_serves_the_next_request(gunicorn):
-    # Past gunicorn's 64 KiB drain, well under the body limit.
-    body = json.dumps({"name": "a" * 200_000, "kind": "exam"}).encode()
-    connection = http.client.HTTPConnection("127.0.0.1", gunicorn, timeout=10)
-    connection.request("POST", "/rooms?" + "q" * (MAX_TARGET_LENGTH + 1), body=body, headers={"Content-Type": "application/json"})
+def administrator(var_dir) -> dict:
+    """An administrator's token for the gunicorn fixture's scheduling (signed with its var dir's key)."""
+    settings = load_settings("scheduling", env={"CLINIC_VAR_DIR": str(var_dir)})
+    return {"Authorization": f"Bearer {issue_token(settings, 'admin-1', ('admin',))}"}
+
+
+def _refused_then_served(port: int, target: str, body: bytes, headers: dict, status: int, code: str) -> None:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    connection.request("POST", target, body=body, headers={"Content-Type": "application/json", **headers})
     refused = connection.getresponse()
-    assert refused.status == 414 and json.loads(refused.read())["error"]["code"] == "uri_too_long"
+    assert refused.status == status and json.loads(refused.read())["error"]["code"] == code
     said_close = (refused.getheader("Connection") or "").lower() == "close"
     if said_close:
         connection.close()  # the server said so: the next request opens a new connection
     connection.request("GET", "/healthz")
     answer = connection.getresponse()
     assert answer.status == 200, answer.read()
+
+
+# Past gunicorn's 64 KiB drain, well under the body limit.
+BIG_ROOM = json.dumps({"name": "a" * 200_000, "kind": "exam"}).encode()
+
+
+def test_after_a_414_with_a_body_the_kept_alive_connection_still_serves_the_next_request(gunicorn, tmp_path):
+    _refused_then_served(gunicorn, "/rooms?" + "q" * (MAX_TARGET_LENGTH + 1), BIG_ROOM, administrator(tmp_path), 414, "uri_too_long")
+
+
+@pytest.mark.parametrize("caller", ["no token", "the front desk"])
+def test_after_a_refused_caller_s_body_the_kept_alive_connection_still_serves_the_next_request(gunicorn, tmp_path, caller):
+    # Who is asking is settled before the body is looked at; the body is still read, so the
+    # connection is not dropped under the next request.
+    if caller == "no token":
+        _refused_then_served(gunicorn, "/rooms", BIG_ROOM, {}, 401, "unauthorized")
+    else:
+        settings = load_settings("scheduling", env={"CLINIC_VAR_DIR": str(tmp_path)})
+        desk = {"Authorization": f"Bearer {issue_token(settings, 'desk-1', ('front_desk',))}"}
+        _refused_then_served(gunicorn, "/rooms", BIG_ROOM, desk, 403, "forbidden")

@@ -1,15 +1,21 @@
 """Rate limits (clinic.limits) and the browser-facing defaults (clinic.web, clinic.api_docs), on the
 records app on a SQLite file: a staff member, a client address and the patient search each have an
-allowance of their own, a refusal is a 429 in the shared shape with Retry-After, every answer carries
-the headers that keep it out of caches and browsers' guesses, and the API documents are served from
-the service itself, and only where CLINIC_API_DOCS says so."""
+allowance of their own (an address's counts only requests without a valid token, so a flood of made-up
+tokens locks out neither the staff nor the monitors behind that address), a refusal is a 429 in the
+shared shape with Retry-After, every answer carries the headers that keep it out of caches and
+browsers' guesses, and the API documents are served from the service itself, and only where
+CLINIC_API_DOCS says so."""
 
 from __future__ import annotations
 
 import re
 import uuid
+from collections import Counter
+from datetime import datetime, timezone
 
+from clinic import events
 from clinic.auth import issue_token
+from clinic.inbox import APPLIED, apply_once
 from clinic.testing import assert_error
 from clinic.testing.service_apps import sqlite_service_app
 
@@ -75,13 +81,75 @@ def test_a_client_address_over_the_limit_is_refused_but_never_the_probes(tmp_pat
     for _ in range(3):
         assert client.get("/openapi.json", environ_base={"REMOTE_ADDR": "10.0.0.1"}).status_code == 200
     assert_rate_limited(client.get("/openapi.json", environ_base={"REMOTE_ADDR": "10.0.0.1"}), "address")
-    # A token does not lift the address's limit.
-    assert_rate_limited(search(client, bearer(app, "desk-1"), address="10.0.0.1"), "address")
     assert client.get("/openapi.json", environ_base={"REMOTE_ADDR": "10.0.0.2"}).status_code == 200
     for _ in range(5):
         assert client.get("/healthz", environ_base={"REMOTE_ADDR": "10.0.0.1"}).status_code == 200
         assert client.get("/readyz", environ_base={"REMOTE_ADDR": "10.0.0.1"}).status_code in (200, 503)
         assert client.get("/metrics", environ_base={"REMOTE_ADDR": "10.0.0.1"}).status_code == 200
+
+
+def test_a_flood_of_refused_tokens_from_one_address_locks_out_nobody_with_a_valid_one(tmp_path):
+    app, client = records(tmp_path, rate_limit_per_address="5/minute")
+    flood = {"Authorization": "Bearer garbage"}
+    answers = Counter(search(client, flood).status_code for _ in range(20))
+    assert answers == {401: 5, 429: 15}, answers
+    assert_rate_limited(search(client, {}), "address")  # no token at all is counted alike
+    # Staff behind the same address (a clinic's NAT) go on, each counted by their own allowance.
+    for _ in range(10):
+        assert search(client, bearer(app, "desk-1")).status_code == 200
+    # Another address was never touched by the flood.
+    assert_error(search(client, flood, address="10.1.1.2"), 401)
+
+
+def test_tokens_tried_one_after_another_are_counted_by_their_address(tmp_path):
+    app, client = records(tmp_path, rate_limit_per_address="3/minute", rate_limit_per_subject="100/minute")
+    token = issue_token(app.config["CLINIC_SETTINGS"], "desk-1", DESK)
+    header, claims, _ = token.split(".")
+    guesses = [f"{header}.{claims}.{signature}" for signature in ("A" * 43, "B" * 43, "C" * 43, "D" * 43)]
+    answers = [search(client, {"Authorization": f"Bearer {guess}"}).status_code for guess in guesses]
+    assert answers == [401, 401, 401, 429]
+    # Whatever it sends, a caller without a valid token is refused, 429 once past the limit.
+    assert_rate_limited(client.post("/patients", data=b"{not json", content_type="application/json",
+                                    environ_base={"REMOTE_ADDR": "10.1.1.1"}), "address")
+
+
+def test_a_monitor_behind_a_flooded_address_still_posts_its_readings(tmp_path):
+    directory = tmp_path / "sessions"
+    directory.mkdir()
+    app = sqlite_service_app("sessions", directory, rate_limit_per_address="3/minute")
+    client = app.test_client()
+    monitor = {"Authorization": f"Bearer {registered_monitor(app)}"}
+    readings = {"readings": [{"measured_at": datetime.now(timezone.utc).isoformat(), "heart_rate": 72}]}
+    made_up = {"Authorization": "Bearer dev_" + "x" * 43}
+    answers = [client.post("/vitals", json=readings, headers=made_up, environ_base={"REMOTE_ADDR": "10.2.2.2"}).status_code
+               for _ in range(5)]
+    assert answers == [401, 401, 401, 429, 429]
+    for _ in range(5):
+        flood = client.get("/board", headers={"Authorization": "Bearer garbage"}, environ_base={"REMOTE_ADDR": "10.2.2.2"})
+        assert_rate_limited(flood, "address")
+    # The real monitor, from the same address, reaches its room (no session is started there: 409, not 429).
+    for _ in range(3):
+        response = client.post("/vitals", json=readings, headers=monitor, environ_base={"REMOTE_ADDR": "10.2.2.2"})
+        assert_error(response, 409)
+    # And an administrator from that address is answered.
+    admin = {"Authorization": f"Bearer {issue_token(app.config['CLINIC_SETTINGS'], 'admin-1', ('admin',))}"}
+    assert client.get("/devices", headers=admin, environ_base={"REMOTE_ADDR": "10.2.2.2"}).status_code == 200
+
+
+def registered_monitor(app) -> str:
+    """A monitor registered for an infusion room sessions has learnt of: its device token."""
+    from sessions.handlers import make_handlers
+
+    room = {"room_id": str(uuid.uuid4()), "name": "Infusion 1", "kind": "infusion", "active": True, "room_version": 1}
+    event = events.parse(events.Event(type=events.ROOM_CHANGED, data=events.serialise_payload(events.ROOM_CHANGED, room, 1),
+                                      producer="scheduling", version=1).to_json())
+    assert apply_once(app.extensions["clinic.engine"], app.extensions["clinic.metadata"], "sessions", event,
+                      make_handlers()[events.ROOM_CHANGED]) == APPLIED
+    admin = {"Authorization": f"Bearer {issue_token(app.config['CLINIC_SETTINGS'], 'admin-1', ('admin',))}"}
+    response = app.test_client().post("/devices", headers=admin, json={"room_id": room["room_id"], "name": "Monitor 1"},
+                                      environ_base={"REMOTE_ADDR": "10.9.9.9"})
+    assert response.status_code == 201, response.get_data(as_text=True)
+    return response.get_json()["token"]
 
 
 def test_x_forwarded_for_is_believed_only_behind_the_trusted_proxies(tmp_path):

@@ -70,6 +70,21 @@ def test_healthz_is_ok_while_nothing_is_stuck_and_503_naming_what_is(ops):
     assert "relay" in error["message"]
 
 
+def test_every_answer_of_the_ops_port_carries_the_app_port_s_browser_headers(ops):
+    stuck = {}
+    server = ops(lambda: dict(stuck))
+    answers = {"metrics": get(server.port, "/metrics"), "health": get(server.port, "/healthz"),
+               "no such path": get(server.port, "/nothing"), "metrics, HEAD": get(server.port, "/metrics", "HEAD")}
+    stuck["relay"] = "no sign of life for 42 s"
+    answers["stuck"] = get(server.port, "/healthz")
+    for kind, (status, headers, _) in answers.items():
+        assert headers.get("Cache-Control") == "no-store", (kind, status)
+        assert headers.get("X-Content-Type-Options") == "nosniff", (kind, status)
+        assert headers.get("Referrer-Policy") == "no-referrer", (kind, status)
+        policy = headers.get("Content-Security-Policy", "")
+        assert "default-src 'none'" in policy and "frame-ancestors 'none'" in policy, (kind, status, policy)
+
+
 def test_a_health_check_that_cannot_tell_is_a_503_naming_the_error_class_only(ops):
     def broken():
         raise RuntimeError("Maria Silva")

@@ -7,6 +7,7 @@ import base64
 import hashlib
 import hmac
 import json
+import os
 import stat
 import subprocess
 import sys
@@ -125,6 +126,26 @@ def test_a_token_that_expires_before_it_was_issued_is_refused(settings):
     token = identity.sign_development_token(settings, claims_for(settings, iat=now + 20, exp=now + 10))
     with pytest.raises(Unauthorized, match="expires before it was issued"):
         auth.verify_token(settings, token)
+
+
+@pytest.mark.parametrize("name", ["exp", "iat", "nbf"])
+@pytest.mark.parametrize("spelt", ["a numeric string", "true", "a list"])
+def test_a_time_claim_that_is_not_a_json_number_is_refused(settings, name, spelt):
+    now = int(time.time())
+    value = {"exp": now + 600, "iat": now, "nbf": now}[name]
+    wrong = {"a numeric string": str(value), "true": True, "a list": [value]}[spelt]
+    token = identity.sign_development_token(settings, claims_for(settings, **{"nbf": now, name: wrong}))
+    # PyJWT refuses a list itself, and reads true as 1 (long expired); a numeric string it would take.
+    with pytest.raises(Unauthorized, match=f"{name} claim" if spelt == "a numeric string" else None):
+        auth.verify_token(settings, token)
+    # The same token with the number itself is good: only the type was wrong.
+    assert auth.verify_token(settings, identity.sign_development_token(settings, claims_for(settings, **{"nbf": now, name: value})))
+
+
+def test_a_time_claim_given_as_a_fraction_of_a_second_is_a_number(settings):
+    now = time.time()
+    token = identity.sign_development_token(settings, claims_for(settings, iat=now, nbf=now, exp=now + 600.5))
+    assert auth.verify_token(settings, token).subject == "nurse-7"
 
 
 @pytest.mark.parametrize("changes, message", [
@@ -427,6 +448,8 @@ def test_a_development_service_reachable_from_other_machines_warns_once_at_start
     assert len(warnings) == (1 if warned else 0)
     if warned:
         assert "accepts development tokens" in warnings[0][0]
+        # Who can sign one: whoever can read the development private key, not whoever has the code.
+        assert "private key" in warnings[0][0] and "clinic's code" not in warnings[0][0]
 
 
 def test_the_keycloak_realm_defines_the_staff_roles_and_one_pkce_client_per_staff_app():
@@ -445,3 +468,31 @@ def test_the_keycloak_realm_defines_the_staff_roles_and_one_pkce_client_per_staf
                  if mapper["protocolMapper"] == "oidc-audience-mapper"}
         assert given and given <= audiences
     assert {mapper["config"]["included.custom.audience"] for mapper in clients["admin-app"]["protocolMappers"]} == audiences
+
+
+def test_gunicorn_refuses_production_on_development_settings_with_one_line_and_no_worker(tmp_path):
+    # The master checks the settings before any worker forks: no traceback per worker ("Worker failed to boot").
+    env = {name: value for name, value in os.environ.items() if not name.startswith(("CLINIC_", "DATABASE_URL", "RABBITMQ_URL"))}
+    env.update(CLINIC_ENV="production", CLINIC_VAR_DIR=str(tmp_path), CLINIC_METRICS_PORT="0")
+    answer = subprocess.run([str(Path(sys.executable).parent / "gunicorn"), "-c", "python:clinic.gunicorn_conf", "--bind",
+                             "127.0.0.1:0", "--workers", "2", "scheduling.app:create_app()"],
+                            env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    output = answer.stdout + answer.stderr
+    assert answer.returncode == 1, output
+    refusals = [line for line in output.splitlines() if "refusing to start" in line]
+    assert len(refusals) == 1 and "CLINIC_OIDC_ISSUER" in refusals[0], output
+    assert "Traceback" not in output and "Booting worker" not in output and len(output.splitlines()) <= 3, output
+
+
+@pytest.mark.parametrize("uri, environment, service", [
+    ("sessions.app:create_app()", {}, "sessions"), ("records.app:create_app()", {"SERVICE": "scheduling"}, "records"),
+    (None, {"SERVICE": "notifications"}, "notifications"),
+])
+def test_gunicorn_checks_the_settings_of_the_service_it_serves(monkeypatch, uri, environment, service):
+    from clinic import gunicorn_conf
+
+    monkeypatch.delenv("SERVICE", raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    server = SimpleNamespace(app=SimpleNamespace(app_uri=uri), cfg=SimpleNamespace(wsgi_app=None))
+    assert gunicorn_conf._service(server) == service
