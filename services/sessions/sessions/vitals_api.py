@@ -15,9 +15,9 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
-from clinic import audit, limits
+from clinic import audit
 from clinic.audit import CREATE, READ, UPDATE, audited, no_patient
-from clinic.auth import hash_device_token, requires_roles
+from clinic.auth import requires_roles
 from clinic.errors import NotFound
 from clinic.http_errors import ErrorSchema
 from clinic.validation import PLAUSIBLE_MOMENT, DecimalText, JsonBoolean, at_least_one_of, plain_text
@@ -174,8 +174,6 @@ class MonitorReadings(MethodView):
         nothing twice and is answered as before; in a partly repeated batch only the new readings are
         stored, and `already_stored` marks the others. Nothing is stored when any reading is refused.
         """
-        # A monitor posting in a loop is refused here, before the database, and the others' posts go on.
-        limits.hold_device(hash_device_token(g.device_token))
         return posted(vitals.record_from_device(unit_of_work(access=vitals.device_access()), rules(), g.device_token,
                                                 data["readings"]))
 
