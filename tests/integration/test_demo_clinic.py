@@ -9,9 +9,7 @@ running session, and a deterioration raises an alert.
 
 from __future__ import annotations
 
-import os
 import random
-import signal
 import stat
 import subprocess
 import sys
@@ -28,7 +26,7 @@ from clinic.config import load_demo_settings, load_settings
 from clinic.demo import INFUSION_ROOMS, PATIENTS, WEEKDAYS, marker_path, monitors_path, read_monitors
 from clinic.monitors import Simulator
 from clinic.testing import eventually
-from tests.integration.test_run_local import SupervisedClinic, _free_offset
+from tests.integration.test_run_local import _make_run
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -36,36 +34,14 @@ BIN = Path(sys.executable).parent
 
 @pytest.fixture
 def demo_clinic(tmp_path):
-    offset = _free_offset()
-    var = tmp_path / "var"
-    env = {name: value for name, value in os.environ.items() if name not in ("RABBITMQ_URL", "DATABASE_URL", "CLINIC_DEMO")}
-    env.update(CLINIC_VAR_DIR=str(var), CLINIC_PORT_OFFSET=str(offset))
-    terminal = tmp_path / "terminal.txt"
-    with open(terminal, "wb") as out:
-        process = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "run_local.py")], env=env, cwd=ROOT,
-                                   stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-    clinic = SupervisedClinic(process, var, terminal, offset)
-    clinic.env = env
-    try:
+    with _make_run(tmp_path, demo=True) as clinic:
         yield clinic
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-        for pid in clinic.pids().values():
-            try:
-                os.killpg(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
 
 
 class Staff:
     """Calls to the running clinic with a development token of one role."""
 
-    def __init__(self, clinic: SupervisedClinic):
+    def __init__(self, clinic):
         self.clinic = clinic
 
     def get(self, service: str, role: str, path: str, **query):

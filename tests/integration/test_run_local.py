@@ -70,8 +70,9 @@ def supervised_clinic(tmp_path):
 
 
 @contextmanager
-def _make_run(tmp_path, prepare=None):
-    """run_local.py on a var directory of the test's own, first given to `prepare(var, offset)` when set."""
+def _make_run(tmp_path, prepare=None, demo=False):
+    """run_local.py on a var directory of the test's own, first given to `prepare(var, offset)` when set;
+    with the demo clinic only when `demo`."""
     offset = _free_offset()
     var = tmp_path / "var"
     # As a user's or an earlier run's var directory may be: make run makes it private.
@@ -82,12 +83,13 @@ def _make_run(tmp_path, prepare=None):
     env = {name: value for name, value in os.environ.items()
            if name not in ("RABBITMQ_URL", "DATABASE_URL", "CLINIC_OPERATOR_RABBITMQ_URL")}
     # The demo clinic's seed and monitors come and go on their own: tests/integration/test_demo_clinic.py has them.
-    env.update(CLINIC_VAR_DIR=str(var), CLINIC_PORT_OFFSET=str(offset), CLINIC_DEMO="off")
+    env.update(CLINIC_VAR_DIR=str(var), CLINIC_PORT_OFFSET=str(offset), CLINIC_DEMO="on" if demo else "off")
     terminal = tmp_path / "terminal.txt"
     with open(terminal, "wb") as out:
         process = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "run_local.py")], env=env, cwd=ROOT,
                                    stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     clinic = SupervisedClinic(process, var, terminal, offset)
+    clinic.env = env
     try:
         yield clinic
     finally:
