@@ -149,6 +149,9 @@ def authenticate() -> Principal:
 
     from clinic.web import settings as current_settings
 
+    # The edge and the view's guard both ask; the token is checked and counted once per request.
+    if "principal" in g:
+        return g.principal
     principal = verify_token(current_settings(), bearer_token(request.headers.get("Authorization")))
     g.principal = principal
     # Rate limit per staff member (clinic.limits): here, once the token is verified, so that the
