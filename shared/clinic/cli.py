@@ -215,6 +215,10 @@ def _broker_trouble(exc: BaseException) -> str:
                     f"which only the operations account ({OPERATOR_ACCOUNT}, tagged impersonator) may: set "
                     "CLINIC_OPERATOR_RABBITMQ_URL to its URL")
         return f"RabbitMQ refused: {exc.reply_text}"
+    if isinstance(exc, (pe.ProbableAuthenticationError, pe.AuthenticationError, pe.ProbableAccessDeniedError)):
+        return (f"RabbitMQ refused the login ({type(exc).__name__}): listings and replays connect as the operations "
+                f"account ({OPERATOR_ACCOUNT}); set CLINIC_OPERATOR_RABBITMQ_URL to its URL (make run's banner prints "
+                "the line to export)")
     return f"RabbitMQ is not reachable ({type(exc).__name__})"
 
 
