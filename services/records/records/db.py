@@ -57,6 +57,7 @@ patients = sa.Table(
 sa.Index("ix_patients_family_name", patients.c.family_name)
 sa.Index("ix_patients_birth_date", patients.c.birth_date)
 sa.Index("ix_patients_family_search", patients.c.family_search, patients.c.birth_date)
+sa.Index("ix_patients_updated_at", patients.c.updated_at)
 
 diagnoses = sa.Table(
     "diagnoses",

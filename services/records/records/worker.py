@@ -11,7 +11,8 @@ from records.handlers import HANDLERS
 from records.services.patients import refold_family_names
 
 # Each minute: a patient an older pod registered during a rolling deploy is found by family name a
-# minute later at most. A run is one query, on the few rows with no fold or changed in the last hour.
+# minute later at most. A run is one query, on the few rows with no fold or changed in the last hour
+# (both found by index: family_search, updated_at).
 REFOLD_EVERY = timedelta(minutes=1)
 
 

@@ -42,8 +42,12 @@ def upgrade():
             .values(family_search=sa.bindparam("folded")),
             [{"row_id": row.id, "name": row.family_name, "folded": folded(row.family_name)} for row in rows])
     op.create_index("ix_patients_family_search", "patients", ["family_search", "birth_date"])
+    # The worker's job looks every minute for rows changed lately (refold_family_names): an index,
+    # not a scan of every patient.
+    op.create_index("ix_patients_updated_at", "patients", ["updated_at"])
 
 
 def downgrade():
+    op.drop_index("ix_patients_updated_at", "patients")
     op.drop_index("ix_patients_family_search", "patients")
     op.drop_column("patients", "family_search")
