@@ -29,10 +29,8 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 
 from clinic import broker_accounts
-from clinic.config import OPERATOR_ACCOUNT, Settings, load_settings, read_broker_passwords
+from clinic.config import SERVICES, Settings, load_settings, read_broker_passwords
 from clinic.localservers import LocalPostgres, LocalRabbitMQ
-
-SERVICES = ("records", "scheduling", "sessions", "notifications")
 
 
 def without_credentials(url: str) -> str:
@@ -72,7 +70,7 @@ def start_rabbitmq(stack: ExitStack, directory: Path, bus_namespace: str) -> Bro
     """The broker, with an account for every service; topic permissions on `bus_namespace`'s events
     exchange when the broker is started here."""
     settings = load_settings("bench", env={}).with_changes(bus_namespace=bus_namespace)
-    accounts = [*(broker_accounts.account_of(settings, service) for service in SERVICES), OPERATOR_ACCOUNT]
+    accounts = broker_accounts.all_accounts(settings, SERVICES)
     url = os.environ.get("CLINIC_BENCH_RABBITMQ_URL")
     if url:
         return Broker(url, f"RabbitMQ from CLINIC_BENCH_RABBITMQ_URL ({without_credentials(url)}; the accounts "

@@ -41,10 +41,11 @@ Everything under the var directory is for its owner only: the directory is 0700 
 it starts create files with umask 077 (databases, logs, mail).
 Each process logs to var/<name>.log; var/<name>.pid holds its process id while it runs.
 
-The demo clinic (clinic.demo): once every app answers, on the first start only (the marker
-var/demo/seeded), `clinic seed-demo` seeds rooms with monitors, office hours, patients with plans and
-today's appointments through the apps' APIs; then `clinic simulate-monitors` posts vital signs, kept
-running like the others. The banner says whether the demo was seeded. CLINIC_DEMO=off: neither.
+The demo clinic (clinic.demo): once every app answers, on the first start of each day (the marker
+var/demo/seeded holds when), `clinic seed-demo` seeds rooms with monitors, office hours, patients with
+plans and today's appointments through the apps' APIs (on a later day it tops up today's appointments);
+then `clinic simulate-monitors` posts vital signs, kept running like the others. The banner says
+whether the demo was seeded. CLINIC_DEMO=off: neither.
 """
 
 from __future__ import annotations
@@ -62,15 +63,24 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from clinic import broker_accounts, bus
-from clinic.config import OPERATOR_ACCOUNT, ConfigurationError, default_database_url, load_demo_settings, load_settings, read_int
+from clinic.config import (
+    OPERATOR_ACCOUNT,
+    SERVICES,
+    ConfigurationError,
+    default_database_url,
+    load_demo_settings,
+    load_settings,
+    read_int,
+    web_port,
+)
 from clinic.db import create_engine
+from clinic.files import write_atomically
 from clinic.localservers import LocalRabbitMQ, ServerNotAvailable, accepts_connections, port_is_free
 from clinic.migrations import migrate
 
 ROOT = Path(__file__).resolve().parent.parent
 VAR = Path(os.environ.get("CLINIC_VAR_DIR", ROOT / "var")).resolve()
 BIN = Path(sys.executable).parent
-SERVICES = ("scheduling", "sessions", "records", "notifications")
 
 FIRST_DELAY, LONGEST_DELAY = 1.0, 30.0
 # A process that stayed up this long is healthy again: its next crash waits the first delay.
@@ -83,7 +93,7 @@ class Ports:
 
     def __init__(self, offset: int, mail: int):
         self.offset = offset
-        self.web = {service: 8101 + index + offset for index, service in enumerate(SERVICES)}
+        self.web = {service: web_port(service, offset) for service in SERVICES}
         self.web_metrics = {service: 9101 + index + offset for index, service in enumerate(SERVICES)}
         self.worker_metrics = {service: 9201 + index + offset for index, service in enumerate(SERVICES)}
         self.mail = mail + offset
@@ -248,13 +258,11 @@ def _broker_passwords(directory: Path) -> dict[str, str]:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "accounts.json"
     settings = load_settings("cli", {})
-    accounts = [broker_accounts.account_of(settings, service) for service in SERVICES] + [OPERATOR_ACCOUNT]
+    accounts = broker_accounts.all_accounts(settings, SERVICES)
     kept = json.loads(path.read_text()) if path.exists() else {}
     passwords = {account: kept.get(account) or secrets.token_urlsafe(24) for account in accounts}
     if passwords != kept:
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(descriptor, "w") as file:
-            json.dump(passwords, file)
+        write_atomically(path, json.dumps(passwords))
     return passwords
 
 
@@ -374,8 +382,8 @@ class _OneShot(Supervised):
 
 class _DemoClinic:
     """The demo clinic (clinic.demo): once every app answers, `clinic seed-demo` runs unless an earlier start
-    seeded it (its marker), then `clinic simulate-monitors` is supervised like the others. CLINIC_DEMO=off:
-    neither. A seed that fails leaves the marker unwritten, and the next start finishes it."""
+    seeded it today (its marker), then `clinic simulate-monitors` is supervised like the others.
+    CLINIC_DEMO=off: neither. A seed that fails leaves the marker as it was, and the next start tries again."""
 
     def __init__(self, env: dict):
         from clinic import demo
@@ -389,7 +397,9 @@ class _DemoClinic:
     def begin(self, supervised: list[Supervised]) -> None:
         if not self.settings.enabled:
             return
-        if not self.marker.exists():
+        from clinic import demo
+
+        if not demo.seeded_today(self.settings, self.env):
             say(f"seeding the demo clinic (log: {VAR / 'demo-seed.log'}; CLINIC_DEMO=off turns the demo off)")
             self.seeding = _child("demo-seed", [str(BIN / "clinic"), "seed-demo"], self.env, kind=_OneShot)
             supervised.append(self.seeding)
@@ -402,19 +412,30 @@ class _DemoClinic:
         if not self.settings.enabled:
             self.status = "demo clinic: off (CLINIC_DEMO=off)"
             return True
+        failed = False
         if self.seeding is not None:
             if self.seeding.process is None or self.seeding.process.poll() is None:
                 return False
+            # A top-up that fails leaves an earlier day's marker in place: the exit status tells.
+            failed = self.seeding.process.returncode != 0
             self.seeding.process = None
             self.seeding.pid_file.unlink(missing_ok=True)
-        if not self.marker.exists():
-            self.status = (f"demo clinic: NOT seeded, see {VAR / 'demo-seed.log'}; the next make run tries again "
-                           "(CLINIC_DEMO=off turns the demo off)")
-            return True
+        self.status = ""
+        if failed or not self.marker.exists():
+            self.status = (f"demo clinic: NOT (fully) seeded for today, see {VAR / 'demo-seed.log'}; the next make run "
+                           "tries again (CLINIC_DEMO=off turns the demo off)")
+            if not self.marker.exists():
+                return True
+            self.status += "\n"  # an earlier day's demo is there still: its monitors run
         summary = json.loads(self.marker.read_text())
         earlier = summary["seeded_at"][:16].replace("T", " ")
-        when = "seeded now" if self.seeding is not None else f"seeded on an earlier start ({earlier} UTC)"
-        self.status = (f"demo clinic: {when}: {demo.describe(summary)}.\n"
+        if failed:
+            when = f"as seeded on {earlier} UTC"
+        elif self.seeding is not None:
+            when = "seeded now"
+        else:
+            when = f"seeded on an earlier start today ({earlier} UTC)"
+        self.status += (f"demo clinic: {when}: {demo.describe(summary)}.\n"
                        f"                 Simulated monitors post vital signs (log: {VAR / 'monitors.log'}). "
                        "CLINIC_DEMO=off turns the demo off.")
         monitors = _child("monitors", [str(BIN / "clinic"), "simulate-monitors"], self.env)

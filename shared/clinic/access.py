@@ -2,8 +2,9 @@
 
 `install` runs when the app is built: it pairs each operation of the app with its entry and refuses
 to start (ConfigurationError) when they disagree, so the matrix can neither miss an operation nor
-promise one that is not there. The views' decorators (clinic.auth.requires_roles,
-clinic.audit.audited) then ask `allowed_here()` who may call the operation of the request.
+promise one that is not there. The edge (clinic.http_edge) and the views' decorators
+(clinic.auth.requires_roles, clinic.audit.audited) then ask `guarded_here()`/`allowed_here()` who may
+call the operation of the request: a frozenset, compared on every request.
 """
 
 from __future__ import annotations
@@ -53,17 +54,19 @@ def install(app, service: str) -> None:
     """Pair every operation of `app` with its matrix entry; refuse to start when they disagree.
 
     Refused: an operation guarded by the matrix (requires_roles, audited) without an entry; an entry
-    for an operation the app does not have; and, for a service in the matrix, an operation that
-    checks no token at all. A service not in the matrix (a test's own app) may have unguarded views."""
+    for an operation the app does not have; an audited operation open to `device` (the audit names a
+    staff member); and, for a service in the matrix, an operation that checks no token at all. A
+    service not in the matrix (a test's own app) may have unguarded views."""
     matrix = entries(service)
-    table: dict[tuple[str, str], tuple[str, ...]] = {}
+    table: dict[tuple[str, str], frozenset[str]] = {}
     problems = []
     for rule in app.url_map.iter_rules():
         if is_public(rule.endpoint):
             continue
         for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
             operation = operation_of(rule.rule, method)
-            guarded = _guarded(app.view_functions[rule.endpoint], method)
+            handler = _handler(app.view_functions[rule.endpoint], method)
+            guarded = bool(getattr(handler, "_clinic_guarded", False))
             identities = matrix.get(operation)
             if identities is None:
                 if guarded or matrix:
@@ -72,7 +75,9 @@ def install(app, service: str) -> None:
             if not guarded:
                 problems.append(f"{operation} is in the role matrix but its view checks no token "
                                 "(decorate it with clinic.auth.requires_roles or clinic.audit.audited)")
-            table[(rule.rule, method)] = identities
+            if DEVICE in identities and hasattr(handler, "_clinic_audit"):
+                problems.append(f"{operation} is audited, which names a staff member, but the matrix opens it to {DEVICE}")
+            table[(rule.rule, method)] = frozenset(identities)
     found = {operation_of(rule, method) for rule, method in table}
     problems += [f"{operation} is in the role matrix but {service} has no such operation"
                  for operation in sorted(set(matrix) - found)]
@@ -81,13 +86,12 @@ def install(app, service: str) -> None:
     app.extensions["clinic.access"] = table
 
 
-def _guarded(view_function, method: str) -> bool:
+def _handler(view_function, method: str):
     view_class = getattr(view_function, "view_class", None)
-    handler = getattr(view_class, method.lower(), None) if view_class is not None else view_function
-    return bool(getattr(handler, "_clinic_guarded", False))
+    return getattr(view_class, method.lower(), None) if view_class is not None else view_function
 
 
-def allowed_here() -> tuple[str, ...]:
+def allowed_here() -> frozenset[str]:
     """Who may call the operation of the request being handled (a HEAD is its GET)."""
     allowed = guarded_here()
     if allowed is None:
@@ -95,7 +99,7 @@ def allowed_here() -> tuple[str, ...]:
     return allowed
 
 
-def guarded_here() -> tuple[str, ...] | None:
+def guarded_here() -> frozenset[str] | None:
     """Who may call the operation of the request, or None when it checks no token: a public route,
     a path no route matches, a test app's own unguarded view (install pairs every guarded one)."""
     from flask import current_app, request

@@ -2,7 +2,8 @@
 whether they were let in.
 
 Each service's db.py adds the table with `audit_table(metadata)`; its views are decorated with
-`audited(...)` instead of clinic.auth.requires_roles. The decorator checks the token, then:
+`audited(...)` instead of clinic.auth.requires_roles. The shared edge (clinic.http_edge) has checked
+the token and kept who calls; the decorator then:
 
 - a caller without one of the roles the role matrix (clinic.role_matrix) names for the view's
   operation is refused, and the refusal is recorded first, so a look that failed authorisation is
@@ -29,7 +30,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from clinic.auth import Principal, authenticate, refuse_unless
+from clinic.auth import Principal, admitted_caller, refuse_unless
 from clinic.correlation import current_correlation_id
 from clinic.db import UtcDateTime, rows_of, transaction, utcnow
 from clinic.errors import ClinicError
@@ -181,7 +182,7 @@ def audited(action: str, resource: str, *, write: bool = False,
         @functools.wraps(view)
         def wrapper(*args, **kwargs):
             roles = allowed_here()
-            principal = authenticate()
+            principal = admitted_caller(g)  # never a monitor: clinic.access refuses `device` on an audited operation
             patient_id = patient_of(kwargs)
             access = Access(principal, action, resource,
                             resource_id=str(kwargs[resource_arg]) if resource_arg and kwargs.get(resource_arg) else None,

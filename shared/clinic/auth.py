@@ -8,8 +8,11 @@ Device tokens are random secrets shown once when a device is registered; only th
 stored, which is enough for a 256-bit random secret (no salt or stretching needed for a value
 nobody can guess).
 
-clinic.identity is imported only when a token is checked or issued: the workers, which import this
-module for the role names and device tokens, never load a key.
+Who calls each request is decided once, by the shared edge (clinic.http_edge), which keeps its answer
+in flask.g.admitted; the views' guards (requires_roles here, clinic.audit.audited) compare roles only.
+
+clinic.identity is imported only when a token is checked or issued, and Flask only by the guards: the
+workers, which import this module for the role names and device tokens, load neither.
 """
 
 from __future__ import annotations
@@ -36,7 +39,8 @@ class Principal:
     roles: tuple[str, ...]
 
     def has_any(self, roles) -> bool:
-        return bool(set(self.roles) & set(roles))
+        """Whether it has one of `roles` (the access table's frozenset, or any collection of role names)."""
+        return any(role in roles for role in self.roles)
 
 
 def issue_token(settings: Settings, subject: str, roles, ttl_minutes: int | None = None, audience=None) -> str:
@@ -143,70 +147,42 @@ def known_roles(roles) -> tuple[str, ...]:
     return tuple(roles)
 
 
-def authenticate() -> Principal:
-    """The caller of the current request, from its bearer token; raises Unauthorized. Also kept in flask.g."""
-    from flask import g, request
-
-    from clinic.web import settings as current_settings
-
-    # The edge and the view's guard both ask; the token is checked and counted once per request.
-    if "principal" in g:
-        return g.principal
-    principal = verify_token(current_settings(), bearer_token(request.headers.get("Authorization")))
-    g.principal = principal
-    # Rate limit per staff member (clinic.limits): here, once the token is verified, so that the
-    # allowance spent is the verified subject's and never one named by an unchecked token.
-    from clinic.limits import hold_subject
-
-    hold_subject(principal.subject)
-    return principal
-
-
-def admitted(allowed) -> Principal | None:
-    """Who calls an operation the role matrix opens to `allowed`: the verified staff member (roles not
-    yet compared), or None for a bedside monitor's device token where `allowed` names `device`. The
-    device token is left in flask.g.device_token, for the view to check in its own transaction (device
-    tokens are kept in the service's database), and counted per device. Unauthorized without a token."""
-    from flask import g, request
-
-    from clinic.access import DEVICE
-
-    if DEVICE in allowed:
-        token = bearer_token(request.headers.get("Authorization"))
-        if token.startswith(DEVICE_TOKEN_PREFIX):
-            from clinic.limits import hold_device
-
-            g.device_token = token
-            hold_device(hash_device_token(token))
-            return None
-    return authenticate()
-
-
 def refuse_unless(principal: Principal, roles) -> None:
     """Raise Forbidden naming the roles when the principal has none of them."""
     if not principal.has_any(roles):
-        raise Forbidden(f"this needs one of the roles: {', '.join(roles)}", {"required_roles": list(roles)})
+        # In the roles' usual order: `roles` may be a set (the access table's).
+        named = [role for role in (*STAFF_ROLES, "device") if role in roles]
+        raise Forbidden(f"this needs one of the roles: {', '.join(named)}", {"required_roles": named})
+
+
+def admitted_caller(g) -> Principal | None:
+    """The caller the edge admitted for this request (flask.g passed as `g`): the staff member, or
+    None for a bedside monitor's device token. The edge decides it for every operation of the role
+    matrix, so a guarded view without it is a programming error (an app built without the edge)."""
+    if "admitted" not in g:
+        raise RuntimeError("no caller was admitted for this guarded view: is clinic.http_edge installed?")
+    return g.admitted
 
 
 def requires_roles():
     """Decorate a view: the caller must be one the role matrix (clinic.role_matrix) names for its
     operation: a valid staff token carrying one of the roles there or, where the matrix names `device`,
-    a bedside monitor's token (admitted). The shared edge (clinic.http_edge) has already refused a
-    caller without a valid token, before looking at the body; the roles are compared here.
+    a bedside monitor's token. The shared edge (clinic.http_edge) has already refused a caller without a
+    valid token, before looking at the body, and kept who called; the roles are compared here (403).
 
     Place it above @blp.arguments so identity is checked before the body is read.
     The principal is available to the view as clinic.web.current_principal().
     """
+    from flask import g
+
+    from clinic.access import allowed_here
 
     def decorate(view):
         @functools.wraps(view)
         def wrapper(*args, **kwargs):
-            from clinic.access import allowed_here
-
-            allowed = allowed_here()
-            principal = admitted(allowed)
+            principal = admitted_caller(g)
             if principal is not None:
-                refuse_unless(principal, allowed)
+                refuse_unless(principal, allowed_here())
             return view(*args, **kwargs)
 
         wrapper._clinic_guarded = True

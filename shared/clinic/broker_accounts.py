@@ -35,6 +35,11 @@ def account_of(settings: Settings, service: str) -> str:
     return dict(settings.broker_publishers).get(service, f"clinic-{service}")
 
 
+def all_accounts(settings: Settings, services) -> list[str]:
+    """Every account a broker for `services` has: one per service, and the operations account."""
+    return [account_of(settings, service) for service in services] + [OPERATOR_ACCOUNT]
+
+
 def service_permissions(service: str) -> dict[str, str]:
     """Configure, write and read regexes for a service's account.
 

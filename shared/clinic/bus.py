@@ -24,8 +24,8 @@ broker checks against the connection's user. A retry cannot keep it (the consume
 as itself), so the consumer carries the publisher it checked in x-clinic-publisher. The retry and
 requeue exchanges are the service's own: only its account (and the operations account) may publish
 to them, and only the broker's dead-lettering to the requeue exchange once the service's delay queues
-are there, so the consumer believes that header in a message that came through its requeue exchange,
-and nowhere else.
+are there, so that header is believed in a message that came through one of them, and nowhere else
+(vouched_publisher holds the whole rule).
 
 The headers bindings match with x-match=all-with-x: plain "all" ignores every header whose name
 starts with x-, and would route every message everywhere.
@@ -42,7 +42,7 @@ import pika.data
 import pika.exceptions as pe
 from pika.adapters.utils.connection_workflow import AMQPConnectorException
 
-from clinic.config import Settings
+from clinic.config import Settings, url_user
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,31 @@ def requeue_exchange(settings: Settings) -> str:
 
 def broker_user(settings: Settings) -> str:
     """The account the settings connect as: the user_id of what they publish."""
-    return pika.URLParameters(settings.rabbitmq_url).credentials.username
+    return url_user(settings.rabbitmq_url) or "guest"  # pika logs in as guest when the URL names no user
+
+
+def vouched_publisher(settings: Settings, exchange: str, properties) -> str:
+    """Who published a message that came through `exchange`, as far as the broker vouches for it ("" when
+    nobody does); the one place the rule of the module's docstring is applied, by the consumer and by
+    the `clinic` command's dead-letter listings and replays alike:
+
+      the events exchange              the user_id, which the broker checked against the publisher's login
+      the service's own retry or       the x-clinic-publisher header its consumer wrote after checking that
+      requeue exchange                 user_id (only its account and the operations account may publish
+                                       there, and the broker's dead-lettering to the requeue exchange)
+      the dead-letter exchange         the user_id: the broker dead-letters the message as published, and
+                                       every service may write there, so a header there proves nothing
+      the default exchange ("")        the user_id: no service's account may publish there (straight into a
+                                       queue), only the operations account, trusted with replays anyway
+      anything else                    nobody
+    """
+    if exchange in (settings.exchange, settings.dead_letter_exchange, ""):
+        return properties.user_id or ""
+    if exchange in (retry_exchange(settings), requeue_exchange(settings)):
+        headers = properties.headers
+        claimed = headers.get(PUBLISHER_HEADER) if isinstance(headers, dict) else None
+        return claimed if isinstance(claimed, str) else ""
+    return ""
 
 
 def delay_milliseconds(seconds: float) -> int:

@@ -40,13 +40,13 @@ from datetime import datetime, timezone
 import pika.exceptions as pe
 
 from clinic import auth, broker_accounts, bus
-from clinic.config import OPERATOR_ACCOUNT, ConfigurationError, Settings, load_demo_settings, load_settings, read_broker_passwords
+from clinic.config import OPERATOR_ACCOUNT, SERVICES, ConfigurationError, Settings, load_demo_settings, load_settings, read_broker_passwords
 from clinic.db import create_engine
+from clinic.files import write_atomically
 from clinic.logs import one_line
 from clinic.migrations import migrate
 from clinic.ops import outbox_status
 
-SERVICES = ("scheduling", "sessions", "records", "notifications")
 PER_PAGE, MAX_PER_PAGE = 20, 200
 # A listing reads at most this many messages of a queue (and says so when there are more).
 READ_AT_MOST = 10_000
@@ -176,13 +176,13 @@ def run_demo(args) -> int:
         print(f"clinic: CLINIC_DEMO=off: no demo clinic, `clinic {args.command}` does nothing")
         return 0
     if args.command == "seed-demo":
-        if demo.marker_path(settings).exists():
-            print(f"demo clinic seeded on an earlier start ({demo.marker_path(settings)}): nothing to do")
+        if demo.seeded_today(settings, os.environ):
+            print(f"demo clinic seeded today ({demo.marker_path(settings)}): nothing to do")
             return 0
         try:
             demo.seed(settings)
         except (demo.DemoError, ValueError) as exc:
-            print(f"clinic: the demo clinic is not (fully) seeded: {exc}. The next `clinic seed-demo` finishes it.",
+            print(f"clinic: the demo clinic is not (fully) seeded: {exc}. The next `clinic seed-demo` tries again.",
                   file=sys.stderr)
             return 1
         return 0
@@ -232,16 +232,13 @@ def as_operator(settings: Settings) -> Settings:
 def write_broker_definitions(settings: Settings, out: str | None) -> None:
     """The accounts of every service and the operations account, with passwords from
     CLINIC_BROKER_PASSWORD_<ACCOUNT>, as a definitions document RabbitMQ loads at boot."""
-    accounts = [broker_accounts.account_of(settings, service) for service in SERVICES] + [OPERATOR_ACCOUNT]
+    accounts = broker_accounts.all_accounts(settings, SERVICES)
     passwords = read_broker_passwords(os.environ, accounts)
     text = json.dumps(broker_accounts.broker_definitions(settings, passwords, SERVICES), indent=2) + "\n"
     if out is None:
         sys.stdout.write(text)
         return
-    # Password hashes: readable by its owner only.
-    descriptor = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w") as file:
-        file.write(text)
+    write_atomically(out, text)  # password hashes: readable by its owner only, even over an existing file
     print(f"broker definitions for {len(accounts)} accounts written to {out}", file=sys.stderr)
 
 
@@ -464,18 +461,6 @@ def list_unrouted(settings: Settings, page: int = 1, per_page: int = PER_PAGE) -
                          order=_in_order("occurred_at"))
 
 
-def dead_letter_publisher(method, properties, settings: Settings) -> str:
-    """Who published a dead letter, as far as the broker vouches for it ("" when nobody does). The
-    consumer's own dead letters come through the service's retry exchange, which only its account
-    writes to, with the publisher it checked in a header; the broker's (the delivery limit's) come
-    through the shared dead-letter exchange, which every service may write to, so only their user_id,
-    which the broker checked when the event was published, is believed there."""
-    if method.exchange == bus.retry_exchange(settings):
-        claimed = _headers(properties).get(bus.PUBLISHER_HEADER)
-        return claimed if isinstance(claimed, str) else ""
-    return properties.user_id or ""
-
-
 def replay_dead_letters(settings: Settings, limit: int | None = None) -> int:
     """Move dead letters back to the service's own queue (only that service sees them again), each
     with its original routing key, its original publisher (user_id, and the header the consumer
@@ -502,7 +487,7 @@ def replay_dead_letters(settings: Settings, limit: int | None = None) -> int:
             if method is None:
                 break
             taken += 1
-            publisher = dead_letter_publisher(method, properties, settings)
+            publisher = bus.vouched_publisher(settings, method.exchange, properties)
             if not publisher:
                 # Left unacked: it goes back to the dead letters when the channel closes.
                 print(f"clinic: dead letter {_shown(properties.message_id)} skipped: nothing the broker vouches for "

@@ -24,6 +24,8 @@ DEFAULT_BROKER_PUBLISHERS = (("records", "clinic-records"), ("scheduling", "clin
                              ("sessions", "clinic-sessions"), ("notifications", "clinic-notifications"))
 # The operations account that may re-publish a message as its original publisher (replays).
 OPERATOR_ACCOUNT = "clinic-operator"
+# The clinic's four services, in the order `make run` gives them ports (web_port).
+SERVICES = ("scheduling", "sessions", "records", "notifications")
 
 
 class ConfigurationError(RuntimeError):
@@ -118,7 +120,7 @@ class Settings:
     # make run sets 127.0.0.1, so that a laptop does not offer its workers' metrics to the network.
     metrics_host: str = "0.0.0.0"
     log_level: str = "INFO"
-    # Rate limits in Flask-Limiter's notation (clinic.limits; the README's table says why these).
+    # Rate limits in the limits library's notation (clinic.limits; the README's table says why these).
     rate_limit_per_subject: str = "600/minute"
     rate_limit_per_address: str = "1200/minute"
     rate_limit_per_device: str = "120/minute"
@@ -189,7 +191,7 @@ class Settings:
                 "CLINIC_ENV=production refuses DATABASE_URL without a password (in the URL or its ?password=) "
                 "or a client certificate (?sslcert=), or with a default one "
                 f"({', '.join(repr(p) for p in DEFAULT_PASSWORDS if p)}, or the user's own name).")
-        if _default_credentials(self.rabbitmq_url) or _user(self.rabbitmq_url) == "guest":
+        if _default_credentials(self.rabbitmq_url) or url_user(self.rabbitmq_url) == "guest":
             raise ConfigurationError(
                 "CLINIC_ENV=production refuses RABBITMQ_URL with the guest account, no password or a default one: "
                 "give each service its own broker account and password.")
@@ -206,7 +208,9 @@ def url_scheme(url: str) -> str:
     return urlsplit(url).scheme.lower()
 
 
-def _user(url: str) -> str | None:
+def url_user(url: str) -> str | None:
+    """The user name a URL logs in as (None without one): the one way the clinic reads it, for the
+    broker account a connection publishes as too (clinic.bus.broker_user)."""
     return unquote(urlsplit(url).username or "") or None
 
 
@@ -304,7 +308,7 @@ def read_timezone(env, name: str, default: str) -> str:
 
 
 def read_rate_limit(env, name: str, default: str) -> str:
-    """A rate limit in Flask-Limiter's notation ("600/minute", "30/minute;300/hour"), checked now so a
+    """A rate limit in the limits library's notation ("600/minute", "30/minute;300/hour"), checked now so a
     typo fails at start rather than on the first request."""
     from limits import parse_many
 
@@ -316,7 +320,7 @@ def read_rate_limit(env, name: str, default: str) -> str:
     return value
 
 
-# The stores Flask-Limiter can share between replicas that deploy/ and the README speak of.
+# The stores the limits library can share between replicas that deploy/ and the README speak of.
 RATE_LIMIT_STORES = ("memory://", "redis://", "rediss://", "redis+sentinel://")
 
 
@@ -390,7 +394,7 @@ class DemoSettings:
     enabled: bool  # CLINIC_DEMO: on (the default) or off
     environment: str
     var_dir: Path
-    apps: tuple[tuple[str, str], ...]  # (service, base URL): 8101-8104 moved by CLINIC_PORT_OFFSET, as make run binds them
+    apps: tuple[tuple[str, str], ...]  # (service, base URL): web_port's, as make run binds them
 
 
 def load_demo_settings(env: dict | None = None) -> DemoSettings:
@@ -398,6 +402,11 @@ def load_demo_settings(env: dict | None = None) -> DemoSettings:
     demo, offset = env.get("CLINIC_DEMO") or "on", read_int(env, "CLINIC_PORT_OFFSET", 0)
     if demo not in ("on", "off"):
         raise ConfigurationError(f"CLINIC_DEMO must be on or off, got {demo!r}")
-    apps = tuple((name, f"http://127.0.0.1:{8101 + i + offset}") for i, name in enumerate(("scheduling", "sessions", "records",
-                                                                                           "notifications")))
+    apps = tuple((service, f"http://127.0.0.1:{web_port(service, offset)}") for service in SERVICES)
     return DemoSettings(demo == "on", read_environment(env), Path(env.get("CLINIC_VAR_DIR") or "var"), apps)
+
+
+def web_port(service: str, offset: int = 0) -> int:
+    """The port `make run` binds a service's web app to: 8101-8104 in SERVICES' order, moved by
+    CLINIC_PORT_OFFSET (`offset`)."""
+    return 8101 + SERVICES.index(service) + offset

@@ -12,7 +12,10 @@ day (a demo started late in the evening) is left out, and the summary says which
 Every step looks before it writes (a room or a patient that exists answers 409 naming it; a
 diagnosis, a plan, an appointment, a check-in or a monitor already there is used), so a seed cut short
 is finished by the next start and nothing is made twice. The marker CLINIC_VAR_DIR/demo/seeded is
-written last: once it is there, make run seeds nothing. Monitor tokens are kept in
+written last, with the time of the seed: on the same day make run seeds nothing more; on a later day
+the seed runs again and so tops up today's appointments, check-in and running infusion (the demo
+patients' sessions an earlier day left open are aborted first: a room holds one started session).
+Monitor tokens are kept in
 CLINIC_VAR_DIR/demo/monitors.json (owner only) for the simulator (clinic.monitors).
 
 Where another service must hear of something first (scheduling's copy of a plan before booking,
@@ -35,6 +38,7 @@ from pathlib import Path
 
 from clinic.auth import ADMIN, FRONT_DESK, NEUROLOGIST, NURSE, issue_token
 from clinic.config import DemoSettings, load_settings
+from clinic.files import write_atomically
 
 
 class DemoError(RuntimeError):
@@ -88,14 +92,19 @@ def monitors_path(settings: DemoSettings) -> Path:
 
 
 def write_private(path: Path, document) -> None:
-    """Write JSON readable by its owner only, all at once (a reader never sees half a file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".partial")
-    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w") as file:
-        json.dump(document, file, indent=2)
-    os.chmod(partial, 0o600)
-    os.replace(partial, path)
+    """Write JSON readable by its owner only (it holds device tokens), all at once."""
+    write_atomically(path, json.dumps(document, indent=2))
+
+
+def seeded_today(settings: DemoSettings, env, now: datetime | None = None) -> bool:
+    """The marker says the seed ran on the clinic's today (its local date): nothing to seed. False
+    without a readable marker, and on a later day, when the seed tops up today's appointments."""
+    try:
+        seeded_at = datetime.fromisoformat(json.loads(marker_path(settings).read_text())["seeded_at"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    local = load_settings("cli", env).timezone
+    return seeded_at.astimezone(local).date() == (now or datetime.now(timezone.utc)).astimezone(local).date()
 
 
 def read_monitors(path: Path) -> list[dict]:
@@ -184,7 +193,9 @@ class Clinic:
     def token(self, service: str, role: str) -> str:
         if (service, role) not in self._tokens:
             settings = load_settings(service, self._env)
-            self._tokens[service, role] = issue_token(settings, f"demo-{role.replace('_', '-')}", [role], ttl_minutes=60)
+            # An hour is plenty for a seed; a shorter CLINIC_TOKEN_MAX_LIFETIME_MINUTES is obeyed.
+            ttl = min(60, settings.token_max_lifetime_minutes)
+            self._tokens[service, role] = issue_token(settings, f"demo-{role.replace('_', '-')}", [role], ttl_minutes=ttl)
         return self._tokens[service, role]
 
     def call(self, service: str, role: str, method: str, path: str, body=None, query: dict | None = None,
@@ -229,9 +240,11 @@ def seed(settings: DemoSettings, env=None, now: Callable[[], datetime] | None = 
     monitors = _monitors(clinic, settings, rooms)
 
     summary = {"rooms": len(rooms), "monitors": len(monitors), "patients": 0, "appointments_today": 0,
-               "checked_in": 0, "sessions_started": 0, "did_not_fit_today": []}
+               "checked_in": 0, "sessions_started": 0, "did_not_fit_today": [], "ended_from_earlier_days": 0}
+    left_open = _open_from_earlier_days(clinic, now().astimezone(local).date(), local)
     for patient, diagnosis, plan, today in PATIENTS:
         patient_id = _patient(clinic, patient)
+        summary["ended_from_earlier_days"] += _end(clinic, [s for s in left_open if s["patient_id"] == patient_id])
         _diagnosis(clinic, patient_id, diagnosis)
         _active_plan(clinic, patient_id, plan)
         summary["patients"] += 1
@@ -259,6 +272,8 @@ def describe(summary: dict) -> str:
     line = (f"{summary['rooms']} rooms ({summary['monitors']} with a monitor), {summary['patients']} patients with active "
             f"plans, {summary['appointments_today']} appointments today ({summary['checked_in']} checked in, "
             f"{summary['sessions_started']} infusion running)")
+    if summary.get("ended_from_earlier_days"):
+        line += f"; {summary['ended_from_earlier_days']} session(s) an earlier day left open ended (aborted)"
     if summary.get("did_not_fit_today"):
         line += f"; too late in the day for: {', '.join(summary['did_not_fit_today'])}"
     return line
@@ -317,6 +332,24 @@ def _appointment_today(clinic: Clinic, patient_id: str, what: str, room_id: str,
         return None
     return clinic.call("scheduling", FRONT_DESK, "POST", "/appointments",
                        {"patient_id": patient_id, "kind": kind, "starts_at": free[0]["starts_at"], "room_id": room_id}).body
+
+
+def _open_from_earlier_days(clinic: Clinic, today, local) -> list[dict]:
+    """Sessions checked in before today and still open (started or waiting): what an earlier day's seed,
+    or its walkthrough, left behind."""
+    found = [session for status in ("started", "waiting")
+             for session in clinic.call("sessions", NURSE, "GET", "/sessions", query={"status": status, "limit": 500}).body]
+    return [session for session in found if datetime.fromisoformat(session["checked_in_at"]).astimezone(local).date() < today]
+
+
+def _end(clinic: Clinic, sessions: list[dict]) -> int:
+    """Abort a demo patient's sessions of an earlier day: a room holds one started session, so today's
+    infusion could not start beside yesterday's, and the room's monitor posts to today's. Patients the
+    demo did not make are left alone. 409: it has ended meanwhile."""
+    for session in sessions:
+        clinic.call("sessions", NURSE, "POST", f"/sessions/{session['id']}/abort",
+                    {"reason": "other", "note": "demo: left open on an earlier day"}, expect=(200, 409))
+    return len(sessions)
 
 
 def _check_in(clinic: Clinic, appointment: dict) -> None:

@@ -4,12 +4,14 @@ order (cheapest check first), and the malformed-path answer reuses the routes th
 
 Before any view:
 - the correlation id: the caller's X-Correlation-ID is kept only when it is a UUID;
-- who is asking, first: for an operation of the role matrix (clinic.access), a caller without a valid
-  token is refused 401 (clinic.auth.admitted) and one whose roles the matrix does not name is passed
-  to the view's guard, which refuses it 403 (and audits the refusal) before its body is parsed.
-  Neither has its body or query looked at: every caller outside the matrix gets a 401 or a 403,
-  whatever it sends. Any other request (a path no route matches, the documents) is counted by its
-  address (clinic.limits.hold_address);
+- who is asking, first, once per request: for an operation of the role matrix (clinic.access), a
+  caller without a valid token is refused 401; the caller admitted (a verified staff member, counted
+  per subject, or a bedside monitor's device token, counted per device and checked by its view) is
+  kept in flask.g.admitted for the view's guard (clinic.auth.requires_roles, clinic.audit.audited),
+  which refuses 403 (and audits the refusal) a staff member whose roles the matrix does not name,
+  before the body is parsed. Neither has its body or query looked at: every caller outside the matrix
+  gets a 401 or a 403, whatever it sends. Any other request (a path no route matches, the documents)
+  is counted by its address (clinic.limits.hold_address);
 - the request target: longer than MAX_TARGET_LENGTH is a 414;
 - a body is read whole (over MAX_BODY_BYTES: 413) and must be JSON (415); it is parsed once here with
   guards that the JSON parser the views use lacks: nesting deeper than MAX_JSON_DEPTH is a 400; a lone
@@ -35,7 +37,7 @@ import time
 import uuid
 from datetime import date
 
-from flask import Flask, g, request
+from flask import Flask, current_app, g, request
 from werkzeug.exceptions import MethodNotAllowed, NotFound, RequestEntityTooLarge
 from werkzeug.routing import BaseConverter, Map, RequestRedirect, Rule, UUIDConverter, ValidationError
 
@@ -160,14 +162,32 @@ def _admitted(allowed) -> bool:
     """Whether the caller may call the operation: Unauthorized without a valid token, False with a
     staff token the role matrix does not name for it (the view's guard answers 403)."""
     try:
-        principal = auth.admitted(allowed)
-    except Unauthorized:
+        principal = _caller(allowed)
+    except (Unauthorized, limits.RateLimited):
         _drain()
         raise
+    g.admitted = principal
     if principal is not None and not principal.has_any(allowed):
         _drain()
         return False
     return True
+
+
+def _caller(allowed) -> auth.Principal | None:
+    """The verified staff member, or None for a bedside monitor's device token where `allowed` names
+    `device`: that token is left in flask.g.device_token for the view to check in its own transaction
+    (device tokens are kept in the service's database). Each is counted: per subject, per device."""
+    token = auth.bearer_token(request.headers.get("Authorization"))
+    if access.DEVICE in allowed and token.startswith(auth.DEVICE_TOKEN_PREFIX):
+        g.device_token = token
+        limits.hold_device(auth.hash_device_token(token))
+        return None
+    principal = auth.verify_token(current_app.config["CLINIC_SETTINGS"], token)
+    g.principal = principal  # clinic.web.current_principal
+    # Counted only once verified: the allowance spent is the verified subject's, never one named by
+    # an unchecked token.
+    limits.hold_subject(principal.subject)
+    return principal
 
 
 def _drain() -> None:

@@ -35,6 +35,7 @@ from jwt.algorithms import ECAlgorithm
 
 from clinic.config import Settings, url_scheme
 from clinic.errors import ClinicError, Unauthorized
+from clinic.files import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -144,15 +145,7 @@ def sign_development_token(settings: Settings, claims: dict, headers: dict | Non
 
 
 def _replace_atomically(path: Path, text: str) -> None:
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=".jwks-")
-    try:
-        with os.fdopen(descriptor, "w") as file:
-            file.write(text)
-        os.chmod(temporary, 0o644)  # the public half: readable by the services
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_atomically(path, text, 0o644)  # the public half: readable by the services
 
 
 # --- the provider's public keys ----------------------------------------------------------------
@@ -174,16 +167,27 @@ def _signing_keys(document) -> dict[str, jwt.PyJWK]:
 
 
 class FileKeys:
-    """A JWKS file, read again whenever it changes (a rotated development pair works without a restart)."""
+    """A JWKS file, read again whenever it changes (a rotated development pair works without a restart).
+
+    Every token checked, even one already verified (clinic.auth's cache), asks for its key: the file is
+    looked at (os.stat) at most once every CHECK_EVERY_SECONDS for a key it holds, and at once for a
+    `kid` it does not (a new pair). A removed key is so refused at most that long after its removal."""
+
+    CHECK_EVERY_SECONDS = 1.0
 
     def __init__(self, path: Path):
         self.path = path
         self._seen = None
         self._keys: dict[str, jwt.PyJWK] = {}
+        self._checked_at = -math.inf  # time.monotonic() of the last look at the file
         self._lock = threading.Lock()
 
     def key_for(self, kid: str) -> jwt.PyJWK | None:
+        key = self._keys.get(kid)
+        if key is not None and time.monotonic() - self._checked_at < self.CHECK_EVERY_SECONDS:
+            return key
         with self._lock:
+            self._checked_at = time.monotonic()
             try:
                 status = os.stat(self.path)
                 seen = (status.st_ino, status.st_mtime_ns, status.st_size)

@@ -291,7 +291,6 @@ class Consumer:
         self._database = Outage(log, "consumer: the database")
         self._service = settings.service
         self._owners = dict(settings.broker_publishers)
-        self._requeue = bus.requeue_exchange(settings)
 
     # --- the loop -------------------------------------------------------------------------------
 
@@ -437,18 +436,8 @@ class Consumer:
         return _Work(delivery, event, handler)
 
     def publisher(self, delivery: Delivery) -> str:
-        """Who published the delivery, as far as the broker vouches for it ("" when nobody does): the
-        user_id the broker checked, from the events exchange; the header this consumer wrote after
-        checking it, back through its own requeue exchange (which only its account, the operations
-        account and the broker's dead-lettering may publish to)."""
-        exchange = delivery.method.exchange
-        if exchange == self.settings.exchange:
-            return delivery.properties.user_id or ""
-        if exchange == self._requeue:
-            headers = delivery.properties.headers
-            claimed = headers.get(bus.PUBLISHER_HEADER) if isinstance(headers, dict) else None
-            return claimed if isinstance(claimed, str) else ""
-        return ""
+        """Who published the delivery, as far as the broker vouches for it ("" when nobody does)."""
+        return bus.vouched_publisher(self.settings, delivery.method.exchange, delivery.properties)
 
     def _not_as_published(self, delivery: Delivery, event: events.Event) -> str | None:
         """Why the event is not to be believed (a reason without patient data), or None."""

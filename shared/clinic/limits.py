@@ -3,7 +3,7 @@ service, and how often one staff member may search for patients.
 
 Counted (clinic.config names each limit's setting and default):
 - per client address (hold_address), every request that carries no valid token: a refused token or
-  none (counted when clinic.auth refuses it, so a token is always checked first), a device token
+  none (counted when the token is refused, so a token is always checked first), a device token
   its service does not know, and a request for an operation that checks no token (a path no route
   matches, the API documents). Never the probes (/healthz, /readyz; /metrics is answered before
   Flask). A request with a valid staff or device token is counted by its subject or device instead:
@@ -12,20 +12,23 @@ Counted (clinic.config names each limit's setting and default):
   address is the connection's, or, behind CLINIC_TRUSTED_PROXIES reverse proxies, the one the
   outermost of them saw (X-Forwarded-For read from the right, so a client cannot name itself);
 - per staff member: the subject of a token whose signature, issuer, audience and lifetime were
-  checked (clinic.auth.authenticate calls hold_subject), never a claim read from an unchecked token,
-  so nobody can spend another's allowance;
+  checked (the edge, clinic.http_edge, calls hold_subject once they were), never a claim read from
+  an unchecked token, so nobody can spend another's allowance;
 - per bedside monitor (hold_device): keyed by its device token's hash, the key the device is stored
   under. A monitor posting in a loop is refused while the others' posts go through; a made-up token
   has an allowance of its own, but is refused 401 and so counted by its address;
 - per staff member for the patient search (hold_patient_search), tighter, since enumerating
   patients is what it guards against.
 
-A refusal is a 429 in the shared error shape with Retry-After (whole seconds): never Flask-Limiter's
-HTML. The moving window counts each hit for exactly the window after it (no double burst at a window's
-edge) and costs a few microseconds a request in memory. Counts are kept in memory (one process's
-own) unless CLINIC_RATE_LIMIT_STORAGE_URL names a shared store (Redis), which replicas need to share
-one allowance; when that store cannot be reached, each process counts in its own memory meanwhile
-rather than refuse or wave through every request.
+A refusal is a 429 in the shared error shape with Retry-After (whole seconds). The moving window
+counts each hit for exactly the window after it (no double burst at a window's edge) and costs a few
+microseconds a request in memory. The counts are the limits library's (Flask-Limiter's own), called
+directly: each is taken where the caller is known, so no route limit is needed. They are kept in
+memory (one process's own) unless CLINIC_RATE_LIMIT_STORAGE_URL names a shared store (Redis), which
+replicas need to share one allowance. When that store fails or does not answer within STORE_TIMEOUT_SECONDS, each process
+counts in its own memory rather than refuse or wave through every request, and asks the store again
+only after a growing delay (clinic.outages): a hung store costs one request one timeout now and then,
+not every request one timeout per limit. The outage is logged once when it begins and once when it ends.
 """
 
 from __future__ import annotations
@@ -35,14 +38,15 @@ import math
 import threading
 import time
 
-from flask import Flask, current_app, g, request
-from flask_limiter import Limiter
+from flask import Flask, current_app, request
 from limits import RateLimitItem, parse_many
-from limits.storage import MemoryStorage
+from limits.storage import MemoryStorage, storage_from_string
 from limits.strategies import STRATEGIES, RateLimiter
 
 from clinic.config import ConfigurationError, Settings
 from clinic.errors import ClinicError, Unauthorized
+from clinic.http_errors import error_response
+from clinic.outages import Backoff, Outage
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +55,9 @@ STRATEGY = "moving-window"
 UNLIMITED_ROUTES = frozenset({"/healthz", "/readyz"})
 # How long a request waits on the shared store before it counts in memory instead.
 STORE_TIMEOUT_SECONDS = 0.5
+# After the store failed, it is asked again after a delay growing from the first to the cap (with jitter).
+STORE_FIRST_RETRY_SECONDS = 2.0
+STORE_RETRY_CAP_SECONDS = 30.0
 # For tools that load a service to measure it (benchmarks, the OpenAPI fuzzer), not its limits: one
 # caller from one address, far past any staff member's allowance. Settings names; as environment
 # variables, CLINIC_ and the name in capitals.
@@ -70,7 +77,7 @@ class RateLimited(ClinicError):
 
 
 def parsed(limit: str) -> tuple[RateLimitItem, ...]:
-    """A limit in Flask-Limiter's notation ("30/minute;300/hour"); ValueError when malformed."""
+    """A limit in the limits library's notation ("30/minute;300/hour"); ValueError when malformed."""
     return tuple(parse_many(limit))
 
 
@@ -108,36 +115,69 @@ class _InlineExpiryMemory(MemoryStorage):
 
 
 class _Limits:
-    """One app's limiter and its parsed limits."""
+    """One app's parsed limits and where they are counted: the shared store, or this process's memory
+    (always, for a memory:// store; meanwhile, while the shared store is away)."""
 
-    def __init__(self, limiter: Limiter, settings: Settings):
-        self.limiter = limiter
-        self.per_address = _setting(settings, "rate_limit_per_address")
-        self.per_subject = _setting(settings, "rate_limit_per_subject")
-        self.per_device = _setting(settings, "rate_limit_per_device")
-        self.patient_search = _setting(settings, "rate_limit_patient_search")
+    def __init__(self, settings: Settings, clock=time.monotonic):
+        # Sorted once, shortest window first: a caller past a minute's allowance is refused before
+        # spending an hour's.
+        self.per_address = tuple(sorted(_setting(settings, "rate_limit_per_address")))
+        self.per_subject = tuple(sorted(_setting(settings, "rate_limit_per_subject")))
+        self.per_device = tuple(sorted(_setting(settings, "rate_limit_per_device")))
+        self.patient_search = tuple(sorted(_setting(settings, "rate_limit_patient_search")))
         self.prefix = f"clinic:{settings.service}"
-        self._fallback = STRATEGIES[STRATEGY](_InlineExpiryMemory())
-        self._in_memory = settings.rate_limit_storage_url.startswith("memory://")
+        self._memory = STRATEGIES[STRATEGY](_InlineExpiryMemory())
+        self._shared: RateLimiter | None = None
+        if not settings.rate_limit_storage_url.startswith("memory://"):
+            # Connects on first use: a store away at start is an outage like any other, not a refusal to start.
+            storage = storage_from_string(settings.rate_limit_storage_url, socket_timeout=STORE_TIMEOUT_SECONDS,
+                                          socket_connect_timeout=STORE_TIMEOUT_SECONDS)
+            self._shared = STRATEGIES[STRATEGY](storage)
+        self._clock = clock
+        self._retry_at = 0.0  # clock() from which the shared store is asked again
+        self._backoff = Backoff(STORE_RETRY_CAP_SECONDS, STORE_FIRST_RETRY_SECONDS)
+        self._outage = Outage(log, "the rate limit store (counts kept in memory meanwhile)")
+        self._state = threading.Lock()
 
-    def _strategy(self) -> RateLimiter:
-        if self._in_memory:
-            return self._fallback
-        # Flask-Limiter's own: the shared store, or its in-memory fallback while it finds the store away.
-        return self.limiter.limiter
+    def _hit(self, item: RateLimitItem, keys: tuple) -> tuple[bool, RateLimiter]:
+        """Count one hit: in the shared store unless it is away, else in memory."""
+        shared = self._shared
+        if shared is not None and self._store_worth_asking():
+            try:
+                allowed = shared.hit(item, *keys)
+            except Exception as exc:  # noqa: BLE001 - any failure of the store: count in memory meanwhile
+                with self._state:
+                    delay = self._backoff.next()
+                    self._retry_at = self._clock() + delay
+                    self._outage.failed(exc, delay)
+            else:
+                if self._outage.since is not None:
+                    with self._state:
+                        self._backoff.reset()
+                        self._outage.recovered()
+                return allowed, shared
+        return self._memory.hit(item, *keys), self._memory
+
+    def _store_worth_asking(self) -> bool:
+        if self._outage.since is None:
+            return True
+        with self._state:
+            now = self._clock()
+            if now < self._retry_at:
+                return False
+            # One request asks whether the store is back; the others count in memory meanwhile.
+            self._retry_at = now + 2 * STORE_TIMEOUT_SECONDS
+            return True
 
     def hold(self, kind: str, limits: tuple[RateLimitItem, ...], identity: str) -> None:
-        for item in sorted(limits):
-            keys = (self.prefix, kind, identity)
-            try:
-                strategy = self._strategy()
-                allowed = strategy.hit(item, *keys)
-            except Exception as exc:  # the shared store is away: count in this process meanwhile
-                log.warning("the rate limit store is not reachable (%s); counting in memory", type(exc).__name__)
-                strategy = self._fallback
-                allowed = strategy.hit(item, *keys)
+        keys = (self.prefix, kind, identity)
+        for item in limits:
+            allowed, strategy = self._hit(item, keys)
             if not allowed:
-                reset_at = strategy.get_window_stats(item, *keys).reset_time
+                try:
+                    reset_at = strategy.get_window_stats(item, *keys).reset_time
+                except Exception:  # noqa: BLE001 - the store went away since the hit: a minute is a fair guess
+                    reset_at = time.time() + 60
                 log.info("rate limit %s exceeded (%s)", item, kind)
                 raise RateLimited(f"too many requests: at most {item} {_PER[kind]}; try again later",
                                   _seconds_until(reset_at), {"limit": str(item), "per": kind})
@@ -152,25 +192,9 @@ def _seconds_until(moment: float) -> int:
 
 
 def install(app: Flask, settings: Settings) -> None:
-    """Ready `app`'s limits: per address (clinic.http_edge, and a refused token here), per subject
-    (clinic.auth), per device and for the patient search (the views). Flask-Limiter keeps the counts
-    (the shared store, and memory meanwhile when it is away); it limits no route by itself."""
-    storage_options = {} if settings.rate_limit_storage_url.startswith("memory://") else {
-        "socket_timeout": STORE_TIMEOUT_SECONDS, "socket_connect_timeout": STORE_TIMEOUT_SECONDS}
-    limiter = Limiter(
-        key_func=client_address,
-        app=app,
-        strategy=STRATEGY,
-        storage_uri=settings.rate_limit_storage_url,
-        storage_options=storage_options,
-        in_memory_fallback_enabled=True,
-        key_prefix=f"clinic:{settings.service}",
-        headers_enabled=False,
-    )
-    # Flask-Limiter checks every request against route limits before the view; there are none (each
-    # count is taken where the caller is known), so that check, a cost on every request, is taken out.
-    app.before_request_funcs[None].remove(limiter._check_request_limit)
-    app.extensions["clinic.limits"] = _Limits(limiter, settings)
+    """Ready `app`'s limits: per address (clinic.http_edge, and a refused token here), per subject and
+    per device (clinic.http_edge, when it admits the caller) and for the patient search (the view)."""
+    app.extensions["clinic.limits"] = _Limits(settings)
     app.register_error_handler(RateLimited, response_for)
     # More specific than clinic.web's handler of every ClinicError: each refused token is counted.
     app.register_error_handler(Unauthorized, _unauthenticated)
@@ -189,8 +213,6 @@ def client_address() -> str:
 
 def _unauthenticated(exc: Unauthorized):
     """A 401, or a 429 once the address has had more refused tokens than its allowance."""
-    from clinic.http_errors import error_response
-
     try:
         hold_address()
     except RateLimited as refusal:
@@ -200,8 +222,6 @@ def _unauthenticated(exc: Unauthorized):
 
 def response_for(refusal: RateLimited):
     """The 429 answer: the shared error shape and Retry-After."""
-    from clinic.http_errors import error_response
-
     response = error_response(refusal.http_status, refusal.code, refusal.message, refusal.details)
     response.headers["Retry-After"] = str(refusal.retry_after)
     return response
@@ -213,30 +233,25 @@ def _current() -> _Limits:
 
 def hold_address() -> None:
     """Count a request from the caller's address that carries no valid token; RateLimited past the
-    limit. Counted once per request; never for the probes."""
-    if g.get("clinic_address_counted") or (request.url_rule is not None and request.url_rule.rule in UNLIMITED_ROUTES):
+    limit. Never for the probes. Called once per request: by the edge for an operation that checks no
+    token, or when a token is refused (each request is refused at most once)."""
+    if request.url_rule is not None and request.url_rule.rule in UNLIMITED_ROUTES:
         return
-    g.clinic_address_counted = True
     limits = _current()
     limits.hold("address", limits.per_address, client_address())
 
 
 def hold_subject(subject: str) -> None:
     """Count a request of the staff member whose token was just verified; RateLimited past the limit.
-    Counted once per request, however many times the request is authenticated."""
-    if g.get("clinic_subject_counted"):
-        return
-    g.clinic_subject_counted = True
+    Called once per request, by the edge (clinic.http_edge) when it admits the caller."""
     limits = _current()
     limits.hold("subject", limits.per_subject, subject)
 
 
 def hold_device(device_token_hash: str) -> None:
     """Count a bedside monitor's post, keyed by its token's hash; RateLimited past the limit.
-    Counted once per request (the edge holds it before the body is read, the view may again)."""
-    if g.get("clinic_device_counted"):
-        return
-    g.clinic_device_counted = True
+    Called once per request, by the edge (clinic.http_edge) when it admits the caller, before the
+    body is read."""
     limits = _current()
     limits.hold("device", limits.per_device, device_token_hash)
 

@@ -21,6 +21,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from clinic.files import write_atomically
+
 RABBITMQ_SERVER = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
 RABBITMQCTL = Path("/usr/lib/rabbitmq/bin/rabbitmqctl")
 EPMD = Path(shutil.which("epmd") or "/usr/lib/erlang/bin/epmd")
@@ -129,7 +131,7 @@ class LocalRabbitMQ:
         config = "loopback_users = none\ndisk_free_limit.absolute = 50MB\nlog.console = false\n"
         if self.definitions is not None:
             definitions = self.base / "definitions.json"
-            _write_private(definitions, json.dumps(self.definitions))
+            write_atomically(definitions, json.dumps(self.definitions))
             config += f"load_definitions = {definitions}\n"
         (self.base / "rabbitmq.conf").write_text(config)
         (self.base / "enabled_plugins").write_text("[].\n")
@@ -161,7 +163,7 @@ class LocalRabbitMQ:
     def import_definitions(self, definitions: dict) -> None:
         """Add definitions to the running node (e.g. topic permissions on one namespace's exchange)."""
         path = self.base / f"import-{os.getpid()}-{time.monotonic_ns()}.json"
-        _write_private(path, json.dumps(definitions))
+        write_atomically(path, json.dumps(definitions))
         try:
             self.ctl("import_definitions", str(path))
         finally:
@@ -181,13 +183,6 @@ class LocalRabbitMQ:
         self.process = None
         if self.epmd_port is not None:
             stop_epmd(self.epmd_port)
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Write a file only its owner may read (it holds password hashes)."""
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w") as file:
-        file.write(text)
 
 
 def stop_epmd(port: int, timeout: float = 10) -> None:

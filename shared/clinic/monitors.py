@@ -25,7 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from clinic.config import DemoSettings
-from clinic.demo import Unreachable, http, monitors_path, read_monitors
+from clinic.demo import Unreachable, http, marker_path, monitors_path, read_monitors
 
 log = logging.getLogger("clinic.monitors")
 
@@ -119,6 +119,7 @@ class Simulator:
                  post=http):
         self.url = dict(settings.apps)["sessions"] + "/vitals"
         self.path: Path = monitors_path(settings)
+        self.marker: Path = marker_path(settings)
         self.every = every
         self.rng = rng or random.Random()
         self.deteriorate_after = deteriorate_after
@@ -148,8 +149,11 @@ class Simulator:
         while not stop.is_set():
             self.refresh()
             self.post_due()
-            upcoming = [monitor.next_at for monitor in self.monitors.values()] + [self.paused_until]
-            stop.wait(max(0.05, min(1.0, min(upcoming) - self.clock())))
+            # The next post is due when the earliest monitor is, and not before a pause ends; at least
+            # once a second the loop looks at monitors.json again.
+            due = min((monitor.next_at for monitor in self.monitors.values()), default=float("inf"))
+            wake = max(self.paused_until, due)
+            stop.wait(max(0.05, min(1.0, wake - self.clock())))
 
     def post_due(self) -> None:
         for monitor in self.monitors.values():
@@ -185,8 +189,10 @@ class Simulator:
             monitor.posting = False
             monitor.next_at = now + IDLE_SECONDS
         elif answer.status == 401:
-            log.warning("%s: the monitor's token is refused (revoked?); it stops until the demo registers it again",
-                        monitor.room)
+            # The seed registers a new monitor for a room whose kept one is revoked, and this loop picks
+            # up the monitors.json it writes: no restart needed.
+            log.warning("%s: the monitor's token is refused (revoked?); it stops posting. To register it again: "
+                        "delete %s and run `clinic seed-demo`", monitor.room, self.marker)
             monitor.next_at = float("inf")
         else:
             error = answer.body.get("error", {}) if isinstance(answer.body, dict) else {}

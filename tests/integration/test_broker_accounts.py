@@ -12,10 +12,9 @@ import pika.exceptions as pe
 import pytest
 
 from clinic import bus, cli, events
+from clinic.config import SERVICES
 from clinic.testing import eventually
 from tests.integration.conftest import queue_depth
-
-SERVICES = ("records", "scheduling", "sessions", "notifications")
 
 
 def registered() -> events.Event:

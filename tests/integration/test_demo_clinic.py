@@ -2,19 +2,20 @@
 SQLite in a var directory of the test's own, every port moved by CLINIC_PORT_OFFSET) seeds it through the
 apps' HTTP APIs once they answer, says so in its banner, and starts the simulated monitors.
 
-The seeded clinic has what the README says; seeding again (the marker removed) makes nothing twice; with
-the marker, `clinic seed-demo` does nothing; the simulated monitor's readings are stored under the
+The seeded clinic has what the README says; with today's marker, `clinic seed-demo` does nothing; on a
+later day (the marker's time moved back a day) it seeds again and makes nothing twice; the simulated monitor's readings are stored under the
 running session, and a deterioration raises an alert.
 """
 
 from __future__ import annotations
 
+import json
 import random
 import stat
 import subprocess
 import sys
 import threading
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -23,7 +24,7 @@ import requests
 
 from clinic.auth import issue_token
 from clinic.config import load_demo_settings, load_settings
-from clinic.demo import INFUSION_ROOMS, PATIENTS, WEEKDAYS, marker_path, monitors_path, read_monitors
+from clinic.demo import INFUSION_ROOMS, PATIENTS, WEEKDAYS, marker_path, monitors_path, read_monitors, seeded_today, write_private
 from clinic.monitors import Simulator
 from clinic.testing import eventually
 from tests.integration.test_run_local import _make_run
@@ -104,14 +105,16 @@ def test_make_run_seeds_the_demo_clinic_once_and_its_monitors_post_vital_signs(d
     eventually(lambda: len(staff.get("sessions", "nurse", f"/sessions/{running}/vitals")) >= 2, timeout=30,
                message="two readings of the simulated monitor in the running session")
 
-    # With the marker, a second seed does nothing; without it, it makes nothing twice.
+    # With today's marker, a second seed does nothing; with an earlier day's, it runs again (topping up
+    # today's appointments) and makes nothing twice.
     before = _what_is_there(staff, today)
     again = subprocess.run([str(BIN / "clinic"), "seed-demo"], env=clinic.env, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0 and "nothing to do" in again.stdout, again.stderr
-    marker_path(settings).unlink()
+    marker = json.loads(marker_path(settings).read_text())
+    write_private(marker_path(settings), {**marker, "seeded_at": (datetime.now(timezone.utc) - timedelta(days=1)).isoformat()})
     again = subprocess.run([str(BIN / "clinic"), "seed-demo"], env=clinic.env, cwd=ROOT, capture_output=True, text=True, timeout=180)
-    assert again.returncode == 0, again.stderr
-    assert marker_path(settings).exists()
+    assert again.returncode == 0 and "demo clinic seeded" in again.stdout, again.stderr
+    assert seeded_today(settings, clinic.env)
     assert _what_is_there(staff, today) == before
     assert sorted(m["device_id"] for m in read_monitors(monitors_path(settings))) == sorted(m["device_id"] for m in monitors)
 

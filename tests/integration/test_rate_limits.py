@@ -8,13 +8,20 @@ CLINIC_API_DOCS says so."""
 
 from __future__ import annotations
 
+import logging
 import re
+import socket
+import time
 import uuid
 from collections import Counter
 from datetime import datetime, timezone
 
-from clinic import events
+from limits.storage import MemoryStorage
+from limits.strategies import STRATEGIES
+
+from clinic import auth, events, limits
 from clinic.auth import issue_token
+from clinic.config import load_settings
 from clinic.inbox import APPLIED, apply_once
 from clinic.testing import assert_error
 from clinic.testing.service_apps import sqlite_service_app
@@ -173,6 +180,81 @@ def test_an_unreachable_shared_store_is_no_outage(tmp_path):
     for _ in range(2):
         assert search(client, bearer(app, "desk-1")).status_code == 200
     assert_rate_limited(search(client, bearer(app, "desk-1")), "subject")
+
+
+def test_each_request_has_its_token_verified_and_its_caller_counted_once(tmp_path, monkeypatch):
+    # The edge admits the caller; the views' guards (requires_roles, audited) only compare its roles.
+    app, client = records(tmp_path, rate_limit_per_subject="2/minute")
+    verified = []
+    verify = auth.verify_token
+    monkeypatch.setattr(auth, "verify_token", lambda settings, token: verified.append(token) or verify(settings, token))
+    assert search(client, bearer(app, "desk-1")).status_code == 200  # let in
+    assert_error(client.get("/audit", headers=bearer(app, "desk-1")), 403, "forbidden")  # a front desk may not
+    assert len(verified) == 2
+    assert_rate_limited(search(client, bearer(app, "desk-1")), "subject")  # the third request, not the fifth
+
+
+def test_a_store_that_never_answers_costs_one_timeout_not_one_per_request(tmp_path, caplog):
+    # A listener that takes connections and never answers: the hung store of an overloaded Redis.
+    with socket.socket() as hung:
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(64)
+        url = f"redis://127.0.0.1:{hung.getsockname()[1]}/0"
+        app, client = records(tmp_path, rate_limit_storage_url=url, rate_limit_per_subject="4/minute")
+        headers = bearer(app, "desk-1")
+        with caplog.at_level(logging.INFO, logger="clinic.limits"):
+            assert search(client, headers).status_code == 200  # waits STORE_TIMEOUT_SECONDS once
+            for _ in range(3):
+                started = time.perf_counter()
+                assert search(client, headers).status_code == 200
+                assert time.perf_counter() - started < limits.STORE_TIMEOUT_SECONDS / 2
+            # Counted in memory meanwhile, so the allowance still holds.
+            assert_rate_limited(search(client, headers), "subject")
+    warnings = [record for record in caplog.records if record.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "rate limit store" in warnings[0].getMessage()
+
+
+class _Store:
+    """A shared store that can be taken away: counts as limits' own in-memory store does meanwhile."""
+
+    def __init__(self):
+        self.up = True
+        self.asked = 0
+        self.counts = STRATEGIES[limits.STRATEGY](MemoryStorage())
+
+    def hit(self, item, *keys):
+        self.asked += 1
+        if not self.up:
+            raise ConnectionError("the store is away")
+        return self.counts.hit(item, *keys)
+
+    def get_window_stats(self, item, *keys):
+        return self.counts.get_window_stats(item, *keys)
+
+
+def test_the_store_is_asked_again_only_after_a_delay_and_its_outage_is_logged_once_each_way(caplog):
+    now = [1000.0]
+    counts = limits._Limits(load_settings("records", env={"CLINIC_RATE_LIMIT_STORAGE_URL": "redis://127.0.0.1:1/0"}),
+                            clock=lambda: now[0])
+    store = counts._shared = _Store()
+    item = limits.parsed("100/minute")
+    with caplog.at_level(logging.INFO, logger="clinic.limits"):
+        counts.hold("subject", item, "desk-1")
+        store.up = False
+        for _ in range(5):
+            counts.hold("subject", item, "desk-1")
+        assert store.asked == 2  # once up, once finding it away; the rest in memory without asking
+        now[0] += limits.STORE_FIRST_RETRY_SECONDS + 0.01  # the first retry delay is at most this
+        counts.hold("subject", item, "desk-1")
+        assert store.asked == 3
+        store.up = True
+        now[0] += limits.STORE_RETRY_CAP_SECONDS + 0.01
+        counts.hold("subject", item, "desk-1")
+        counts.hold("subject", item, "desk-1")
+        assert store.asked == 5  # back: asked for every hit again
+    lines = [(record.levelname, record.getMessage()) for record in caplog.records]
+    assert [level for level, _ in lines] == ["WARNING", "INFO"], lines
+    assert "unavailable (ConnectionError)" in lines[0][1] and "back after" in lines[1][1]
 
 
 def test_every_kind_of_answer_carries_the_browser_headers(tmp_path):

@@ -361,6 +361,13 @@ def test_an_app_whose_operation_has_no_entry_or_whose_entry_has_no_operation_ref
         sqlite_service_app("records", tmp_path)
 
 
+def test_an_audited_operation_open_to_bedside_monitors_refuses_to_start(tmp_path, monkeypatch):
+    # The audit names a staff member; a monitor's device token names none.
+    monkeypatch.setitem(MATRIX, "records", {**MATRIX["records"], "GET /audit": ("admin", access.DEVICE)})
+    with pytest.raises(ConfigurationError, match="GET /audit is audited, which names a staff member, but the matrix opens it to device"):
+        sqlite_service_app("records", tmp_path)
+
+
 def test_a_view_that_checks_no_token_in_a_service_of_the_matrix_refuses_to_start(monkeypatch):
     open_door = Blueprint("open_door", __name__, url_prefix="/open")
 

@@ -28,13 +28,12 @@ import requests
 
 from clinic import broker_accounts, bus
 from clinic.auth import issue_token
-from clinic.config import OPERATOR_ACCOUNT, load_settings
+from clinic.config import OPERATOR_ACCOUNT, SERVICES, load_settings, web_port
 from clinic.db import create_engine
 from clinic.localservers import LocalRabbitMQ, accepts_connections, port_is_free, stop_epmd
 from clinic.testing import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
-SERVICES = ("scheduling", "sessions", "records", "notifications")
 # The ports `make run` uses before the offset: apps, web metrics, worker metrics, mail sink, RabbitMQ.
 BASE_PORTS = (*range(8101, 8105), *range(9101, 9105), *range(9201, 9205), 8025, 5672)
 
@@ -50,7 +49,7 @@ class SupervisedClinic:
         return self.terminal_file.read_text(errors="replace")
 
     def app(self, service: str) -> str:
-        return f"http://127.0.0.1:{8101 + SERVICES.index(service) + self.offset}"
+        return f"http://127.0.0.1:{web_port(service, self.offset)}"
 
     def pid(self, name: str) -> int | None:
         """The process id run_local wrote for `name`, None while it is not running."""
@@ -194,7 +193,7 @@ def test_make_run_keeps_no_shared_broker_account_nor_open_ports_and_its_files_pr
     def earlier_run_with_guest(var: Path, offset: int) -> None:
         """The broker directory an earlier make run left: guest/guest, an administrator, in its database."""
         settings = load_settings("cli", env={})
-        accounts = [broker_accounts.account_of(settings, service) for service in SERVICES] + [OPERATOR_ACCOUNT]
+        accounts = broker_accounts.all_accounts(settings, SERVICES)
         earlier = LocalRabbitMQ(var / "rabbitmq", port=5672 + offset, definitions=broker_accounts.broker_definitions(
             settings, {account: "earlier" for account in accounts}, SERVICES, development_guest=True))
         earlier.start()

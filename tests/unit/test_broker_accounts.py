@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import re
+import stat
 
 import pika
 import pytest
 
-from clinic import broker_accounts, bus, events
-from clinic.config import OPERATOR_ACCOUNT, ConfigurationError, load_settings
+from clinic import broker_accounts, bus, cli, events
+from clinic.config import OPERATOR_ACCOUNT, SERVICES, ConfigurationError, load_settings
 from clinic.inbox import Consumer, Delivery
 
 
@@ -50,8 +52,9 @@ def test_only_the_service_and_the_operator_may_publish_into_a_services_requeue_e
     """What a consumer believes of a message from its requeue exchange (the publisher header) holds only
     if no other account may write there: make run's definitions (no guest) give no other account that."""
     settings = load_settings("records", env={})
-    services = ("scheduling", "sessions", "records", "notifications")
-    accounts = [broker_accounts.account_of(settings, service) for service in services] + [OPERATOR_ACCOUNT]
+    services = SERVICES
+    accounts = broker_accounts.all_accounts(settings, services)
+    assert accounts == ["clinic-scheduling", "clinic-sessions", "clinic-records", "clinic-notifications", OPERATOR_ACCOUNT]
     definitions = broker_accounts.broker_definitions(settings, {a: f"{a}-pw" for a in accounts}, services)
     assert {user["name"] for user in definitions["users"]} == set(accounts)
     for service in services:
@@ -62,7 +65,7 @@ def test_only_the_service_and_the_operator_may_publish_into_a_services_requeue_e
 
 def test_the_definitions_tag_only_the_operator_as_impersonator_and_hash_passwords_as_rabbitmq_does():
     settings = load_settings("records", env={})
-    accounts = [broker_accounts.account_of(settings, s) for s in ("records", "sessions")] + [OPERATOR_ACCOUNT]
+    accounts = broker_accounts.all_accounts(settings, ("records", "sessions"))
     definitions = broker_accounts.broker_definitions(settings, {a: f"{a}-pw" for a in accounts}, ("records", "sessions"))
     users = {user["name"]: user for user in definitions["users"]}
     assert set(users) == set(accounts), "no guest unless asked for"
@@ -86,6 +89,7 @@ def test_an_account_url_keeps_the_host_and_encodes_the_password():
     url = broker_accounts.url_for_account("amqp://guest:guest@10.0.0.1:5672/%2F", "clinic-records", "a/b@c")
     assert url == "amqp://clinic-records:a%2Fb%40c@10.0.0.1:5672/%2F"
     assert bus.broker_user(load_settings("records", env={"RABBITMQ_URL": url})) == "clinic-records"
+    assert bus.broker_user(load_settings("records", env={"RABBITMQ_URL": "amqp://10.0.0.1/%2F"})) == "guest", "pika's default"
 
 
 def delivery(exchange: str, routing_key: str, message_type: str | None, user_id: str | None = None,
@@ -118,3 +122,37 @@ def test_the_consumer_believes_the_user_id_from_the_events_exchange_and_its_head
         assert consumer._not_as_published(item, event) is None
     for reason, item in refused:
         assert consumer._not_as_published(item, event) == reason
+
+
+def test_who_published_a_message_is_believed_as_the_exchange_it_came_through_vouches():
+    """The whole table of bus.vouched_publisher, which the consumer and the dead-letter listings share."""
+    settings = load_settings("scheduling", env={})
+    claim = {bus.PUBLISHER_HEADER: "clinic-records"}
+    signed = pika.BasicProperties(user_id="clinic-sessions", headers=claim)
+    expected = {
+        settings.exchange: "clinic-sessions",                  # the user_id the broker checked
+        settings.dead_letter_exchange: "clinic-sessions",      # dead-lettered as published; any service writes there
+        bus.retry_exchange(settings): "clinic-records",        # the service's own: the header its consumer wrote
+        bus.requeue_exchange(settings): "clinic-records",
+        "clinic.records.requeue": "",                          # another service's
+        "clinic.records.retry": "",
+        settings.unrouted_exchange: "",
+        "": "clinic-sessions",                                  # the default exchange: the operations account only
+    }
+    assert {exchange: bus.vouched_publisher(settings, exchange, signed) for exchange in expected} == expected
+    unsigned = pika.BasicProperties(headers={bus.PUBLISHER_HEADER: 7})
+    for exchange in expected:
+        assert bus.vouched_publisher(settings, exchange, unsigned) == "", "no user_id, and a header that names nobody"
+    assert bus.vouched_publisher(settings, bus.requeue_exchange(settings), pika.BasicProperties()) == ""
+
+
+def test_broker_definitions_written_over_a_world_readable_file_leave_it_private(tmp_path, monkeypatch):
+    for account in broker_accounts.all_accounts(load_settings("cli", env={}), SERVICES):
+        monkeypatch.setenv("CLINIC_BROKER_PASSWORD_" + account.upper().replace("-", "_"), f"{account}-pw")
+    out = tmp_path / "definitions.json"
+    out.write_text("{}")
+    out.chmod(0o644)
+    cli.write_broker_definitions(load_settings("cli", env={}), str(out))
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600, "password hashes"
+    assert {user["name"] for user in json.loads(out.read_text())["users"]} == {*broker_accounts.all_accounts(
+        load_settings("cli", env={}), SERVICES)}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from clinic import limits
 from clinic.config import ConfigurationError, load_settings
 
 
@@ -43,6 +44,11 @@ def test_limits_are_read_in_flask_limiters_notation():
                                              "CLINIC_TRUSTED_PROXIES": "1"})
     assert settings.rate_limit_patient_search == "10 per minute; 100/hour"
     assert (settings.rate_limit_storage_url, settings.trusted_proxies) == ("redis://redis:6379/0", 1)
+
+
+def test_limits_are_sorted_once_shortest_window_first_whatever_order_they_are_written_in():
+    settings = load_settings("records", env={"CLINIC_RATE_LIMIT_PATIENT_SEARCH": "300/hour;30/minute"})
+    assert [str(item) for item in limits._Limits(settings).patient_search] == ["30 per 1 minute", "300 per 1 hour"]
 
 
 def test_deploy_says_how_many_proxies_stand_in_front():

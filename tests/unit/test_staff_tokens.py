@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from clinic import auth, cli, identity
 from clinic.config import DEVELOPMENT_ISSUER, ConfigurationError, load_settings
-from clinic.errors import Unauthorized
+from clinic.errors import Forbidden, Unauthorized
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -219,6 +219,31 @@ def test_a_rotated_development_pair_is_read_without_a_restart_and_the_old_key_st
     assert auth.verify_token(settings, new).subject == "desk-4"
     with pytest.raises(Unauthorized, match="does not publish"):
         auth.verify_token(settings, old)  # verified before, but its key is gone
+
+
+def test_roles_are_compared_with_the_access_tables_set_and_named_in_their_usual_order():
+    nurse = auth.Principal("nurse-7", ("nurse",))
+    assert nurse.has_any(frozenset({"nurse", "device"})) and nurse.has_any(("admin", "nurse"))
+    assert not nurse.has_any(frozenset({"admin", "neurologist"}))
+    with pytest.raises(Forbidden) as refused:
+        auth.refuse_unless(nurse, frozenset({"admin", "device", "front_desk"}))
+    assert refused.value.details["required_roles"] == ["front_desk", "admin", "device"]
+
+
+def test_a_known_key_costs_a_look_at_the_jwks_file_at_most_once_a_second(settings, monkeypatch):
+    # Every request asks for its token's key, even for a token verified before: no os.stat each time.
+    auth.issue_token(settings, "desk-3", ["front_desk"])  # makes the development pair
+    jwks = identity.development_jwks_path(settings)
+    looked, now = [], [100.0]
+    monkeypatch.setattr(identity, "os", SimpleNamespace(stat=lambda path: looked.append(path) or os.stat(path)))
+    monkeypatch.setattr(identity, "time", SimpleNamespace(monotonic=lambda: now[0]))
+    keys = identity.FileKeys(jwks)
+    for _ in range(100):
+        assert keys.key_for(kid_of(settings)) is not None
+    assert looked == [jwks]
+    assert keys.key_for("a-new-kid") is None and len(looked) == 2  # a kid it does not hold: looked at at once
+    now[0] += identity.FileKeys.CHECK_EVERY_SECONDS
+    assert keys.key_for(kid_of(settings)) is not None and len(looked) == 3
 
 
 def test_tokens_of_another_development_pair_are_refused(settings, tmp_path):

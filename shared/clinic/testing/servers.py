@@ -33,8 +33,8 @@ from urllib.request import Request, urlopen
 
 import psycopg
 
-from clinic import broker_accounts
-from clinic.config import OPERATOR_ACCOUNT, load_settings
+from clinic import broker_accounts, bus
+from clinic.config import OPERATOR_ACCOUNT, SERVICES, load_settings
 from clinic.localservers import LocalPostgres, LocalRabbitMQ, ServerNotAvailable
 
 FROM_ENVIRONMENT, FROM_TESTCONTAINERS, FROM_LOCAL_PACKAGES = "environment", "testcontainers", "local packages"
@@ -97,7 +97,6 @@ class _Server:
             self._container.stop()
 
 
-CLINIC_SERVICES = ("records", "scheduling", "sessions", "notifications")
 # The account of every service the tests make up (the probe, its producer): it publishes the probe's events.
 TESTS_ACCOUNT = "clinic-tests"
 TEST_PREFIXES = ("probe",)
@@ -112,8 +111,7 @@ _TEST_SETTINGS = _test_settings()
 # A broker of the test session's own: the passwords guard nothing (and guest stays, for tests that
 # publish by hand what no service would).
 _TEST_PASSWORDS = {account: f"{account}-test-password"
-                   for account in (*(broker_accounts.account_of(_TEST_SETTINGS, s) for s in CLINIC_SERVICES),
-                                   OPERATOR_ACCOUNT, TESTS_ACCOUNT)}
+                   for account in (*broker_accounts.all_accounts(_TEST_SETTINGS, SERVICES), TESTS_ACCOUNT)}
 
 
 def as_publisher_of(settings, event_type: str):
@@ -129,14 +127,10 @@ def as_publisher_of(settings, event_type: str):
 def as_observer(settings):
     """`settings` on the test broker's clinic-tests account, which may bind a queue of its own to any
     event (a service's account may declare only its own queues)."""
-    if bus_user_of(settings) not in _TEST_PASSWORDS:
+    if bus.broker_user(settings) not in _TEST_PASSWORDS:
         return settings
     return settings.with_changes(rabbitmq_url=broker_accounts.url_for_account(settings.rabbitmq_url, TESTS_ACCOUNT,
                                                                                 _TEST_PASSWORDS[TESTS_ACCOUNT]))
-
-
-def bus_user_of(settings) -> str:
-    return unquote(urlsplit(settings.rabbitmq_url).username or "")
 
 
 class Broker(_Server):
@@ -148,7 +142,7 @@ class Broker(_Server):
     def definitions(self) -> dict:
         """Every account, with the permissions clinic.broker_accounts gives them; clinic-tests may do
         anything but publish as another account."""
-        definitions = broker_accounts.broker_definitions(self.settings, self.passwords, CLINIC_SERVICES,
+        definitions = broker_accounts.broker_definitions(self.settings, self.passwords, SERVICES,
                                                          development_guest=True)
         definitions["users"].append(broker_accounts.user(TESTS_ACCOUNT, self.passwords[TESTS_ACCOUNT], ""))
         definitions["permissions"].append({"user": TESTS_ACCOUNT, "vhost": "/", "configure": ".*", "write": ".*",
@@ -157,7 +151,7 @@ class Broker(_Server):
 
     def url_for(self, service: str) -> str:
         """The broker URL of the account a service connects as (clinic-tests for a made-up service)."""
-        account = broker_accounts.account_of(self.settings, service) if service in CLINIC_SERVICES else TESTS_ACCOUNT
+        account = broker_accounts.account_of(self.settings, service) if service in SERVICES else TESTS_ACCOUNT
         return broker_accounts.url_for_account(self.url, account, self.passwords[account])
 
     @property

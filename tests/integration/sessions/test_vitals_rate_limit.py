@@ -53,9 +53,14 @@ def test_a_made_up_device_token_cannot_spend_a_monitors_allowance(ward):
     _, _, token = monitored_session(ward)
     ward.clock.advance(minutes=5)
     at = ward.clock() - timedelta(minutes=1)
-    # Made-up tokens whose hash is no monitor's: each is refused (401 while it has an allowance of its
-    # own, 429 past it), and the monitor's allowance is untouched.
-    for _ in range(PER_DEVICE + 2):
-        assert post_vitals(ward, "dev_" + "x" * 43, reading(at)).status_code in (401, 429)
+    # A made-up token whose hash is no monitor's has an allowance of its own: refused 401 while it lasts
+    # (the database knows no such device), 429 past it, before the database is asked; the monitor's
+    # allowance is untouched.
+    answers = [post_vitals(ward, "dev_" + "x" * 43, reading(at)) for _ in range(PER_DEVICE + 2)]
+    assert [answer.status_code for answer in answers] == [401] * PER_DEVICE + [429, 429]
+    for refused in answers[:PER_DEVICE]:
+        assert_error(refused, 401, "unauthorized")
+    for limited in answers[PER_DEVICE:]:
+        assert assert_error(limited, 429, "rate_limited")["details"]["per"] == "device"
     for second in range(PER_DEVICE):
         posted(ward, token, reading(at + timedelta(seconds=second)))
