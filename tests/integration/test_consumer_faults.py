@@ -1,7 +1,8 @@
 """What no single message, and no trouble of the broker's, may do to the consumer, on the real RabbitMQ
 (and SQLite for the probe's database): a body that parsing chokes on, an error while sending a
 message on, a batch full of failures, a failure's text in the log, a broker blocked by a resource
-alarm, a broker that stops answering.
+alarm, a broker that stops answering. (Just past 400 lines: the faults share one probe worker and its
+fixtures, which is why they are one module.)
 
 The last two stop or block a broker of their own (started here from the local packages), so the
 session's broker, which other tests share, is never blocked or frozen.

@@ -1,5 +1,8 @@
 """Staff tokens: every rule a token must pass, the development key pair, `clinic token`'s limits, and the
-settings production refuses (issue 14, findings 1 and 2)."""
+settings production refuses (issue 14, findings 1 and 2).
+
+Past 400 lines: each rule is a short case, and a reader checking what a token must pass finds them all
+here, beside the production refusals that decide which keys a service may trust."""
 
 from __future__ import annotations
 
