@@ -37,6 +37,7 @@ from clinic.testing import assert_error
 from clinic.testing.service_apps import SERVICES, sqlite_service_app, staff_token
 from clinic.validation import EmailAddress, EmailForm, PlainText
 from clinic.web import create_service_app
+from tests.support.openapi_schemas import resolved
 
 ROOT = Path(__file__).resolve().parents[2]
 WRITES = ("POST", "PUT", "PATCH", "DELETE")
@@ -86,20 +87,6 @@ class Operation:
     def query_parameters(self, kind: str) -> list[str]:
         return [p["name"] for p in self.operation.get("parameters", [])
                 if p.get("in") == "query" and p.get("schema", {}).get("type") == kind]
-
-
-def resolved(spec: dict, schema: dict) -> dict:
-    """A schema with its $ref followed and an allOf merged (enough to list a body's properties)."""
-    while "$ref" in schema:
-        schema = spec["components"]["schemas"][schema["$ref"].rsplit("/", 1)[-1]]
-    if "allOf" in schema:
-        merged = {key: value for key, value in schema.items() if key != "allOf"}
-        for part in schema["allOf"]:
-            part = resolved(spec, part)
-            merged.setdefault("properties", {}).update(part.get("properties", {}))
-            merged.update({key: value for key, value in part.items() if key != "properties"})
-        return merged
-    return schema
 
 
 class Service:

@@ -44,6 +44,7 @@ from clinic.inbox import APPLIED, apply_once
 from clinic.role_matrix import MATRIX
 from clinic.testing.service_apps import SERVICES, sqlite_service_app
 from clinic.web import create_service_app
+from tests.support.openapi_schemas import resolved
 
 PUBLIC = {"/healthz", "/readyz"}
 WRITES = ("POST", "PUT", "PATCH", "DELETE")
@@ -178,20 +179,6 @@ def headers_of(service: Service, caller: str, forged: dict, device_token: str) -
 
 
 # --- bodies and paths ------------------------------------------------------------------------------
-
-
-def resolved(spec: dict, schema: dict) -> dict:
-    """A schema with its $ref followed and an allOf merged (enough to write an example)."""
-    while "$ref" in schema:
-        schema = spec["components"]["schemas"][schema["$ref"].rsplit("/", 1)[-1]]
-    if "allOf" in schema:
-        merged = {key: value for key, value in schema.items() if key != "allOf"}
-        for part in schema["allOf"]:
-            part = resolved(spec, part)
-            merged.setdefault("properties", {}).update(part.get("properties", {}))
-            merged.setdefault("required", []).extend(part.get("required", []))
-        return merged
-    return schema
 
 
 def example(spec: dict, schema: dict, existing: dict, name: str = ""):
