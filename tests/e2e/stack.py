@@ -30,13 +30,13 @@ import pika
 from aiosmtpd.controller import Controller
 
 from clinic import bus
+from clinic.config import SERVICES
 from clinic.db import create_engine
 from clinic.localservers import free_port, stop_process_group, wait_for_port
 from clinic.migrations import migrate
 from clinic.testing import eventually
 
 BIN = Path(sys.executable).parent
-SERVICES = ("records", "scheduling", "sessions", "notifications")
 LOG_TAIL_LINES = 40
 
 

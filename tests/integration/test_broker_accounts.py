@@ -106,15 +106,21 @@ def test_a_service_cannot_touch_another_services_queue_nor_its_retry_and_requeue
                 connection.close()
 
 
-def test_only_the_operations_account_replays_an_unrouted_event_keeping_its_key_and_publisher(
-        settings_for, broker_channel):
-    records = settings_for("records", "sqlite://")
+def _unrouted_registration(records):
+    """A patient registration published by records before any queue is bound to it."""
     event = registered()
     publisher = bus.Publisher(records)
     try:
         publisher.publish(event.type, event.id, event.to_json())
     finally:
         publisher.close()
+    return event
+
+
+def test_only_the_operations_account_replays_an_unrouted_event_keeping_its_key_and_publisher(
+        settings_for, broker_channel):
+    records = settings_for("records", "sqlite://")
+    event = _unrouted_registration(records)
     assert queue_depth(broker_channel, records.unrouted_queue) == 1
     scheduling = settings_for("scheduling", "sqlite://")
     bus.declare_consumer(scheduling, [event.type])   # a queue bound since the event was published
@@ -135,12 +141,7 @@ def test_only_the_operations_account_replays_an_unrouted_event_keeping_its_key_a
 def test_the_clinic_command_replays_as_the_operations_account_when_it_is_configured(settings_for, broker_channel,
                                                                                       monkeypatch, capsys):
     records = settings_for("records", "sqlite://")
-    event = registered()
-    publisher = bus.Publisher(records)
-    try:
-        publisher.publish(event.type, event.id, event.to_json())
-    finally:
-        publisher.close()
+    event = _unrouted_registration(records)
     scheduling = settings_for("scheduling", "sqlite://")
     bus.declare_consumer(scheduling, [event.type])
     monkeypatch.setenv("RABBITMQ_URL", scheduling.rabbitmq_url)
