@@ -17,6 +17,10 @@ threads each. What it adds to gunicorn's defaults, and why:
   `Connection: close` and the connection closed: the app answers 413 without reading such a body,
   and gunicorn would otherwise give up draining it after 64 KiB and drop a connection it had just
   announced as kept alive (the client's next request on it then fails);
+- on SIGTERM the master stops taking connections and gives the requests in hand up to
+  graceful_timeout (20 s) to be answered before it kills a worker: under the 30 s that compose
+  (stop_grace_period) and Kubernetes (terminationGracePeriodSeconds) allow before their SIGKILL,
+  with room for the worker processes and the master to exit;
 - no access log: the app logs each request itself, by route template, never the raw path or query;
 - the settings are checked in the master before any worker forks (the service is the app's package,
   `scheduling` in `scheduling.app:create_app()`, else SERVICE): settings production refuses
@@ -49,6 +53,8 @@ bind = f"0.0.0.0:{os.environ.get('PORT') or '8000'}"
 workers = int(os.environ.get("WEB_CONCURRENCY") or 2)
 threads = int(os.environ.get("WEB_THREADS") or 4)
 limit_request_line = 8190
+# Below the 30 s grace period of compose and Kubernetes (see above); gunicorn's default is 30.
+graceful_timeout = 20
 accesslog = None
 # Worker heartbeat files on tmpfs where there is one (a container's root filesystem may be read-only).
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None

@@ -40,6 +40,13 @@ hold the loop: it beats and answers heartbeats meanwhile.
 A database that is away or busy (clinic.db.is_transient), or that fails outside any handler, pauses
 the consumer with backoff: it keeps the messages it holds and answers the broker's heartbeats, and
 no message spends an attempt on it.
+
+Asked to stop (SIGTERM, clinic.worker), the consumer finishes the batch in hand, then cancels its
+consumer (no new deliveries; one already on its way pika returns to the queue) and applies and acks
+what it still holds, so that a stop spends none of their deliveries (the queue's delivery limit
+counts every message returned to it). It has FINISH_SECONDS for that; what is not settled by then
+(a database or broker that does not answer) goes back to the queue when the connection closes,
+unacked, and comes again to this consumer's successor. The inbox keeps that from doubling anything.
 """
 
 from __future__ import annotations
@@ -79,6 +86,13 @@ APPLIED, DUPLICATE, FAILED = "applied", "duplicate", "failed"
 UNROUTED_EVERY_SECONDS = 15.0
 # The longest the loop waits without beating (Consumer.last_beat).
 BEAT_SECONDS = 1.0
+# After stop(): how long the consumer may go on applying and settling what it holds (a handler's
+# transaction already under way may take the database's deadline on top). With the close and the
+# worker's other loops this keeps a stop well inside the 30 s grace period of compose and Kubernetes.
+FINISH_SECONDS = 8.0
+# After stop(): how long closing the connection may take before the process goes on without it (a
+# broker that stopped answering never confirms the close; the socket closes with the process).
+CLOSE_SECONDS = 2.0
 
 
 class HandlerFailed(Exception):
@@ -285,6 +299,9 @@ class Consumer:
         self._watch = None       # a channel for the unrouted queue's depth (a refused look closes it)
         self._looking = False    # a look at the unrouted queue's depth awaits its answer
         self._held: list[Delivery] = []
+        self._consumer_tag: str | None = None
+        self._cancelled = False  # the broker was asked to send this channel no more deliveries
+        self._stop_by = float("inf")   # time.monotonic() by which a stop gives up what it holds
         self._blocked_since: float | None = None
         self._broker = Outage(log, "consumer: the broker")
         self._backoff = Backoff(settings.reconnect_max_seconds)
@@ -313,7 +330,10 @@ class Consumer:
                 self._close()
 
     def stop(self) -> None:
-        """Safe from any thread: finish the current batch (or leave it unacked), then return from run()."""
+        """Safe from any thread: finish the current batch and what is held (or leave them unacked, see
+        FINISH_SECONDS), then return from run(). Calling it again changes nothing."""
+        if not self._stopping.is_set():
+            self._stop_by = time.monotonic() + FINISH_SECONDS
         self._stopping.set()
         connection = self._connection
         if connection is not None:
@@ -325,6 +345,7 @@ class Consumer:
 
     def _connect(self) -> None:
         self._held = []   # delivery tags of a closed channel mean nothing on a new one
+        self._cancelled = False
         params = bus.connection_parameters(self.settings)
         # Blocked by a resource alarm, the consumer pauses for as long as the alarm lasts: a timeout
         # would drop the connection, and the messages it holds would come back with their delivery
@@ -339,7 +360,7 @@ class Consumer:
         self._confirming = _Confirming(self._connection)
         self._wait_on_broker(self._confirming.selected)
         self._watch = self._connection.channel()
-        channel.basic_consume(self.settings.queue, self._hold, auto_ack=False)
+        self._consumer_tag = channel.basic_consume(self.settings.queue, self._hold, auto_ack=False)
         self._channel = channel
         log.info("consumer: consuming %s", self.settings.queue)
 
@@ -348,9 +369,9 @@ class Consumer:
 
     def _consume(self) -> None:
         next_look = 0.0
-        while not self._stopping.is_set():
+        while not self._stopping.is_set() or self._finishing():
             self._beat()
-            if time.monotonic() >= next_look:
+            if time.monotonic() >= next_look and not self._stopping.is_set():
                 self._look_at_unrouted()
                 next_look = time.monotonic() + UNROUTED_EVERY_SECONDS
             if not self._held or self._blocked_since is not None:
@@ -362,6 +383,33 @@ class Consumer:
             self._gather()
             batch, self._held = self._held, []
             self._handle(batch)
+
+    def _finishing(self) -> bool:
+        """Once stopped: no new deliveries, and True while messages held remain to be applied in time."""
+        if not self._cancelled:
+            self._cancel()
+        return bool(self._held) and self._blocked_since is None and time.monotonic() < self._stop_by
+
+    def _cancel(self) -> None:
+        """Ask the broker to send no more, without waiting for its answer (pika's blocking basic_cancel
+        would wait with no beat and no limit on a broker that stopped answering). A delivery already
+        on its way for the cancelled consumer pika rejects, back to the queue."""
+        self._cancelled = True
+        channel, tag = self._channel, self._consumer_tag
+        if channel is None or tag is None or not channel.is_open:
+            return
+        try:
+            # On the channel under the blocking one (as _Confirming), nowait: Basic.Cancel goes out, no
+            # Cancel-Ok is awaited. The blocking channel forgets the consumer, so that its close does
+            # not cancel it again and wait; deliveries it had queued and not yet passed on are held.
+            channel._impl.basic_cancel(tag)
+            for pending in channel._remove_pending_deliveries(tag):
+                self._hold(channel, pending.method, pending.properties, pending.body)
+            channel._consumer_infos.pop(tag, None)
+        except bus.BROKER_ERRORS:
+            return   # the connection is going: what it holds goes back to the queue
+        if self._held:
+            log.info("consumer: stopping; applying the %d messages it holds", len(self._held))
 
     def _gather(self) -> None:
         """Wait a moment for more messages, up to a full batch: under load they are there already."""
@@ -505,9 +553,11 @@ class Consumer:
 
     def _apply_until_database_answers(self, work: list[_Work]) -> list[str]:
         """apply_batch, tried again with backoff for as long as the database is away, busy, or failing
-        outside the handlers (none of which is the messages' fault). Raises HandlerFailed, or _Stopping."""
+        outside the handlers (none of which is the messages' fault). Raises HandlerFailed, or _Stopping.
+        Once stopped, it is tried until FINISH_SECONDS have passed or it failed once: no waiting out an outage."""
         backoff = Backoff(self.settings.reconnect_max_seconds)
-        while not self._stopping.is_set():
+        failed = False
+        while not (self._stopping.is_set() and (failed or time.monotonic() >= self._stop_by)):
             try:
                 outcomes = apply_batch(self.engine, self.metadata, self._service,
                                        [(item.event, item.handler) for item in work], self.clock)
@@ -515,6 +565,7 @@ class Consumer:
                 self._database.recovered()
                 raise
             except Exception as exc:  # noqa: BLE001 - whatever it is, it is not one message's fault
+                failed = True
                 delay = backoff.next()
                 if self._database.since is None and not _is_transient(exc):
                     # Not an outage we expect (a table missing before a migration, say): show where.
@@ -629,7 +680,10 @@ class Consumer:
         """Run the connection until `answered()`, beating. Raises _Stopping, or a BROKER_ERRORS member
         when the connection or the confirming channel is lost (a frozen broker: at its heartbeat timeout)."""
         while not answered():
-            if self._stopping.is_set():
+            # Once stopped, a message being sent on (a retry, a dead letter) is waited for until
+            # FINISH_SECONDS: given up sooner, its copy might be made and it would come back as well.
+            # A broker blocked by a resource alarm answers nothing until it lifts: not waited for.
+            if self._stopping.is_set() and (time.monotonic() >= self._stop_by or self._blocked_since is not None):
                 raise _Stopping()
             if not self._confirming.channel.is_open:
                 raise pe.ChannelWrongStateError("the consumer's channel for retries closed")
@@ -688,10 +742,15 @@ class Consumer:
         self._blocked_since = None
         if connection is None:
             return
-        if blocked and connection.is_open:
-            # A blocked broker reads nothing from us, a Connection.Close included: the connection is
-            # closed in a thread of its own once it reads again, so that a stop does not wait for that.
-            threading.Thread(target=_close_quietly, args=(connection,), name="consumer-closing", daemon=True).start()
+        if (blocked or self._stopping.is_set()) and connection.is_open:
+            # A blocked broker reads nothing from us, a Connection.Close included, and one that stopped
+            # answering never confirms it: the connection is closed in a thread of its own, waited for
+            # CLOSE_SECONDS at most on a stop (normally it takes a round trip), so that a stop does
+            # not wait for the broker. A socket left open closes with the process.
+            closing = threading.Thread(target=_close_quietly, args=(connection,), name="consumer-closing", daemon=True)
+            closing.start()
+            if not blocked:
+                closing.join(CLOSE_SECONDS)
         else:
             _close_quietly(connection)
 

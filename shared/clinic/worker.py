@@ -2,9 +2,12 @@
 its periodic jobs (a sessions watch for silent monitors, a notifications reminder) in a third.
 
 The consumer and the relay each run their own pika connection; jobs touch only the database (an
-event they cause goes out through the outbox). SIGTERM or SIGINT stops both cleanly: the
-message being handled is finished (or returned to the queue), the relay's batch
-is committed or rolled back.
+event they cause goes out through the outbox). SIGTERM or SIGINT stops them cleanly, and the
+process exits 0 within about 20 s whatever the broker and the database do (compose and Kubernetes
+allow 30 s before SIGKILL): the consumer takes no new messages and applies and acks those it holds
+(what it cannot settle in time goes back to the queue, see clinic.inbox), the relay waits briefly
+for the broker's confirms and marks what was confirmed (the rest goes again after the restart), and
+a job's transaction commits or rolls back. A second signal changes nothing.
 
 A loop that dies (or ends without being asked to) is logged at once, the others are stopped, and
 the process exits with status 1, so that whatever supervises it (make run, compose, Kubernetes)
@@ -47,6 +50,9 @@ log = logging.getLogger(__name__)
 STUCK_AFTER_SECONDS = 30.0
 # Beyond the longest broker wait, for the beat before it and the work after it.
 _BROKER_WAIT_MARGIN_SECONDS = 10.0
+# On a stop, how long the relay and the jobs together may take to end once the consumer has ended
+# (they were told at the same time); a loop still running then (a frozen database) ends with the process.
+_JOIN_SECONDS = 5.0
 
 
 def stuck_after(settings: Settings) -> float:
@@ -165,8 +171,12 @@ class Worker:
             self.relay.stop()
             if self.jobs is not None:
                 self.jobs.stop()
+            deadline = time.monotonic() + _JOIN_SECONDS
             for thread in threads:
-                thread.join(timeout=10)
+                thread.join(timeout=max(0.0, deadline - time.monotonic()))
+            for thread in threads:
+                if thread.is_alive():
+                    log.warning("worker %s: the %s did not end in time; leaving it", service, thread.name)
             if self.ops is not None:
                 self.ops.stop()
             log.info("worker %s stopped", service)
@@ -233,13 +243,35 @@ class Worker:
             self.consumer.stop()
 
 
+def stop_on_signals(worker: Worker) -> None:
+    """SIGTERM (compose, Kubernetes) and SIGINT (Ctrl-C) stop the worker; a second one changes nothing."""
+    received: list[str] = []
+
+    def on_signal(signum, _frame) -> None:
+        # Only noting it here: the handler runs in the main thread between two steps of the consumer's
+        # broker connection, and waking that connection (Consumer.stop) takes a lock the interrupted
+        # step may hold. A thread of its own stops the worker.
+        received.append(signal.Signals(signum).name)
+        threading.Thread(target=_stop, args=(worker, received[-1], len(received)), name="stopping", daemon=True).start()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+
+def _stop(worker: Worker, name: str, count: int) -> None:
+    if count == 1:
+        log.info("worker %s: %s received; stopping: no new messages, finishing those in hand", worker.settings.service, name)
+    else:
+        log.info("worker %s: %s received again; already stopping", worker.settings.service, name)
+    worker.stop()
+
+
 def run_worker(settings: Settings, metadata: sa.MetaData, handlers: dict[str, Handler], jobs: Sequence[Job] = ()) -> None:
     """Entry point body for every service's worker: `metadata` holds the service's tables, outbox and inbox among them."""
     configure_logging(settings)
     settings.check_safe_to_run()
     worker = Worker(settings, metadata, handlers, jobs=jobs)
-    signal.signal(signal.SIGTERM, worker.stop)
-    signal.signal(signal.SIGINT, worker.stop)
+    stop_on_signals(worker)
     try:
         worker.run()
     except LoopDied:
