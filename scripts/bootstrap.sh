@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Installs what `make run` (bootstrap.sh run) or `make test` (bootstrap.sh test) needs, non-interactively:
+# (bootstrap.sh containers: what the container tests build with)
 # Debian packages where missing (as root), then the virtualenv with every package at its locked version.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +14,14 @@ if [ "$purpose" = test ] || [ "$purpose" = bench ]; then
   [ -x /usr/lib/postgresql/15/bin/initdb ] || missing+=(postgresql-15 postgresql-contrib)
   # The TLS mail tests make their own certificate authority with it.
   command -v openssl >/dev/null || missing+=(openssl)
+fi
+if [ "$purpose" = containers ] && ! docker info >/dev/null 2>&1; then
+  # No Docker engine: podman runs the containers (runc, since crun fails on hybrid cgroups), and
+  # debootstrap makes the Debian root file system the infrastructure images are built from.
+  # netavark (with aardvark-dns for container names) sets up the networks through iptables.
+  for tool in podman runc debootstrap netavark aardvark-dns iptables; do
+    command -v "$tool" >/dev/null || [ -x "/usr/lib/podman/$tool" ] || missing+=("$tool")
+  done
 fi
 
 if [ ${#missing[@]} -gt 0 ]; then

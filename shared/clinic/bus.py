@@ -36,6 +36,7 @@ pika connections are not thread-safe: each thread makes its own Publisher or Con
 from __future__ import annotations
 
 import logging
+import ssl
 
 import pika
 import pika.data
@@ -78,6 +79,10 @@ def connection_parameters(settings: Settings) -> pika.URLParameters:
     params.socket_timeout = 5
     params.stack_timeout = HANDSHAKE_TIMEOUT_SECONDS
     params.client_properties = {"connection_name": f"{settings.service}"}
+    if params.ssl_options is not None and settings.rabbitmq_ca_file:
+        # amqps:// verifies the broker (host name included) against the system's CAs; a broker signed
+        # by the clinic's own authority is verified against that one instead (CLINIC_RABBITMQ_CA_FILE).
+        params.ssl_options = pika.SSLOptions(ssl.create_default_context(cafile=settings.rabbitmq_ca_file))
     return params
 
 

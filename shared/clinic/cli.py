@@ -14,6 +14,7 @@ saying that the broker or the configuration is not right.
                                                         declare its queue and bindings when it consumes events
   clinic outbox status [SERVICE ...]                    each service's unpublished events and the age of the oldest
   clinic broker-definitions [--out FILE]                the broker accounts as RabbitMQ definitions, to load at boot
+  clinic check-secrets                                  production: refuse any *_PASSWORD still from the example file
   clinic seed-demo                                      the demo clinic make run seeds on its first start (development only)
   clinic simulate-monitors [--every SECONDS]            the demo's bedside monitors posting vital signs (development only)
 
@@ -40,11 +41,20 @@ from datetime import datetime, timezone
 import pika.exceptions as pe
 
 from clinic import auth, broker_accounts, bus
-from clinic.config import OPERATOR_ACCOUNT, SERVICES, ConfigurationError, Settings, load_demo_settings, load_settings, read_broker_passwords
+from clinic.config import (
+    OPERATOR_ACCOUNT,
+    SERVICES,
+    ConfigurationError,
+    Settings,
+    check_deploy_secrets,
+    load_demo_settings,
+    load_settings,
+    read_broker_passwords,
+)
 from clinic.db import create_engine
 from clinic.files import write_atomically
 from clinic.logs import one_line
-from clinic.migrations import migrate
+from clinic.migrations import grant_service_role, migrate, wait_for, wait_for_database, where
 from clinic.ops import outbox_status
 
 PER_PAGE, MAX_PER_PAGE = 20, 200
@@ -105,6 +115,8 @@ def main(argv=None) -> int:
     definitions = commands.add_parser("broker-definitions", help="print the broker accounts as RabbitMQ definitions")
     definitions.add_argument("--out", default=None, help="write them to this file (mode 0600) instead of stdout")
 
+    commands.add_parser("check-secrets", help="refuse, in production, any *_PASSWORD variable left at its example value")
+
     commands.add_parser("seed-demo", help="seed the demo clinic through the apps' APIs (make run does, on its first start)")
     simulate = commands.add_parser("simulate-monitors", help="the demo's monitors post vital signs for the started sessions")
     simulate.add_argument("--every", type=float, default=5.0, help="seconds between two readings of one monitor (default 5)")
@@ -127,6 +139,8 @@ def main(argv=None) -> int:
                 print(f"published {replay_unrouted(settings, args.limit)} event(s) to {settings.exchange} again")
         elif args.command == "broker-definitions":
             write_broker_definitions(load_settings("cli"), args.out)
+        elif args.command == "check-secrets":
+            print(f"clinic: {len(check_deploy_secrets(os.environ))} passwords checked", file=sys.stderr)
         elif args.command == "migrate":
             return migrate_service(args.service)
         elif args.command in ("seed-demo", "simulate-monitors"):
@@ -243,19 +257,35 @@ def write_broker_definitions(settings: Settings, out: str | None) -> None:
 
 
 def migrate_service(service: str) -> int:
-    """Bring the service's database to the latest revision, then declare its queue, its bindings, its
+    """Bring the service's database to the latest revision, grant the service's login role
+    (CLINIC_DATABASE_SERVICE_ROLE, when set) what it needs, then declare its queue, its bindings, its
     retry delay queues and its dead letters (when it consumes anything), so events published before its
-    worker first runs wait for it. A broker that cannot be reached is an error once the database is done.
+    worker first runs wait for it. It waits for the database, then for the broker, to answer, each at most
+    CLINIC_MIGRATE_WAIT_SECONDS. A broker that cannot be reached is an error once the database is done.
     Production's refusals first, as the service's own processes would refuse to start: a migration on
     a default database or broker account would change what no service of the clinic uses."""
     settings = load_settings(service)
     settings.check_safe_to_run()
-    migrate(create_engine(settings.database_url), importlib.import_module(f"{service}.db").MIGRATIONS)
-    print(f"{service}: database at the latest revision")
+    settings.check_service_role()
+    wait_for_database(settings.database_url, settings.migrate_wait_seconds)
+    engine = create_engine(settings.database_url, deadline_seconds=None)
+    try:
+        migrate(engine, importlib.import_module(f"{service}.db").MIGRATIONS)
+        print(f"{service}: database at the latest revision")
+        if settings.database_service_role:
+            grant_service_role(engine, settings.database_service_role)
+            print(f"{service}: {settings.database_service_role} may use the service's tables (audit_log: read and add only)")
+    finally:
+        engine.dispose()
     consumed = importlib.import_module(f"{service}.worker").handlers(settings)
     if not consumed:
         return 0
     try:
+        # A broker that refuses the account is not waited for: that is a setting to fix, not a start-up.
+        wait_for(f"the broker at {where(settings.rabbitmq_url)}", lambda: bus.connect(settings).close(),
+                 settings.migrate_wait_seconds,
+                 passing=lambda exc: isinstance(exc, bus.BROKER_ERRORS) and not isinstance(
+                     exc, (pe.ProbableAuthenticationError, pe.ProbableAccessDeniedError)))
         bus.declare_consumer(settings, consumed)
     except bus.BROKER_ERRORS as exc:
         print(f"clinic: {service}'s database is migrated, but its queue {settings.queue} is not declared: "

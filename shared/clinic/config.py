@@ -8,8 +8,10 @@ Past 400 lines: every setting and its reader live here, so that no other module 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import NoReturn
 from urllib.parse import parse_qs, unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -17,6 +19,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 DEVELOPMENT_ISSUER = "http://127.0.0.1/clinic-development"
 # Broker and database credentials that come with a server or with our own defaults: production refuses them.
 DEFAULT_PASSWORDS = ("", "guest", "postgres", "clinic", "password")
+# Every password and secret in deploy/clinic.env.example starts with this: production refuses a value
+# copied from the example file unchanged.
+EXAMPLE_MARKER = "example-"
 
 
 # Each service publishes its own prefix with a broker account of its own (README, "Broker accounts").
@@ -78,12 +83,20 @@ class Settings:
     service: str
     database_url: str
     rabbitmq_url: str = "amqp://guest:guest@127.0.0.1:5672/%2F"
+    # With an amqps:// URL the broker's certificate is verified (host name included) against this CA
+    # bundle, for a broker whose certificate a private authority signed; empty: the system's CAs.
+    rabbitmq_ca_file: str = ""
     # Which broker account owns (alone may publish) each event prefix: a consumer refuses an event whose
     # publisher (the AMQP user_id the broker checked) is not its prefix's owner. (prefix, account) pairs.
     broker_publishers: tuple[tuple[str, str], ...] = DEFAULT_BROKER_PUBLISHERS
     # The operations account (tagged impersonator) the `clinic` command replays messages with, keeping
     # their publisher; empty: the command uses rabbitmq_url, and the broker refuses a replay.
     operator_rabbitmq_url: str = ""
+    # The login role the service's web and worker connect as (PostgreSQL): `clinic migrate`, run as the
+    # database's owner, grants it what the service needs and no more. Empty: nothing is granted.
+    database_service_role: str = ""
+    # How long `clinic migrate` waits for its database and broker to answer: compose may start it first.
+    migrate_wait_seconds: float = 120.0
     environment: str = "development"
     bus_namespace: str = "clinic"
     # Staff tokens (clinic.auth, clinic.identity): who issues them, for which service, the issuer's public
@@ -195,6 +208,17 @@ class Settings:
             raise ConfigurationError(
                 "CLINIC_ENV=production refuses RABBITMQ_URL with the guest account, no password or a default one: "
                 "give each service its own broker account and password.")
+        for name, url in (("DATABASE_URL", self.database_url), ("RABBITMQ_URL", self.rabbitmq_url),
+                          ("CLINIC_OPERATOR_RABBITMQ_URL", self.operator_rabbitmq_url)):
+            if any(is_example_secret(password) for password in url_passwords(url)):
+                raise_example_secret(name)
+
+    def check_service_role(self) -> None:
+        """CLINIC_DATABASE_SERVICE_ROLE is granted with PostgreSQL's GRANT: SQLite has no roles to grant to."""
+        if self.database_service_role and url_scheme(self.database_url).partition("+")[0] != "postgresql":
+            raise ConfigurationError(
+                "CLINIC_DATABASE_SERVICE_ROLE names a PostgreSQL login role to grant the service's tables to: "
+                f"DATABASE_URL must point at PostgreSQL then, not {url_scheme(self.database_url) or 'a file'}.")
 
     @property
     def accepts_development_tokens(self) -> bool:
@@ -214,13 +238,31 @@ def url_user(url: str) -> str | None:
     return unquote(urlsplit(url).username or "") or None
 
 
-def _default_credentials(url: str, client_certificate_allowed: bool = False) -> bool:
-    """No password, a well-known one, or the user's name again (clinic:clinic). Every password the URL
-    gives counts: its user part's and any ?password= (which libpq takes over the user part's). Without
-    a password, a client certificate (?sslcert= or ?sslkey=) may stand in where `client_certificate_allowed`."""
+def url_passwords(url: str) -> list[str]:
+    """Every password a URL gives: its user part's and any ?password= (which libpq takes over the user part's)."""
     parts = urlsplit(url)
     query = parse_qs(parts.query, keep_blank_values=True)
-    passwords = ([unquote(parts.password)] if parts.password is not None else []) + query.get("password", [])
+    return ([unquote(parts.password)] if parts.password is not None else []) + query.get("password", [])
+
+
+def is_example_secret(value: str) -> bool:
+    """A value copied from deploy/clinic.env.example (EXAMPLE_MARKER), in any case."""
+    return value.strip().lower().startswith(EXAMPLE_MARKER)
+
+
+def raise_example_secret(name: str) -> NoReturn:
+    raise ConfigurationError(
+        f"CLINIC_ENV=production refuses {name} with a password from deploy/clinic.env.example (it starts with "
+        f"{EXAMPLE_MARKER!r}, and the example file is public): set a password of its own in deploy/clinic.env.")
+
+
+def _default_credentials(url: str, client_certificate_allowed: bool = False) -> bool:
+    """No password, a well-known one, or the user's name again (clinic:clinic). Every password the URL
+    gives counts (url_passwords). Without a password, a client certificate (?sslcert= or ?sslkey=) may
+    stand in where `client_certificate_allowed`."""
+    parts = urlsplit(url)
+    query = parse_qs(parts.query, keep_blank_values=True)
+    passwords = url_passwords(url)
     if not passwords:
         return not (client_certificate_allowed and ("sslcert" in query or "sslkey" in query))
     users = {unquote(parts.username or ""), *query.get("user", [])}
@@ -259,16 +301,41 @@ def read_publishers(env, name: str, default: tuple[tuple[str, str], ...]) -> tup
 
 def read_broker_passwords(env, accounts) -> dict[str, str]:
     """The broker accounts' passwords for `clinic broker-definitions`, from CLINIC_BROKER_PASSWORD_<ACCOUNT>
-    (clinic-records: CLINIC_BROKER_PASSWORD_CLINIC_RECORDS); a missing one is a ConfigurationError."""
+    (clinic-records: CLINIC_BROKER_PASSWORD_CLINIC_RECORDS); a missing one is a ConfigurationError, and so
+    is one from the example file in production."""
     passwords, missing = {}, []
     for account in accounts:
         variable = "CLINIC_BROKER_PASSWORD_" + account.upper().replace("-", "_")
         if not env.get(variable):
             missing.append(variable)
+        elif read_environment(env) == "production" and is_example_secret(env[variable]):
+            raise_example_secret(variable)
         passwords[account] = env.get(variable, "")
     if missing:
         raise ConfigurationError(f"set {', '.join(missing)}: each broker account needs its own password")
     return passwords
+
+
+def check_deploy_secrets(env) -> list[str]:
+    """The secrets a deployment hands its containers, checked before anything that uses them starts
+    (`clinic check-secrets`): in production, a ConfigurationError for any *_PASSWORD variable still holding
+    a value from deploy/clinic.env.example, naming it; the servers (PostgreSQL's superuser, Keycloak's
+    administrator) would take such a value without a word. Returns the names checked."""
+    names = sorted(name for name in env if name.endswith("_PASSWORD"))
+    if read_environment(env) == "production":
+        for name in names:
+            if is_example_secret(env[name]):
+                raise_example_secret(name)
+    return names
+
+
+def read_role(env, name: str) -> str:
+    """A PostgreSQL role name as deploy/ makes them (records_service): lower-case letters, digits and
+    underscores, so that it reads the same quoted or not."""
+    value = (env.get(name) or "").strip()
+    if value and not re.fullmatch(r"[a-z][a-z0-9_]{0,62}", value):
+        raise ConfigurationError(f"{name} must be a role name of lower-case letters, digits and underscores, got {value!r}")
+    return value
 
 
 def read_bounded(env, name: str, default: int, lowest: int, highest: int) -> int:
@@ -354,8 +421,11 @@ def load_settings(service: str, env: dict | None = None) -> Settings:
         service=service,
         database_url=env.get("DATABASE_URL") or default_database_url(service),
         rabbitmq_url=env.get("RABBITMQ_URL") or Settings.rabbitmq_url,
+        rabbitmq_ca_file=env.get("CLINIC_RABBITMQ_CA_FILE") or "",
         broker_publishers=read_publishers(env, "CLINIC_BROKER_PUBLISHERS", DEFAULT_BROKER_PUBLISHERS),
         operator_rabbitmq_url=env.get("CLINIC_OPERATOR_RABBITMQ_URL") or "",
+        database_service_role=read_role(env, "CLINIC_DATABASE_SERVICE_ROLE"),
+        migrate_wait_seconds=read_float(env, "CLINIC_MIGRATE_WAIT_SECONDS", Settings.migrate_wait_seconds),
         environment=read_environment(env),
         bus_namespace=env.get("CLINIC_BUS_NAMESPACE") or Settings.bus_namespace,
         oidc_issuer=env.get("CLINIC_OIDC_ISSUER") or DEVELOPMENT_ISSUER,

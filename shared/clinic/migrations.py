@@ -1,13 +1,25 @@
 """A service's database schema: its Alembic migrations, applied from code or `clinic migrate SERVICE`,
-and the outbox and inbox every service's first migration creates."""
+the outbox and inbox every service's first migration creates, and what the service's login role may do
+with the tables (grant_service_role)."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import sqlalchemy as sa
+import tenacity
 
-from clinic.db import create_engine, without_deadline
+from clinic.db import create_engine, is_transient, ping, without_deadline
+
+log = logging.getLogger("clinic.migrations")
+
+# Tables the service's login role may only read and add to (the PHI access audit), or only read
+# (Alembic's revision, which only migrations move).
+APPEND_ONLY_TABLES = ("audit_log",)
+READ_ONLY_TABLES = ("alembic_version",)
 
 
 def migrate(engine_or_url, migrations_dir: Path | str, revision: str = "head") -> None:
@@ -81,3 +93,67 @@ def create_messaging_tables(op) -> None:
         sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
     )
 
+
+
+def grant_service_role(engine, role: str) -> None:
+    """Give the service's login role (web and worker) what the service needs in its database, and no
+    more, run by the database's owner after the migrations: CONNECT (taken from PUBLIC); USAGE on the
+    public schema (CREATE taken from PUBLIC); SELECT, INSERT, UPDATE, DELETE on the service's tables,
+    but only SELECT, INSERT on audit_log and only SELECT on alembic_version; USAGE, SELECT on sequences.
+
+    Each table's grants are revoked first and given again, so that running it twice, or after a
+    migration, leaves exactly this (a privilege granted by hand is taken back). PostgreSQL only."""
+    from psycopg import sql
+
+    with engine.connect() as connection, connection.begin():
+        cursor = connection.connection.driver_connection.cursor()
+        who = sql.Identifier(role)
+        database = sql.Identifier(connection.execute(sa.text("SELECT current_database()")).scalar_one())
+        cursor.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(database))
+        cursor.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(database, who))
+        cursor.execute(sql.SQL("REVOKE CREATE ON SCHEMA public FROM PUBLIC"))
+        cursor.execute(sql.SQL("REVOKE ALL ON SCHEMA public FROM {}").format(who))
+        cursor.execute(sql.SQL("GRANT USAGE ON SCHEMA public TO {}").format(who))
+        tables = connection.execute(sa.text("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")).scalars().all()
+        for table in tables:
+            if table in READ_ONLY_TABLES:
+                allowed = "SELECT"
+            elif table in APPEND_ONLY_TABLES:
+                allowed = "SELECT, INSERT"
+            else:
+                allowed = "SELECT, INSERT, UPDATE, DELETE"
+            name = sql.Identifier("public", table)
+            cursor.execute(sql.SQL("REVOKE ALL ON TABLE {} FROM {}").format(name, who))
+            cursor.execute(sql.SQL("GRANT " + allowed + " ON TABLE {} TO {}").format(name, who))
+        cursor.execute(sql.SQL("REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM {}").format(who))
+        cursor.execute(sql.SQL("GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {}").format(who))
+
+
+def wait_for(what: str, check: Callable[[], object], seconds: float, every: float = 2.0,
+             passing: Callable[[BaseException], bool] = lambda exc: True) -> None:
+    """Call `check` until it stops raising, at most `seconds`: the migration container may start before
+    its database or broker answers (podman-compose does not wait for their health checks). Only errors
+    `passing` calls passing are waited out (not a wrong password: that is raised at once). One log line
+    per failed attempt, naming `what` (never a password) and the error's kind; the last error is raised."""
+    def say(state: tenacity.RetryCallState) -> None:
+        left = seconds - state.seconds_since_start
+        log.warning("%s does not answer yet (attempt %d, %s); %s", what, state.attempt_number,
+                    type(state.outcome.exception()).__name__,
+                    f"trying again for {left:.0f} s more" if left > 0 else "giving up")
+
+    tenacity.Retrying(stop=tenacity.stop_after_delay(seconds), wait=tenacity.wait_fixed(every),
+                      retry=tenacity.retry_if_exception(passing), after=say, reraise=True)(check)
+
+
+def where(url: str) -> str:
+    """host:port/path of a database or broker URL, for a log line: no user name, no password."""
+    parts = urlsplit(url)
+    return f"{parts.hostname or 'localhost'}:{parts.port or '-'}{parts.path}"
+
+
+def wait_for_database(url: str, seconds: float) -> None:
+    engine = create_engine(url, deadline_seconds=None)
+    try:
+        wait_for(f"the database at {where(url)}", lambda: ping(engine), seconds, passing=is_transient)
+    finally:
+        engine.dispose()

@@ -245,6 +245,7 @@ def test_migrating_a_service_declares_its_queue_so_events_published_before_its_w
 def test_migrating_without_a_broker_migrates_the_database_then_says_the_queue_is_not_declared(
         service_environment, monkeypatch, capsys):
     monkeypatch.setenv("RABBITMQ_URL", f"amqp://guest:guest@127.0.0.1:{free_port()}/%2F")
+    monkeypatch.setenv("CLINIC_MIGRATE_WAIT_SECONDS", "1")   # it waits for a broker that may be starting
     assert cli.main(["migrate", "notifications"]) == 1
     captured = capsys.readouterr()
     assert "database at the latest revision" in captured.out

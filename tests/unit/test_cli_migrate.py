@@ -14,6 +14,8 @@ PRODUCTION = {
     "RABBITMQ_URL": "amqp://clinic-records:Qw9-long-random@mq.invalid:5672/%2F",
     "CLINIC_OIDC_ISSUER": "https://id.example.org/realms/clinic",
     "CLINIC_OIDC_JWKS_URL": "https://id.example.org/realms/clinic/protocol/openid-connect/certs",
+    # One attempt: nothing answers at db.invalid.
+    "CLINIC_MIGRATE_WAIT_SECONDS": "0",
 }
 
 

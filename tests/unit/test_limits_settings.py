@@ -59,7 +59,7 @@ def test_deploy_says_how_many_proxies_stand_in_front():
     import yaml
 
     deploy = Path(__file__).resolve().parents[2] / "deploy"
-    kubernetes = yaml.safe_load((deploy / "k8s" / "config.yaml").read_text())["data"]
+    kubernetes = yaml.safe_load((deploy / "k8s" / "base" / "config.yaml").read_text())["data"]
     compose = yaml.safe_load((deploy / "docker-compose.yml").read_text())["x-clinic-environment"]
     for environment, proxies in ((kubernetes, 1), (compose, 0)):
         assert load_settings("records", env={"CLINIC_TRUSTED_PROXIES": environment["CLINIC_TRUSTED_PROXIES"]}).trusted_proxies == proxies

@@ -100,3 +100,20 @@ def test_mail_settings_read_their_variables_and_name_a_bad_one():
                             ("SMTP_PORT", "smtp")):
         with pytest.raises(ConfigurationError, match=variable):
             load_mail_settings({variable: value})
+
+
+@pytest.mark.parametrize("raw, name, sender", [
+    ("clinic@example.org", "", "clinic@example.org"),
+    ("Headache Infusion Clinic <clinic@example.org>", "Headache Infusion Clinic", "clinic@example.org"),
+    (" <clinic@example.org> ", "", "clinic@example.org"),
+])
+def test_the_sender_may_carry_a_display_name(raw, name, sender):
+    mail = load_mail_settings({"MAIL_FROM": raw})
+    assert (mail.mail_from_name, mail.mail_from) == (name, sender)
+
+
+@pytest.mark.parametrize("raw", ["Clinic", "Clinic <clinic>", "Clinic <a@b> and more", "a@b@c", "Clinic <a@b", "a\r\n@b"])
+def test_a_sender_that_is_not_an_address_stops_the_start_naming_mail_from(raw):
+    # Refused once at start: accepted, it would make every email fail as it is sent.
+    with pytest.raises(ConfigurationError, match="MAIL_FROM"):
+        load_mail_settings({"MAIL_FROM": raw})

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
 from clinic.config import ConfigurationError, Settings, read_environment, read_int, read_timezone
+from notifications.mail import address
 
 SECURITIES = ("none", "starttls", "tls")
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
 DEFAULT_RETRY_SECONDS = (5.0, 30.0, 120.0, 600.0)
+# MAIL_FROM: an address, or a display name and an address in angle brackets.
+_SENDER = re.compile(r"\s*(?:(?P<name>[^<>]*?)\s*<(?P<bracketed>[^<>]*)>|(?P<bare>[^<>]*?))\s*")
 
 
 @dataclass(frozen=True)
@@ -23,6 +27,8 @@ class MailSettings:
     # A CA bundle for a relay whose certificate a private authority signed (else the system's CAs).
     smtp_ca_file: str = ""
     mail_from: str = "clinic@localhost"
+    # The sender's display name when MAIL_FROM gives one ("Clinic <clinic@example.org>"); else clinic_name.
+    mail_from_name: str = ""
     clinic_name: str = "Headache Infusion Clinic"
     clinic_address: str = ""
     clinic_phone: str = ""
@@ -71,6 +77,18 @@ def _retry_seconds(raw: str | None) -> tuple[float, ...]:
     return delays
 
 
+def _sender(raw: str) -> tuple[str, str]:
+    """(display name, address) from MAIL_FROM; ConfigurationError at start rather than a refusal at every send."""
+    found = _SENDER.fullmatch(raw)
+    name, sender = (found["name"] or "", found["bracketed"] or found["bare"] or "") if found else ("", "")
+    try:
+        address(sender, name)
+    except ValueError:
+        raise ConfigurationError(f"MAIL_FROM must be an email address, or a name and one in angle brackets "
+                                 f"(Clinic <clinic@example.org>), got {raw!r}") from None
+    return name, sender
+
+
 def load_mail_settings(env=None, settings: Settings | None = None) -> MailSettings:
     """The mail settings from the environment (os.environ by default); ConfigurationError naming the
     variable at fault. Production (settings.is_production, else CLINIC_ENV) refuses plain SMTP to
@@ -82,6 +100,7 @@ def load_mail_settings(env=None, settings: Settings | None = None) -> MailSettin
     reminder_hour = read_int(env, "REMINDER_HOUR", 17)
     if not 0 <= reminder_hour <= 23:
         raise ConfigurationError(f"REMINDER_HOUR must be an hour from 0 to 23, got {reminder_hour}")
+    mail_from_name, mail_from = _sender(env.get("MAIL_FROM") or "clinic@localhost")
     mail = MailSettings(
         smtp_host=env.get("SMTP_HOST") or "127.0.0.1",
         smtp_port=read_int(env, "SMTP_PORT", 8025),
@@ -89,7 +108,8 @@ def load_mail_settings(env=None, settings: Settings | None = None) -> MailSettin
         smtp_username=env.get("SMTP_USERNAME") or "",
         smtp_password=env.get("SMTP_PASSWORD") or "",
         smtp_ca_file=env.get("SMTP_CA_FILE") or "",
-        mail_from=env.get("MAIL_FROM") or "clinic@localhost",
+        mail_from=mail_from,
+        mail_from_name=mail_from_name,
         clinic_name=env.get("CLINIC_NAME") or "Headache Infusion Clinic",
         clinic_address=env.get("CLINIC_ADDRESS") or UNSET_ADDRESS,
         clinic_phone=env.get("CLINIC_PHONE") or UNSET_PHONE,

@@ -59,7 +59,7 @@ def render(message: dict, mail_settings: MailSettings, compose: Callable, now) -
         to = mail.address(message["recipient"], _recipient_name(message))
     except ValueError as exc:
         raise Unsendable("not an email address") from exc
-    sender = mail.address(mail_settings.mail_from, mail_settings.clinic_name)
+    sender = mail.address(mail_settings.mail_from, mail_settings.mail_from_name or mail_settings.clinic_name)
     try:
         return mail.build_message(composed, to=to, sender=sender, message_id=message["message_id"], date=now)
     except (ValueError, TypeError) as exc:
