@@ -302,6 +302,44 @@ def declare_consumer(settings: Settings, routing_keys) -> None:
         connection.close()
 
 
+def cancel_without_waiting(channel: pika.adapters.blocking_connection.BlockingChannel,
+                           consumer_tag: str) -> list[tuple]:
+    """Ask the broker to send the consumer no more, without waiting for its Cancel-Ok; returns the
+    deliveries the blocking channel had received for it and not yet passed on, (method, properties,
+    body) each, to be handled as if passed on. One still on its way pika rejects, back to the queue.
+
+    pika's public BlockingChannel.basic_cancel waits for Cancel-Ok with no limit, no beat and no way
+    to stop: on a broker that stopped answering, a worker's stop would hang until the SIGKILL. So
+    this works on pika's private internals, read and tested on pika 1.4.4 (constraints.txt pins it;
+    shared/pyproject.toml keeps pika below 1.5, whose internals may differ): the asynchronous
+    channel under the blocking one (`_impl`), whose basic_cancel without a callback sends a nowait
+    Basic.Cancel; the blocking channel's queue of deliveries not yet passed on
+    (`_remove_pending_deliveries`); and its table of consumers (`_consumer_infos`), from which the
+    consumer is removed so that closing the channel does not cancel it again and wait. The blocking
+    channel's handler of a broker's own Basic.Cancel (`_on_consumer_cancelled_by_broker`, on the
+    `_impl`'s `callbacks`) looks the consumer up in that table, a KeyError for one removed: it is
+    replaced by one that passes over a consumer no longer there.
+
+    Raises AttributeError, before anything was sent, when pika no longer has these internals."""
+    impl = channel._impl
+    consumers = channel._consumer_infos
+    take_pending = channel._remove_pending_deliveries
+    on_broker_cancel = channel._on_consumer_cancelled_by_broker
+    callbacks = impl.callbacks
+
+    def on_cancel_by_broker(method_frame) -> None:
+        # A broker's Basic.Cancel that crossed ours (the queue deleted, a node lost): already forgotten.
+        if method_frame.method.consumer_tag in consumers:
+            on_broker_cancel(method_frame)
+
+    callbacks.remove(channel.channel_number, pika.spec.Basic.Cancel, on_broker_cancel)
+    impl.add_on_cancel_callback(on_cancel_by_broker)
+    impl.basic_cancel(consumer_tag)   # no callback: nowait, no Cancel-Ok is awaited
+    pending = [(event.method, event.properties, event.body) for event in take_pending(consumer_tag)]
+    consumers.pop(consumer_tag, None)
+    return pending
+
+
 def longest_broker_wait(settings: Settings) -> float:
     """The longest one call on a blocking connection may wait on the broker before it fails, in seconds.
 

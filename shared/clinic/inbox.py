@@ -42,11 +42,13 @@ the consumer with backoff: it keeps the messages it holds and answers the broker
 no message spends an attempt on it.
 
 Asked to stop (SIGTERM, clinic.worker), the consumer finishes the batch in hand, then cancels its
-consumer (no new deliveries; one already on its way pika returns to the queue) and applies and acks
-what it still holds, so that a stop spends none of their deliveries (the queue's delivery limit
-counts every message returned to it). It has FINISH_SECONDS for that; what is not settled by then
-(a database or broker that does not answer) goes back to the queue when the connection closes,
-unacked, and comes again to this consumer's successor. The inbox keeps that from doubling anything.
+consumer without waiting for the broker's answer, and applies and acks what it still holds rather
+than return it to the queue at the cost of one of its deliveries (the queue's delivery limit counts
+every message returned to it). Deliveries that were already on their way when it cancelled (at
+most the prefetch, in all) pika returns to the queue, each spending one delivery. It has
+FINISH_SECONDS for that; what is not settled by then (a database or broker that does not answer)
+goes back to the queue when the connection closes, unacked, and comes again to this consumer's
+successor. The inbox keeps that from doubling anything.
 """
 
 from __future__ import annotations
@@ -391,23 +393,25 @@ class Consumer:
         return bool(self._held) and self._blocked_since is None and time.monotonic() < self._stop_by
 
     def _cancel(self) -> None:
-        """Ask the broker to send no more, without waiting for its answer (pika's blocking basic_cancel
-        would wait with no beat and no limit on a broker that stopped answering). A delivery already
-        on its way for the cancelled consumer pika rejects, back to the queue."""
+        """Ask the broker to send no more, without waiting for its answer (clinic.bus.cancel_without_waiting).
+        A delivery already on its way for the cancelled consumer pika rejects, back to the queue, at the
+        cost of one of its deliveries; at most the prefetch can be on their way."""
         self._cancelled = True
         channel, tag = self._channel, self._consumer_tag
         if channel is None or tag is None or not channel.is_open:
             return
         try:
-            # On the channel under the blocking one (as _Confirming), nowait: Basic.Cancel goes out, no
-            # Cancel-Ok is awaited. The blocking channel forgets the consumer, so that its close does
-            # not cancel it again and wait; deliveries it had queued and not yet passed on are held.
-            channel._impl.basic_cancel(tag)
-            for pending in channel._remove_pending_deliveries(tag):
-                self._hold(channel, pending.method, pending.properties, pending.body)
-            channel._consumer_infos.pop(tag, None)
+            pending = bus.cancel_without_waiting(channel, tag)
         except bus.BROKER_ERRORS:
             return   # the connection is going: what it holds goes back to the queue
+        except AttributeError:
+            # A pika whose internals changed: the stop goes on without applying what is held, which goes
+            # back to the queue unacked when the connection closes. No death: the worker exits 0.
+            log.error("consumer: stopping; cannot cancel without waiting on pika %s; the %d messages it holds "
+                      "go back to the queue", pika.__version__, len(self._held), exc_info=True)
+            raise _Stopping() from None
+        for method, properties, body in pending:
+            self._hold(channel, method, properties, body)
         if self._held:
             log.info("consumer: stopping; applying the %d messages it holds", len(self._held))
 

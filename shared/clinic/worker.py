@@ -53,6 +53,12 @@ _BROKER_WAIT_MARGIN_SECONDS = 10.0
 # On a stop, how long the relay and the jobs together may take to end once the consumer has ended
 # (they were told at the same time); a loop still running then (a frozen database) ends with the process.
 _JOIN_SECONDS = 5.0
+# On a stop, the least time the jobs are given from the moment the worker was told, if the consumer
+# ended sooner: room for the step a job is in when told (the mail sender's: one SMTP send at its
+# 10 s timeout, then marking it sent within the database's 5 s deadline), so that an email the
+# server took is not left unmarked, to go again. With the consumer's own worst case (about 15 s,
+# clinic.inbox) and _JOIN_SECONDS after it, a stop ends within about 20 s.
+_JOBS_SECONDS = 18.0
 
 
 def stuck_after(settings: Settings) -> float:
@@ -74,12 +80,16 @@ class Job:
     it decides from what the database says, under the database's constraints and locks.
 
     `longest` is how long one run may take before the worker calls its jobs stuck, when that can be
-    more than STUCK_AFTER_SECONDS (a batch of emails to a slow mail server)."""
+    more than STUCK_AFTER_SECONDS (a batch of emails to a slow mail server).
+
+    With `sees_stop`, run is called as run(uow, stopping), `stopping` a threading.Event set when the
+    worker is told to stop: a long run ends after the step it is in (see _JOBS_SECONDS)."""
 
     name: str
     every: timedelta
-    run: Callable[[UnitOfWork], object]
+    run: Callable[..., object]
     longest: timedelta | None = None
+    sees_stop: bool = False
 
 
 class _Jobs:
@@ -108,7 +118,11 @@ class _Jobs:
     def run_once(self, job: Job) -> None:
         self.running = job
         try:
-            job.run(UnitOfWork(self.engine, self.metadata, self.settings.service, clock=self.clock))
+            uow = UnitOfWork(self.engine, self.metadata, self.settings.service, clock=self.clock)
+            if job.sees_stop:
+                job.run(uow, self._stopped)
+            else:
+                job.run(uow)
         except Exception as exc:  # noqa: BLE001 - a failed run is retried at the next interval
             # The class only: an exception's text may carry a row's values.
             log.error("job %s failed (%s); it runs again in %ss", job.name, type(exc).__name__, job.every.total_seconds())
@@ -141,6 +155,7 @@ class Worker:
         self.ops_host = settings.metrics_host if ops_host is None else ops_host
         self.ops: OpsServer | None = None
         self._stopped = threading.Event()
+        self._told_at: float | None = None   # time.monotonic() of the first stop()
         # The loops run() started, those of them that have ended (returned or raised), and those that
         # ended while the worker was meant to run.
         self._started: set[str] = set()
@@ -171,7 +186,8 @@ class Worker:
             self.relay.stop()
             if self.jobs is not None:
                 self.jobs.stop()
-            deadline = time.monotonic() + _JOIN_SECONDS
+            told_at = self._told_at if self._told_at is not None else time.monotonic()
+            deadline = max(time.monotonic() + _JOIN_SECONDS, told_at + _JOBS_SECONDS)
             for thread in threads:
                 thread.join(timeout=max(0.0, deadline - time.monotonic()))
             for thread in threads:
@@ -235,6 +251,8 @@ class Worker:
         return stuck
 
     def stop(self, *_args) -> None:
+        if self._told_at is None:
+            self._told_at = time.monotonic()
         self._stopped.set()
         self.relay.stop()
         if self.jobs is not None:

@@ -4,15 +4,21 @@ A message is claimed in one short transaction (a lease, so no other sender takes
 sent with no transaction open (an SMTP server that hangs never holds the database), and marked in
 another short transaction right after it went out. A sender that dies between sending and marking
 leaves the lease to run out: the message is then sent again, with the same Message-ID.
+
+Told to stop (the worker's SIGTERM), the sender ends after the message in hand, marked, and gives
+back the lease of those it claimed and did not reach, for the next sender to take at once.
 """
 
 from __future__ import annotations
 
 import logging
 import smtplib
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
+
+import sqlalchemy as sa
 
 from clinic.unit_of_work import UnitOfWork
 from clinic.worker import Job
@@ -90,12 +96,14 @@ def _refused_for_good(exc: smtplib.SMTPException) -> bool:
 
 
 def send_due(uow: UnitOfWork, mail_settings: MailSettings, compose: Callable | None = None, *,
-             lease: timedelta = LEASE, batch: int = BATCH, connect: Callable = mail.connect) -> Outcome:
+             lease: timedelta = LEASE, batch: int = BATCH, connect: Callable = mail.connect,
+             stopping: threading.Event | None = None) -> Outcome:
     """Send the queued messages that are due, up to `batch`, and record each one's fate: sent;
     failed for good with the reason (template error, refused recipient); skipped with the reason
     (the patient opted out or removed their address since it was queued); or still queued with one
     more attempt and a later next attempt (the server could not be reached or refused the login). `compose` is
-    notifications.compose.compose unless given."""
+    notifications.compose.compose unless given. Once `stopping` is set, no further message is
+    begun: those claimed and not begun are released, left in the outcome's tallies as nothing."""
     if compose is None:
         from notifications.compose import compose
     with uow:
@@ -106,6 +114,9 @@ def send_due(uow: UnitOfWork, mail_settings: MailSettings, compose: Callable | N
     smtp = None
     try:
         for position, message in enumerate(claimed):
+            if stopping is not None and stopping.is_set():
+                _release(uow, claimed[position:])
+                return outcome
             if message["patient_id"] is not None:
                 # The contact copy as it is now: an opt-out (or a removed address) that came after the
                 # message was queued, during an SMTP outage say, still stops it.
@@ -157,6 +168,15 @@ def _record(uow: UnitOfWork, tally: list[str], message: dict, mark: Callable, *a
     log.info("message %s (%s): %s", message["id"], message["kind"], mark.__name__)
 
 
+def _release(uow: UnitOfWork, remaining: list[dict]) -> None:
+    """Give back the lease of messages claimed and not begun: still queued, due, for any sender."""
+    table = messages.messages
+    with uow:
+        uow.connection.execute(sa.update(table).where(table.c.id.in_([message["id"] for message in remaining]),
+                                                      table.c.status == messages.QUEUED).values(claimed_until=None))
+    log.info("stopping: %d message(s) left for the next sender", len(remaining))
+
+
 def _retry_all(uow: UnitOfWork, outcome: Outcome, remaining: list[dict], error: str,
                mail_settings: MailSettings) -> None:
     with uow:
@@ -175,5 +195,6 @@ def expire_waiting(uow: UnitOfWork, mail_settings: MailSettings) -> int:
 
 def jobs(mail_settings: MailSettings, every: timedelta = timedelta(seconds=1)) -> list[Job]:
     """The worker's mail jobs: the sender, and the end of waiting for contacts that never came."""
-    return [Job("send mail", every, lambda uow: send_due(uow, mail_settings), longest=LEASE),
+    return [Job("send mail", every, lambda uow, stopping: send_due(uow, mail_settings, stopping=stopping),
+                longest=LEASE, sees_stop=True),
             Job("stale waiting messages", timedelta(minutes=1), lambda uow: expire_waiting(uow, mail_settings))]
