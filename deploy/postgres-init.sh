@@ -68,7 +68,9 @@ REVOKE ALL ON SCHEMA public FROM PUBLIC;
 SQL
 echo "postgres-init: database keycloak, role keycloak"
 
-# The maintenance database is the administrator's alone: no service role has anything to do there.
+# The maintenance and template databases are the administrator's alone: no service role has anything
+# to do there (not even a temporary table).
 psql_as_admin <<'SQL'
-REVOKE CONNECT ON DATABASE postgres FROM PUBLIC;
+REVOKE CONNECT, TEMPORARY ON DATABASE postgres FROM PUBLIC;
+REVOKE CONNECT, TEMPORARY ON DATABASE template1 FROM PUBLIC;
 SQL

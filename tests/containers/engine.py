@@ -221,8 +221,12 @@ def compose_clinic(engine: Engine, directory: Path, service_env: dict[str, str],
     clinic = ComposeClinic(engine, project, env_file, ports, maildir, settings)
     began = time.monotonic()
     try:
-        # In the order compose's health conditions give it (podman-compose on podman 4.3 cannot wait for health).
-        clinic.compose("up", "-d", "--no-build", *INFRASTRUCTURE)
+        # In the order compose's conditions give it, each step with --no-deps: podman-compose on podman 4.3
+        # waits for no health check, and without --no-deps it makes a container require the one-shot
+        # containers it depends on, which podman then never restarts after a crash (they stay exited).
+        clinic.compose("up", "-d", "--no-build", "rabbitmq-accounts")
+        clinic.wait_completed("rabbitmq-accounts")
+        clinic.compose("up", "-d", "--no-build", "--no-deps", *INFRASTRUCTURE)
         clinic.wait_healthy(INFRASTRUCTURE)
         migrations = [f"{service}-migrate" for service in SERVICES]
         clinic.compose("up", "-d", "--no-build", "--no-deps", *migrations)
