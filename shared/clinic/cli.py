@@ -281,12 +281,13 @@ def migrate_service(service: str) -> int:
     if not consumed:
         return 0
     try:
-        # A broker that refuses the account is not waited for: that is a setting to fix, not a start-up.
-        wait_for(f"the broker at {where(settings.rabbitmq_url)}", lambda: bus.connect(settings).close(),
+        # The declaring itself is what is tried again (it changes nothing the second time): a broker still
+        # starting, or a container network whose names do not resolve for a moment, is waited out. A broker
+        # that refuses the account is not: that is a setting to fix, not a start-up.
+        wait_for(f"the broker at {where(settings.rabbitmq_url)}", lambda: bus.declare_consumer(settings, consumed),
                  settings.migrate_wait_seconds,
                  passing=lambda exc: isinstance(exc, bus.BROKER_ERRORS) and not isinstance(
                      exc, (pe.ProbableAuthenticationError, pe.ProbableAccessDeniedError)))
-        bus.declare_consumer(settings, consumed)
     except bus.BROKER_ERRORS as exc:
         print(f"clinic: {service}'s database is migrated, but its queue {settings.queue} is not declared: "
               f"{_broker_trouble(exc)}. Run `clinic migrate {service}` again once it is.", file=sys.stderr)

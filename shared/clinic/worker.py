@@ -92,6 +92,10 @@ class Job:
     sees_stop: bool = False
 
 
+# The longest wait between two runs of a job that keeps failing (run_once).
+JOB_BACKOFF_SECONDS = 10.0
+
+
 class _Jobs:
     """The worker's periodic jobs, run one after the other in one thread until stopped."""
 
@@ -102,6 +106,8 @@ class _Jobs:
         self.last_beat = time.monotonic()
         # The job being run, if any (its run may take longer than a beat).
         self.running: Job | None = None
+        # Failed runs in a row, by job name (none once a run succeeds).
+        self.failures: dict[str, int] = {}
 
     def run(self) -> None:
         due = {job.name: 0.0 for job in self.jobs}
@@ -111,21 +117,29 @@ class _Jobs:
                 if self._stopped.is_set():
                     return
                 if time.monotonic() >= due[job.name]:
-                    self.run_once(job)
-                    due[job.name] = time.monotonic() + job.every.total_seconds()
+                    due[job.name] = time.monotonic() + self.run_once(job)
             self._stopped.wait(min(1.0, max(0.05, min(due.values()) - time.monotonic())))
 
-    def run_once(self, job: Job) -> None:
+    def run_once(self, job: Job) -> float:
+        """Run the job once; the seconds until its next run: its interval, or, after failed runs in a row
+        (a database away), twice as long each time up to JOB_BACKOFF_SECONDS, so that a job due every
+        fraction of a second does not fill the log while it cannot work."""
         self.running = job
+        every = job.every.total_seconds()
         try:
             uow = UnitOfWork(self.engine, self.metadata, self.settings.service, clock=self.clock)
             if job.sees_stop:
                 job.run(uow, self._stopped)
             else:
                 job.run(uow)
-        except Exception as exc:  # noqa: BLE001 - a failed run is retried at the next interval
+            self.failures.pop(job.name, None)
+            return every
+        except Exception as exc:  # noqa: BLE001 - a failed run is retried after a delay
+            failures = self.failures[job.name] = self.failures.get(job.name, 0) + 1
+            delay = max(every, min(JOB_BACKOFF_SECONDS, every * 2 ** failures))
             # The class only: an exception's text may carry a row's values.
-            log.error("job %s failed (%s); it runs again in %ss", job.name, type(exc).__name__, job.every.total_seconds())
+            log.error("job %s failed (%s, %d in a row); it runs again in %.1fs", job.name, type(exc).__name__, failures, delay)
+            return delay
         finally:
             self.running = None
             self.last_beat = time.monotonic()

@@ -1,5 +1,5 @@
-"""The worker's periodic jobs: each run in a unit of work of its own, a failed run retried at the next
-interval, the thread stopped when the worker stops."""
+"""The worker's periodic jobs: each run in a unit of work of its own, a failed run retried after its
+interval (waiting twice as long each time while it keeps failing), the thread stopped when the worker stops."""
 
 from __future__ import annotations
 
@@ -61,3 +61,25 @@ def test_a_failed_run_is_logged_by_its_class_only_and_the_next_job_still_runs(tm
         runner.stop()
         thread.join(5)
     assert "ValueError" in caplog.text and "Ana" not in caplog.text
+
+
+def test_a_job_that_keeps_failing_waits_twice_as_long_each_time_up_to_a_limit_and_its_interval_once_it_works(tmp_path):
+    # A job due every 0.2 s (the mail sender) must not log five failures a second while the database is away.
+    from clinic.worker import JOB_BACKOFF_SECONDS
+
+    works = False
+
+    def job(uow):
+        if not works:
+            raise ConnectionError("the database is away")
+
+    runner = _jobs(tmp_path, Job("send", timedelta(seconds=0.2), job))
+    sending = runner.jobs[0]
+    assert [runner.run_once(sending) for _ in range(8)] == [0.4, 0.8, 1.6, 3.2, 6.4, JOB_BACKOFF_SECONDS,
+                                                           JOB_BACKOFF_SECONDS, JOB_BACKOFF_SECONDS]
+    works = True
+    assert runner.run_once(sending) == 0.2
+    works = False
+    assert runner.run_once(sending) == 0.4, "the count starts again after a run that worked"
+    hourly = Job("hourly", timedelta(hours=1), job)
+    assert runner.run_once(hourly) == 3600, "a job that runs seldom is never run sooner for failing"
