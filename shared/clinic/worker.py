@@ -23,6 +23,7 @@ answering, or that blocks publishers), and a broker that is slow must not get th
 
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 import sys
@@ -35,7 +36,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 
 from clinic import bus
-from clinic.config import Settings
+from clinic.config import ConfigurationError, Settings
 from clinic.db import create_engine, utcnow
 from clinic.inbox import Consumer, Handler
 from clinic.logs import configure_logging
@@ -296,6 +297,20 @@ def _stop(worker: Worker, name: str, count: int) -> None:
     else:
         log.info("worker %s: %s received again; already stopping", worker.settings.service, name)
     worker.stop()
+
+
+def entry_point(main: Callable[[], None]) -> Callable[[], None]:
+    """A worker's console script (`<service>-worker`): settings it refuses (ConfigurationError, production's
+    refusals among them) end it with one line naming the setting and status 1, as gunicorn's master
+    does for the web, rather than a traceback an operator must read to the end."""
+    @functools.wraps(main)
+    def run() -> None:
+        try:
+            main()
+        except ConfigurationError as exc:
+            print(f"refusing to start: {exc}", file=sys.stderr)
+            sys.exit(1)
+    return run
 
 
 def run_worker(settings: Settings, metadata: sa.MetaData, handlers: dict[str, Handler], jobs: Sequence[Job] = ()) -> None:

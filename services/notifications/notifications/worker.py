@@ -9,7 +9,7 @@ from datetime import timedelta
 
 from clinic.config import Settings, load_settings
 from clinic.inbox import Handler
-from clinic.worker import Job, run_worker
+from clinic.worker import Job, entry_point, run_worker
 from notifications import SERVICE, db
 from notifications.config import MailSettings, load_mail_settings
 from notifications.handlers import make_handlers
@@ -32,6 +32,7 @@ def jobs(mail: MailSettings) -> list[Job]:
             Job("reminders", timedelta(minutes=1), lambda uow: queue_reminders(uow, rules))]
 
 
+@entry_point
 def main():
     settings = load_settings(SERVICE)
     mail = load_mail_settings(settings=settings)

@@ -5,7 +5,7 @@ from datetime import timedelta
 
 from clinic.config import Settings, load_settings
 from clinic.inbox import Handler
-from clinic.worker import Job, run_worker
+from clinic.worker import Job, entry_point, run_worker
 from records import SERVICE, db
 from records.handlers import HANDLERS
 from records.services.patients import refold_family_names
@@ -25,6 +25,7 @@ def jobs() -> list[Job]:
     return [Job("family name search", REFOLD_EVERY, refold_family_names)]
 
 
+@entry_point
 def main():
     settings = load_settings(SERVICE)
     run_worker(settings, db.metadata, handlers(settings), jobs=jobs())

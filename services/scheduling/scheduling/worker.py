@@ -2,7 +2,7 @@
 
 from clinic.config import Settings, load_settings
 from clinic.inbox import Handler
-from clinic.worker import run_worker
+from clinic.worker import entry_point, run_worker
 from scheduling import SERVICE, db
 from scheduling.config import load_rules
 from scheduling.handlers import make_handlers
@@ -13,6 +13,7 @@ def handlers(settings: Settings) -> dict[str, Handler]:
     return make_handlers(load_rules(settings))
 
 
+@entry_point
 def main():
     settings = load_settings(SERVICE)
     run_worker(settings, db.metadata, handlers(settings))

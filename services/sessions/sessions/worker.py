@@ -6,7 +6,7 @@ raises monitor_silent, and an alert nobody acknowledged in time is raised again,
 
 from clinic.config import Settings, load_settings
 from clinic.inbox import Handler
-from clinic.worker import Job, run_worker
+from clinic.worker import Job, entry_point, run_worker
 from sessions import SERVICE, db
 from sessions.config import load_rules, watch_interval
 from sessions.handlers import make_handlers
@@ -23,6 +23,7 @@ def handlers(settings: Settings) -> dict[str, Handler]:
     return make_handlers()
 
 
+@entry_point
 def main():
     settings = load_settings(SERVICE)
     run_worker(settings, db.metadata, handlers(settings), jobs=jobs(load_rules(), watch_interval()))
