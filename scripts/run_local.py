@@ -62,7 +62,7 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from clinic import broker_accounts, bus
+from clinic import broker_accounts, bus, demo
 from clinic.config import (
     OPERATOR_ACCOUNT,
     SERVICES,
@@ -165,42 +165,46 @@ def main() -> int:
     # The demo's on-call staff, so that vital-sign alerts are mailed (to the sink) unless told otherwise.
     env.setdefault("ONCALL_EMAILS", "on-call@clinic.localhost")
 
+    # Read once: the broker's accounts, their passwords and the services' URLs all follow these settings
+    # (CLINIC_BROKER_PUBLISHERS among them).
+    cli_settings = load_settings("cli", env)
     stopping = _stop_on_signals()
     rabbit: LocalRabbitMQ | None = None
     supervised: list[Supervised] = []
+    service_urls: dict[str, str] = {}
     try:
         if not os.environ.get("RABBITMQ_URL"):
-            passwords = _broker_passwords(VAR / "rabbitmq")
+            passwords = _broker_passwords(VAR / "rabbitmq", cli_settings)
             rabbit = LocalRabbitMQ(VAR / "rabbitmq", port=ports.rabbitmq if port_is_free(ports.rabbitmq) else None,
                                    definitions=broker_accounts.broker_definitions(
-                                       load_settings("cli", env), passwords, SERVICES))
+                                       cli_settings, passwords, SERVICES))
             say(f"starting RabbitMQ on 127.0.0.1:{rabbit.port} (files in {rabbit.base})")
             broker = Supervised("rabbitmq", rabbit.launch, rabbit.base / "log")
             supervised.append(broker)
             broker.start()
             if not _wait_for_port(rabbit.port, 90, broker.process, stopping):
                 return 0
-            _remove_leftover_guest(rabbit)
+            _remove_leftover_guest(rabbit, cli_settings)
             # No account's credentials for what is not a service: each service gets its own below.
             env["RABBITMQ_URL"] = f"amqp://127.0.0.1:{rabbit.port}/%2F"
-            _use_own_accounts(env, passwords)
+            service_urls = _use_own_accounts(env["RABBITMQ_URL"], cli_settings, passwords)
         else:
-            _one_account_publishes_everything(env)
+            _one_account_publishes_everything(env, cli_settings)
         _prepare_development_keys(env)
-        _prepare_databases_and_queues(env)
+        _prepare_databases_and_queues(env, service_urls)
         supervised.append(_child("mail", [str(BIN / "python"), "-m", "aiosmtpd", "-n", "-l", f"127.0.0.1:{ports.mail}",
                                           "-c", "aiosmtpd.handlers.Mailbox", str(VAR / "mail")], env))
         for service in SERVICES:
-            web_env = dict(_service_env(env, service), CLINIC_METRICS_PORT=str(ports.web_metrics[service]))
+            web_env = dict(_service_env(env, service_urls, service), CLINIC_METRICS_PORT=str(ports.web_metrics[service]))
             supervised.append(_child(f"{service}-web", [
                 str(BIN / "gunicorn"), "-c", "python:clinic.gunicorn_conf", "--bind", f"127.0.0.1:{ports.web[service]}",
                 "--workers", "1", "--threads", "4", "--log-level", "warning", f"{service}.app:create_app()"], web_env))
-            worker_env = dict(_service_env(env, service), CLINIC_METRICS_PORT=str(ports.worker_metrics[service]))
+            worker_env = dict(_service_env(env, service_urls, service), CLINIC_METRICS_PORT=str(ports.worker_metrics[service]))
             supervised.append(_child(f"{service}-worker", [str(BIN / f"{service}-worker")], worker_env))
         for process in supervised:
             if process.process is None:
                 process.start()
-        _supervise(supervised, ports, env, stopping)
+        _supervise(supervised, ports, env, service_urls, stopping)
     except ServerNotAvailable as exc:
         print(f"make run: {exc}", file=sys.stderr)
         return 1
@@ -246,18 +250,12 @@ def _prepare_development_keys(env: dict) -> None:
         identity.development_key_pair(identity.development_jwks_path(settings))
 
 
-# Each service's broker URL (its own account) when this run started the broker.
-_service_urls: dict[str, str] = {}
-
-
-def _broker_passwords(directory: Path) -> dict[str, str]:
+def _broker_passwords(directory: Path, settings) -> dict[str, str]:
     """The accounts' passwords for the local broker: generated once, kept in accounts.json (owner only)."""
-    import json
     import secrets
 
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "accounts.json"
-    settings = load_settings("cli", {})
     accounts = broker_accounts.all_accounts(settings, SERVICES)
     kept = json.loads(path.read_text()) if path.exists() else {}
     passwords = {account: kept.get(account) or secrets.token_urlsafe(24) for account in accounts}
@@ -266,46 +264,48 @@ def _broker_passwords(directory: Path) -> dict[str, str]:
     return passwords
 
 
-def _use_own_accounts(env: dict, passwords: dict[str, str]) -> None:
-    settings = load_settings("cli", env)
+def _use_own_accounts(broker_url: str, settings, passwords: dict[str, str]) -> dict[str, str]:
+    """{service: its broker URL}, each with the service's own account, for a broker this run started."""
+    service_urls = {}
     for service in SERVICES:
         account = broker_accounts.account_of(settings, service)
-        _service_urls[service] = broker_accounts.url_for_account(env["RABBITMQ_URL"], account, passwords[account])
+        service_urls[service] = broker_accounts.url_for_account(broker_url, account, passwords[account])
     # The operations account (it may publish as anyone) stays out of every process's environment: the
     # banner says where its password is, for the `clinic` command.
+    return service_urls
 
 
-def _remove_leftover_guest(rabbit: LocalRabbitMQ) -> None:
+def _remove_leftover_guest(rabbit: LocalRabbitMQ, settings) -> None:
     """Delete guest/guest when the broker still lets it in: an earlier make run kept it, an administrator,
     and loading the definitions at boot adds accounts but removes none."""
     import pika.exceptions
 
     try:
-        bus.connect(load_settings("cli", {}).with_changes(rabbitmq_url=rabbit.url)).close()
+        bus.connect(settings.with_changes(rabbitmq_url=rabbit.url)).close()
     except pika.exceptions.ProbableAuthenticationError:
         return
     rabbit.ctl("delete_user", "guest")
     say("deleted the guest account an earlier make run left in the broker")
 
 
-def _one_account_publishes_everything(env: dict) -> None:
+def _one_account_publishes_everything(env: dict, settings) -> None:
     """A broker given by RABBITMQ_URL: every service connects as that URL's user, so that user must be
     the publisher of every prefix, or every consumer would refuse every event."""
-    settings = load_settings("cli", env)
     user = bus.broker_user(settings)
     env.setdefault("CLINIC_BROKER_PUBLISHERS", ",".join(f"{prefix}={user}" for prefix, _ in settings.broker_publishers))
     say(f"RABBITMQ_URL given: every service connects as {user}, which may then publish any event "
         "(run without RABBITMQ_URL for an account per service)")
 
 
-def _service_env(env: dict, service: str) -> dict:
-    """The environment of one service's processes: its own broker account's URL."""
-    return dict(env, RABBITMQ_URL=_service_urls[service]) if service in _service_urls else env
+def _service_env(env: dict, service_urls: dict[str, str], service: str) -> dict:
+    """The environment of one service's processes: its own broker account's URL (service_urls is empty when
+    RABBITMQ_URL was given: every service then connects as that URL's user)."""
+    return dict(env, RABBITMQ_URL=service_urls[service]) if service in service_urls else env
 
 
-def _prepare_databases_and_queues(env: dict) -> None:
+def _prepare_databases_and_queues(env: dict, service_urls: dict[str, str]) -> None:
     for service in SERVICES:
-        settings = load_settings(service, _service_env(env, service))
+        settings = load_settings(service, _service_env(env, service_urls, service))
         if not env.get("DATABASE_URL"):
             settings = settings.with_changes(database_url=default_database_url(service, VAR))
         migrate(create_engine(settings.database_url), importlib.import_module(f"{service}.db").MIGRATIONS)
@@ -356,10 +356,11 @@ def _child(name: str, command: list[str], env: dict, kind: type[Supervised] = Su
     return kind(name, launch, VAR / f"{name}.log")
 
 
-def _supervise(supervised: list[Supervised], ports: Ports, env: dict, stopping: _Stopping) -> None:
+def _supervise(supervised: list[Supervised], ports: Ports, env: dict, service_urls: dict[str, str],
+               stopping: _Stopping) -> None:
     """Until stopped: restart what exits; show the banner once every app and the mail sink answer."""
     waiting_for = [ports.mail, *ports.web.values()]
-    demo = _DemoClinic(env)
+    demo_clinic = _DemoClinic(env)
     while not stopping.requested:
         now = time.monotonic()
         for process in supervised:
@@ -367,9 +368,9 @@ def _supervise(supervised: list[Supervised], ports: Ports, env: dict, stopping: 
         if waiting_for:
             waiting_for = [port for port in waiting_for if not accepts_connections(port)]
             if not waiting_for:
-                demo.begin(supervised)
-        elif demo.status is None and demo.seeded(supervised):
-            _banner(ports, env, demo.status)
+                demo_clinic.begin(supervised)
+        elif demo_clinic.status is None and demo_clinic.seeded(supervised):
+            _banner(ports, env, service_urls, demo_clinic.status)
         time.sleep(0.2)
 
 
@@ -386,8 +387,6 @@ class _DemoClinic:
     CLINIC_DEMO=off: neither. A seed that fails leaves the marker as it was, and the next start tries again."""
 
     def __init__(self, env: dict):
-        from clinic import demo
-
         self.env = env
         self.settings = load_demo_settings(env)
         self.marker = demo.marker_path(self.settings)
@@ -397,8 +396,6 @@ class _DemoClinic:
     def begin(self, supervised: list[Supervised]) -> None:
         if not self.settings.enabled:
             return
-        from clinic import demo
-
         if not demo.seeded_today(self.settings, self.env):
             say(f"seeding the demo clinic (log: {VAR / 'demo-seed.log'}; CLINIC_DEMO=off turns the demo off)")
             self.seeding = _child("demo-seed", [str(BIN / "clinic"), "seed-demo"], self.env, kind=_OneShot)
@@ -407,8 +404,6 @@ class _DemoClinic:
 
     def seeded(self, supervised: list[Supervised]) -> bool:
         """True once the seed has ended (or none was needed): status then says how it went."""
-        from clinic import demo
-
         if not self.settings.enabled:
             self.status = "demo clinic: off (CLINIC_DEMO=off)"
             return True
@@ -515,7 +510,7 @@ def _without_credentials(url: str) -> str:
     return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1]))
 
 
-def _banner(ports: Ports, env: dict, demo: str = "") -> None:
+def _banner(ports: Ports, env: dict, service_urls: dict[str, str], demo: str = "") -> None:
     print("\nThe clinic is running:")
     for service in SERVICES:
         print(f"  {service:<14} http://127.0.0.1:{ports.web[service]}   "
@@ -527,7 +522,7 @@ def _banner(ports: Ports, env: dict, demo: str = "") -> None:
     # The token is signed with the key pair under the var directory: `clinic` must look in the same one.
     var_dir = "" if VAR == (ROOT / "var").resolve() else f"CLINIC_VAR_DIR={shlex.quote(str(VAR))} "
     print(f"\nA staff token for the API: {var_dir}.venv/bin/clinic token --role front_desk")
-    if _service_urls:
+    if service_urls:
         # The password stays in its file (token_urlsafe: nothing to percent-encode in the URL).
         read = f"$(.venv/bin/python -c 'import json; print(json.load(open(\"{VAR}/rabbitmq/accounts.json\"))[\"{OPERATOR_ACCOUNT}\"])')"
         address = _without_credentials(env["RABBITMQ_URL"]).removeprefix("amqp://")

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 from flask_smorest.spec.plugins import FlaskPlugin
 
-from clinic.auth import STAFF_ROLES
+from clinic.auth import DEVICE, STAFF_ROLES
 from clinic.config import ConfigurationError
 from clinic.role_matrix import MATRIX
 
-# A bedside monitor with its own device token, beside the staff roles of the identity provider.
-DEVICE = "device"
+# A bedside monitor with its own device token (clinic.auth.DEVICE), beside the staff roles of the identity provider.
 IDENTITIES = (*STAFF_ROLES, DEVICE)
 
 # Public by design or by their own setting, never in the matrix: the health checks and the docs.

@@ -30,6 +30,8 @@ from clinic.errors import Forbidden, Unauthorized
 
 FRONT_DESK, NURSE, NEUROLOGIST, ADMIN = "front_desk", "nurse", "neurologist", "admin"
 STAFF_ROLES = (FRONT_DESK, NURSE, NEUROLOGIST, ADMIN)
+# A bedside monitor, with a device token of its own (DEVICE_TOKEN_PREFIX) instead of a staff token.
+DEVICE = "device"
 DEVICE_TOKEN_PREFIX = "dev_"
 
 
@@ -140,7 +142,7 @@ def bearer_token(authorization_header: str | None) -> str:
 
 
 def known_roles(roles) -> tuple[str, ...]:
-    """The roles, refused at import time when one is misspelt."""
+    """The roles, as a tuple; ValueError naming any that is not a staff role (a misspelt one)."""
     unknown = set(roles) - set(STAFF_ROLES)
     if unknown:
         raise ValueError(f"unknown role(s): {', '.join(sorted(unknown))}")
@@ -151,7 +153,7 @@ def refuse_unless(principal: Principal, roles) -> None:
     """Raise Forbidden naming the roles when the principal has none of them."""
     if not principal.has_any(roles):
         # In the roles' usual order: `roles` may be a set (the access table's).
-        named = [role for role in (*STAFF_ROLES, "device") if role in roles]
+        named = [role for role in (*STAFF_ROLES, DEVICE) if role in roles]
         raise Forbidden(f"this needs one of the roles: {', '.join(named)}", {"required_roles": named})
 
 

@@ -183,10 +183,9 @@ LATER = {"running": 0, "checked_in": 0, "booked": 60, "follow_up": 30}
 class Clinic:
     """The four apps, called with a development token of one role each (subject demo-<role>)."""
 
-    def __init__(self, settings: DemoSettings, env, wait_seconds: float = 90.0, say: Callable[[str], None] = print):
+    def __init__(self, settings: DemoSettings, env, wait_seconds: float = 90.0):
         self.apps = dict(settings.apps)
         self.wait_seconds = wait_seconds
-        self.say = say
         self._tokens: dict[tuple[str, str], str] = {}
         self._env = env
 
@@ -229,7 +228,7 @@ def seed(settings: DemoSettings, env=None, now: Callable[[], datetime] | None = 
     """Seed the demo clinic (each step only when not done yet) and write the marker: the summary."""
     env = os.environ if env is None else env
     now = now or (lambda: datetime.now(timezone.utc))
-    clinic = Clinic(settings, env, wait_seconds, say)
+    clinic = Clinic(settings, env, wait_seconds)
     local = load_settings("cli", env).timezone
     clinic.until("the four apps to answer", lambda: all(
         http("GET", f"{url}/healthz", timeout=2).status == 200 for url in clinic.apps.values()))

@@ -119,13 +119,14 @@ worker_class = JsonErrorsThreadWorker
 _MULTIPROCESS_DIRECTORY = "PROMETHEUS_MULTIPROC_DIR"  # clinic.metrics.MULTIPROCESS_DIRECTORY
 _metrics_directory: str | None = None
 _ops = None  # the master's clinic.ops.OpsServer
+_settings = None  # the master's settings, read and checked once in on_starting
 
 
 def on_starting(server):
     """In the master, before any worker forks: the settings checked, and a fresh directory for the
     workers' metrics."""
-    global _metrics_directory
-    _refuse_unsafe_settings(server)
+    global _metrics_directory, _settings
+    _settings = _refuse_unsafe_settings(server)
     values = sys.modules.get("prometheus_client.values")
     if values is not None and not getattr(values.ValueClass, "_multiprocess", False):
         # Imported before the master started (the app preloaded): the workers would keep their
@@ -140,7 +141,7 @@ def when_ready(server):
     """The master's ops port, when CLINIC_METRICS_PORT is set: /metrics of every worker process, and
     /healthz answering while the master runs."""
     global _ops
-    _warn_when_development_tokens_are_reachable(server)
+    _warn_when_development_tokens_are_reachable(server, _settings)
     port = read_int(os.environ, "CLINIC_METRICS_PORT", 0)
     if port <= 0:
         return
@@ -171,26 +172,25 @@ def _service(server) -> str:
     return uri.partition(":")[0].partition(".")[0] or os.environ.get("SERVICE") or "web"
 
 
-def _refuse_unsafe_settings(server) -> None:
-    """Stop the master, with one line, on settings every worker would refuse (clinic.config)."""
-    from clinic.config import ConfigurationError, load_settings
-
-    try:
-        load_settings(_service(server)).check_safe_to_run()
-    except ConfigurationError as exc:
-        server.log.error("refusing to start: %s", exc)
-        sys.exit(1)
-
-
-def _warn_when_development_tokens_are_reachable(server) -> None:
-    """Once, in the master: a development service that other machines can reach accepts the tokens
-    anyone who can read its development private key can sign (`clinic token`, with the key pair in
-    the var dir's identity folder). make run binds 127.0.0.1; the images set production."""
+def _refuse_unsafe_settings(server):
+    """The service's settings; the master stopped, with one line, on settings every worker would
+    refuse (clinic.config)."""
     from clinic.config import ConfigurationError, load_settings
 
     try:
         settings = load_settings(_service(server))
-    except ConfigurationError:
+        settings.check_safe_to_run()
+    except ConfigurationError as exc:
+        server.log.error("refusing to start: %s", exc)
+        sys.exit(1)
+    return settings
+
+
+def _warn_when_development_tokens_are_reachable(server, settings) -> None:
+    """Once, in the master: a development service that other machines can reach accepts the tokens
+    anyone who can read its development private key can sign (`clinic token`, with the key pair in
+    the var dir's identity folder). make run binds 127.0.0.1; the images set production."""
+    if settings is None:
         return  # on_starting has refused to start, and said why
     if settings.accepts_development_tokens and not _loopback_only(server.cfg.address):
         server.log.warning(

@@ -43,7 +43,7 @@ from werkzeug.routing import BaseConverter, Map, RequestRedirect, Rule, UUIDConv
 
 from clinic import access, auth, limits
 from clinic.correlation import accepted_correlation_id, reset_correlation_id, set_correlation_id
-from clinic.errors import Unauthorized
+from clinic.errors import ClinicError
 from clinic.http_errors import error_response
 from clinic.validation import FIRST_PLAUSIBLE_DAY, LAST_PLAUSIBLE_DAY, years_pattern
 
@@ -63,7 +63,8 @@ MAX_TARGET_LENGTH = 4096
 # parser's recursion limit and the stack a view needs to answer.
 MAX_JSON_DEPTH = 32
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-UNLOGGED_ROUTES = frozenset({"/healthz", "/readyz"})
+# The probes: neither logged (they come every few seconds) nor rate limited.
+PROBE_ROUTES = frozenset({"/healthz", "/readyz"})
 
 _OUT_OF_RANGE = object()
 _BAD_TEXT = re.compile(r"[\x00\ud800-\udfff]")
@@ -100,7 +101,7 @@ def install(app: Flask, contracts: dict) -> None:
     def _finish(response):
         response.headers[CORRELATION_HEADER] = g.get("correlation_id", "")
         rule = request.url_rule.rule if request.url_rule is not None else None
-        if rule not in UNLOGGED_ROUTES:
+        if rule not in PROBE_ROUTES:
             log.info("%s %s %.1fms", access_line(), response.status_code, _elapsed_ms())
         return response
 
@@ -139,15 +140,14 @@ def _loggable(value) -> str:
 def _hold(contracts: dict) -> None:
     allowed = access.guarded_here()
     if allowed is None:
-        limits.hold_address()
+        # Probes are never limited: a busy clinic must not look dead to its orchestrator.
+        if request.url_rule is None or request.url_rule.rule not in PROBE_ROUTES:
+            limits.hold_address()
     elif not _admitted(allowed):
         return
     environ = request.environ
     if len(environ.get("PATH_INFO", "")) + len(environ.get("QUERY_STRING", "")) > MAX_TARGET_LENGTH:
-        if _announces_body():
-            # Read, though refused: gunicorn drains at most 64 KiB of a body left unread, then drops
-            # the connection this answer keeps alive, and the client's next request on it fails.
-            request.get_data(cache=True)
+        _drain()
         raise Refusal(414, "uri_too_long", f"the path and query are longer than {MAX_TARGET_LENGTH} characters")
     contract = contracts.get((request.url_rule.rule, request.method)) if request.url_rule is not None else None
     if _announces_body():
@@ -163,7 +163,7 @@ def _admitted(allowed) -> bool:
     staff token the role matrix does not name for it (the view's guard answers 403)."""
     try:
         principal = _caller(allowed)
-    except (Unauthorized, limits.RateLimited):
+    except ClinicError:  # refused (401, 429), or the identity provider away (503)
         _drain()
         raise
     g.admitted = principal
@@ -175,12 +175,13 @@ def _admitted(allowed) -> bool:
 
 def _caller(allowed) -> auth.Principal | None:
     """The verified staff member, or None for a bedside monitor's device token where `allowed` names
-    `device`: that token is left in flask.g.device_token for the view to check in its own transaction
-    (device tokens are kept in the service's database). Each is counted: per subject, per device."""
+    `device`: that token's hash, the key it is stored and counted under, is left in
+    flask.g.device_token_hash for the view to check in its own transaction (device tokens are kept in
+    the service's database). Each is counted: per subject, per device."""
     token = auth.bearer_token(request.headers.get("Authorization"))
-    if access.DEVICE in allowed and token.startswith(auth.DEVICE_TOKEN_PREFIX):
-        g.device_token = token
-        limits.hold_device(auth.hash_device_token(token))
+    if auth.DEVICE in allowed and token.startswith(auth.DEVICE_TOKEN_PREFIX):
+        g.device_token_hash = auth.hash_device_token(token)
+        limits.hold_device(g.device_token_hash)
         return None
     principal = auth.verify_token(current_app.config["CLINIC_SETTINGS"], token)
     g.principal = principal  # clinic.web.current_principal

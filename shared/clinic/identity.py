@@ -115,7 +115,7 @@ def development_key_pair(jwks_path) -> ec.EllipticCurvePrivateKey:
     except FileNotFoundError:
         current = None
     if current != published:
-        _replace_atomically(jwks_path, published)
+        write_atomically(jwks_path, published, 0o644)  # the public half: readable by the services
     return private_key
 
 
@@ -142,10 +142,6 @@ def sign_development_token(settings: Settings, claims: dict, headers: dict | Non
     kid = public_jwks(private_key.public_key())["keys"][0]["kid"]
     headers = {name: value for name, value in {"kid": kid, **(headers or {})}.items() if value is not None}
     return jwt.encode(claims, private_key, algorithm=DEVELOPMENT_ALGORITHM, headers=headers)
-
-
-def _replace_atomically(path: Path, text: str) -> None:
-    write_atomically(path, text, 0o644)  # the public half: readable by the services
 
 
 # --- the provider's public keys ----------------------------------------------------------------

@@ -51,18 +51,17 @@ from clinic.outages import Backoff, Outage
 log = logging.getLogger(__name__)
 
 STRATEGY = "moving-window"
-# Probes are never limited: a busy clinic must not look dead to its orchestrator.
-UNLIMITED_ROUTES = frozenset({"/healthz", "/readyz"})
 # How long a request waits on the shared store before it counts in memory instead.
 STORE_TIMEOUT_SECONDS = 0.5
 # After the store failed, it is asked again after a delay growing from the first to the cap (with jitter).
 STORE_FIRST_RETRY_SECONDS = 2.0
 STORE_RETRY_CAP_SECONDS = 30.0
 # For tools that load a service to measure it (benchmarks, the OpenAPI fuzzer), not its limits: one
-# caller from one address, far past any staff member's allowance. Settings names; as environment
-# variables, CLINIC_ and the name in capitals.
+# caller from one address, far past any staff member's allowance. By settings name (for an app built in
+# the process), and as the environment variables clinic.config reads (for a service started as a process).
 LOAD_TEST_LIMITS = {"rate_limit_per_subject": "1000000/minute", "rate_limit_per_address": "1000000/minute",
                     "rate_limit_per_device": "1000000/minute", "rate_limit_patient_search": "1000000/minute"}
+LOAD_TEST_LIMITS_ENV = {f"CLINIC_{name.upper()}": value for name, value in LOAD_TEST_LIMITS.items()}
 
 
 class RateLimited(ClinicError):
@@ -178,7 +177,8 @@ class _Limits:
                     reset_at = strategy.get_window_stats(item, *keys).reset_time
                 except Exception:  # noqa: BLE001 - the store went away since the hit: a minute is a fair guess
                     reset_at = time.time() + 60
-                log.info("rate limit %s exceeded (%s)", item, kind)
+                # Debug only: the edge's line for the request already says 429, once.
+                log.debug("rate limit %s exceeded (%s)", item, kind)
                 raise RateLimited(f"too many requests: at most {item} {_PER[kind]}; try again later",
                                   _seconds_until(reset_at), {"limit": str(item), "per": kind})
 
@@ -233,10 +233,8 @@ def _current() -> _Limits:
 
 def hold_address() -> None:
     """Count a request from the caller's address that carries no valid token; RateLimited past the
-    limit. Never for the probes. Called once per request: by the edge for an operation that checks no
-    token, or when a token is refused (each request is refused at most once)."""
-    if request.url_rule is not None and request.url_rule.rule in UNLIMITED_ROUTES:
-        return
+    limit. Called once per request: by the edge for an operation that checks no token (never for the
+    probes, clinic.http_edge.PROBE_ROUTES), or when a token is refused (each request is refused at most once)."""
     limits = _current()
     limits.hold("address", limits.per_address, client_address())
 

@@ -27,7 +27,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from clinic.config import ConfigurationError, load_settings
-from clinic.http_errors import error_body, error_bytes
+from clinic.http_errors import FIXED_ANSWER_HEADERS, error_body, error_bytes
 from clinic.metrics import exposition
 
 log = logging.getLogger(__name__)
@@ -111,10 +111,8 @@ class _OpsRequest(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
-        # The headers of every answer of the app port (clinic.web): this port is reached by browsers too.
-        from clinic.web import ANSWER_HEADERS, DEFAULT_CONTENT_SECURITY_POLICY
-
-        for name, value in (*ANSWER_HEADERS.items(), ("Content-Security-Policy", DEFAULT_CONTENT_SECURITY_POLICY)):
+        # The headers of every answer of the app port: this port is reached by browsers too.
+        for name, value in FIXED_ANSWER_HEADERS:
             self.send_header(name, value)
         self.end_headers()
         if send_body:

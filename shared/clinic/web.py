@@ -30,7 +30,15 @@ from clinic.config import Settings
 from clinic.db import create_engine, is_conflict_victim, is_unavailable, ping, utcnow
 from clinic.db import reading as db_reading
 from clinic.errors import ClinicError
-from clinic.http_errors import HTTP_CODES, ErrorSchema, error_bytes, error_response
+from clinic.http_errors import (
+    ANSWER_HEADERS,
+    DEFAULT_CONTENT_SECURITY_POLICY,
+    FIXED_ANSWER_HEADERS,
+    HTTP_CODES,
+    ErrorSchema,
+    error_bytes,
+    error_response,
+)
 from clinic.logs import configure_logging
 from clinic.unit_of_work import UnitOfWork
 
@@ -247,14 +255,9 @@ def _install_error_handlers(app: Flask) -> None:
         return error_response(500, "internal_error", "an unexpected error occurred; it has been logged")
 
 
-# On every answer: nothing is kept by a browser or a proxy (answers hold patient data), nothing is
-# read as another type than it says, no address (which can hold an id) leaks in a Referer, and no
-# answer runs a script or is framed (the docs page, clinic.api_docs, sets its own policy).
-ANSWER_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
-DEFAULT_CONTENT_SECURITY_POLICY = "default-src 'none'; frame-ancestors 'none'"
-
-
 def _install_answer_headers(app: Flask) -> None:
+    """The headers of every answer (clinic.http_errors.ANSWER_HEADERS). /metrics answers before the
+    app's after_request runs, with the same headers (FIXED_ANSWER_HEADERS)."""
     @app.after_request
     def _answer_headers(response):
         response.headers.update(ANSWER_HEADERS)
@@ -289,10 +292,6 @@ def _install_metrics(app: Flask, service: str) -> None:
     app.wsgi_app = _MetricsEndpoint(app.wsgi_app)
 
 
-# /metrics answers before the app's after_request runs: the same headers as every other answer.
-_METRICS_HEADERS = (*ANSWER_HEADERS.items(), ("Content-Security-Policy", DEFAULT_CONTENT_SECURITY_POLICY))
-
-
 class _MetricsEndpoint:
     """WSGI middleware answering GET /metrics (clinic.metrics.exposition) and passing every other
     request on to the app."""
@@ -307,8 +306,8 @@ class _MetricsEndpoint:
         if method not in ("GET", "HEAD"):
             body = error_bytes(405, f"{METRICS_PATH} answers GET only")
             start_response("405 Method Not Allowed", [("Content-Type", "application/json"), ("Content-Length", str(len(body))),
-                                                      ("Allow", "GET, HEAD"), *_METRICS_HEADERS])
+                                                      ("Allow", "GET, HEAD"), *FIXED_ANSWER_HEADERS])
             return [body]
         body, content_type = metrics.exposition(environ.get("HTTP_ACCEPT"))
-        start_response("200 OK", [("Content-Type", content_type), ("Content-Length", str(len(body))), *_METRICS_HEADERS])
+        start_response("200 OK", [("Content-Type", content_type), ("Content-Length", str(len(body))), *FIXED_ANSWER_HEADERS])
         return [b"" if method == "HEAD" else body]

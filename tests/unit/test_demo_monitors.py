@@ -179,7 +179,7 @@ def test_a_demo_patients_sessions_left_open_on_an_earlier_day_are_aborted():
 
 def test_the_seeds_tokens_live_no_longer_than_the_settings_allow(tmp_path):
     env = {"CLINIC_VAR_DIR": str(tmp_path), "CLINIC_TOKEN_MAX_LIFETIME_MINUTES": "20"}
-    clinic = demo.Clinic(load_demo_settings(env), env, say=lambda _: None)
+    clinic = demo.Clinic(load_demo_settings(env), env)
     claims = jwt.decode(clinic.token("records", "admin"), options={"verify_signature": False})
     assert claims["exp"] - claims["iat"] == 20 * 60
 

@@ -174,7 +174,7 @@ class MonitorReadings(MethodView):
         nothing twice and is answered as before; in a partly repeated batch only the new readings are
         stored, and `already_stored` marks the others. Nothing is stored when any reading is refused.
         """
-        return posted(vitals.record_from_device(unit_of_work(access=vitals.device_access()), rules(), g.device_token,
+        return posted(vitals.record_from_device(unit_of_work(access=vitals.device_access()), rules(), g.device_token_hash,
                                                 data["readings"]))
 
 

@@ -24,7 +24,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from sqlalchemy.exc import IntegrityError
 
 from clinic.audit import CREATE, Access
-from clinic.auth import Principal, hash_device_token
+from clinic.auth import DEVICE, Principal
 from clinic.db import new_id, violated_constraint
 from clinic.errors import Conflict, NotFound, RuleViolation, Unauthorized
 from clinic.events import VITALS_ALERT_RAISED
@@ -37,7 +37,6 @@ from sessions.domain.rules import SessionRules
 from sessions.domain.vitals import PARAMETERS, out_of_bounds
 from sessions.services.alerts import alert_event, news2_alert
 
-DEVICE_ROLE = "device"
 VITALS = "vitals"  # the audit's name for what a post of readings touches
 _TENTH = Decimal("0.1")
 
@@ -48,12 +47,12 @@ _TENTH = Decimal("0.1")
 def device_access() -> Access:
     """The audit entry of a monitor's post. Which device it is becomes known when its token is found
     in the post's transaction (record_from_device names it then): `device:<id>`."""
-    return Access(Principal("device", (DEVICE_ROLE,)), CREATE, VITALS, resource_id=None)
+    return Access(Principal(DEVICE, (DEVICE,)), CREATE, VITALS, resource_id=None)
 
 
 def _name_the_device(uow: UnitOfWork, device_id: str) -> None:
     if uow.access is not None:
-        uow.access.principal = Principal(f"device:{device_id}", (DEVICE_ROLE,))
+        uow.access.principal = Principal(f"{DEVICE}:{device_id}", (DEVICE,))
 
 
 # --- pure helpers -------------------------------------------------------------------------------
@@ -213,8 +212,9 @@ def _refuse(faults: dict, what: str) -> None:
         raise RuleViolation(f"{what}: reading(s) {indices}", {"readings": faults})
 
 
-def record_from_device(uow: UnitOfWork, rules: SessionRules, token: str, posted: list[dict]) -> dict:
-    """Store a monitor's readings in the started session of its room, scored, raising what alerts
+def record_from_device(uow: UnitOfWork, rules: SessionRules, token_hash: str, posted: list[dict]) -> dict:
+    """Store a monitor's readings (the monitor known by its device token's hash,
+    clinic.auth.hash_device_token) in the started session of its room, scored, raising what alerts
     they call for. 401 for an unknown or revoked token, 409 when no session is started in its room or
     a reading's time is stored with other values, 422 naming each reading out of bounds, in the
     future, or from before the session started or the monitor came to the room."""
@@ -223,18 +223,18 @@ def record_from_device(uow: UnitOfWork, rules: SessionRules, token: str, posted:
     repeats, faults = same_time_twice(batch)
     _refuse(faults, "two readings at one time")
     try:
-        return _record_from_device(uow, rules, token, batch, repeats)
+        return _record_from_device(uow, rules, token_hash, batch, repeats)
     except IntegrityError as exc:
         # Stored by another request between this one's read and its write (the session's lock makes that
         # all but impossible): the same post once more finds them stored, and answers so.
         if violated_constraint(exc) not in (monitoring.ONE_READING_PER_DEVICE_AND_TIME, ""):
             raise
-    return _record_from_device(uow, rules, token, batch, repeats)
+    return _record_from_device(uow, rules, token_hash, batch, repeats)
 
 
-def _record_from_device(uow: UnitOfWork, rules: SessionRules, token: str, batch: list[dict], repeats: dict[int, int]) -> dict:
+def _record_from_device(uow: UnitOfWork, rules: SessionRules, token_hash: str, batch: list[dict], repeats: dict[int, int]) -> dict:
     with uow:
-        context, sent = monitoring.device_context(uow.connection, hash_device_token(token), [values["measured_at"] for values in batch])
+        context, sent = monitoring.device_context(uow.connection, token_hash, [values["measured_at"] for values in batch])
         if context is None or context["revoked_at"] is not None:
             raise Unauthorized("this device token is not valid: unknown, or the device was revoked")
         _name_the_device(uow, context["device_id"])
