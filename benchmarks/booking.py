@@ -71,7 +71,7 @@ from benchmarks.servers import describe_postgres, fresh_database, scratch_direct
 from clinic.auth import issue_token  # noqa: E402
 from clinic.config import load_settings  # noqa: E402
 from clinic.db import create_engine  # noqa: E402
-from clinic.limits import LOAD_TEST_LIMITS  # noqa: E402
+from clinic.limits import LOAD_TEST_LIMITS_ENV  # noqa: E402
 from clinic.localservers import free_port, stop_process_group, wait_for_port  # noqa: E402
 from clinic.migrations import migrate  # noqa: E402
 
@@ -538,7 +538,7 @@ def measure(args, stack: ExitStack) -> None:
     # broker, so no broker account can matter to what is measured.
     env = {"CLINIC_TIMEZONE": TIMEZONE, "CLINIC_ENV": "development", "RABBITMQ_URL": "amqp://guest:guest@127.0.0.1:1/%2F"}
     # The service's own ceiling is measured, not the rate limits (one caller, one address, far past them).
-    env.update({f"CLINIC_{name.upper()}": value for name, value in LOAD_TEST_LIMITS.items()})
+    env.update(LOAD_TEST_LIMITS_ENV)
     jobs = Jobs(plan)
     path = "/appointments"
 

@@ -69,7 +69,7 @@ from benchmarks.booking import (  # noqa: E402
 )
 from benchmarks.servers import describe_postgres, fresh_database, scratch_directory, start_postgres  # noqa: E402
 from clinic.db import create_engine  # noqa: E402
-from clinic.limits import LOAD_TEST_LIMITS  # noqa: E402
+from clinic.limits import LOAD_TEST_LIMITS_ENV  # noqa: E402
 from clinic.migrations import migrate  # noqa: E402
 
 TIMEZONE = "America/New_York"
@@ -270,7 +270,7 @@ def measure(args, stack: ExitStack) -> None:
     # broker, so no broker account can matter to what is measured.
     env = {"CLINIC_TIMEZONE": TIMEZONE, "CLINIC_ENV": "development", "RABBITMQ_URL": "amqp://guest:guest@127.0.0.1:1/%2F"}
     # The service's own ceiling is measured, not the rate limits (one caller, one address, far past them).
-    env.update({f"CLINIC_{name.upper()}": value for name, value in LOAD_TEST_LIMITS.items()})
+    env.update(LOAD_TEST_LIMITS_ENV)
     json_headers = {"Content-Type": "application/json"}
     readings = Monitors(monitors, started_at + timedelta(minutes=1))
     with ExitStack() as servers:

@@ -17,11 +17,11 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import requests
 
-from clinic.auth import issue_token
 from clinic.config import SERVICES
 from clinic.testing import eventually
 from tests.containers.conftest import note, took
 from tests.containers.engine import STOP_TIMEOUT, ComposeClinic, build_images, compose_clinic, container_engine
+from tests.support.staff import StaffClient
 
 WAIT = 60  # seconds for anything that crosses the bus between containers
 STREAM = 12  # patients booked while the notifications worker is stopped and started again
@@ -52,26 +52,14 @@ def clinic(tmp_path_factory, request):
             running.print_logs()
 
 
-class Staff:
+class Staff(StaffClient):
     """The staff apps: one development token per role, good for every service."""
 
     PEOPLE = {"desk": ("desk-rosa", "front_desk"), "neurologist": ("dr-lee", "neurologist"), "admin": ("admin-kim", "admin")}
 
     def __init__(self, clinic: ComposeClinic):
-        self.clinic = clinic
-        audiences = [f"clinic-{service}" for service in SERVICES]
-        self.tokens = {who: issue_token(clinic.token_settings, subject, [role], audience=audiences)
-                       for who, (subject, role) in self.PEOPLE.items()}
-        self.http = requests.Session()
-
-    def call(self, who: str, method: str, service: str, path: str, **kwargs) -> requests.Response:
-        return self.http.request(method, self.clinic.url(service) + path, timeout=30,
-                                 headers={"Authorization": f"Bearer {self.tokens[who]}"}, **kwargs)
-
-    def ok(self, who: str, method: str, service: str, path: str, status: int = 200, **kwargs):
-        response = self.call(who, method, service, path, **kwargs)
-        assert response.status_code == status, f"{method} {service} {path}: {response.status_code} {response.text}"
-        return response.json()
+        super().__init__(clinic.url, clinic.token_settings, self.PEOPLE, [f"clinic-{service}" for service in SERVICES],
+                         timeout=30)
 
 
 def open_the_clinic(staff: Staff) -> dict:

@@ -3,15 +3,11 @@ and the suite must stay quick enough to run on every change."""
 
 from __future__ import annotations
 
-_timings: dict[str, float] = {}
+from tests.support.timings import Timings
 
-
-def took(name: str, seconds: float) -> None:
-    _timings[name] = seconds
+_timings = Timings("clinic day journeys")
+took = _timings.took
 
 
 def pytest_terminal_summary(terminalreporter):
-    if _timings:
-        terminalreporter.section("clinic day journeys")
-        for name, seconds in _timings.items():
-            terminalreporter.write_line(f"{name}: {seconds:.1f} s")
+    _timings.summarise(terminalreporter)

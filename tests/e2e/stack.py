@@ -4,7 +4,7 @@ its own PostgreSQL database and its own broker account, and a real SMTP server t
 
     with clinic_stack(postgres, settings_for, tmp_path, env) as stack:
         stack.url("records")             # the records web app
-        stack.sink.received()            # every email the SMTP server accepted
+        stack.sink.messages()            # every email the SMTP server accepted
         stack.kill_worker("records")     # SIGKILL, as a crash or an OOM kill would
         stack.start_worker("records")
 
@@ -14,91 +14,24 @@ happened; when the block fails, the tail of each process's log is printed.
 
 from __future__ import annotations
 
-import email
-import email.policy
 import importlib
 import os
-import signal
-import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import pika
-from aiosmtpd.controller import Controller
-
 from clinic import bus
 from clinic.config import SERVICES
 from clinic.db import create_engine
-from clinic.localservers import free_port, stop_process_group, wait_for_port
+from clinic.localservers import free_port, wait_for_port
 from clinic.migrations import migrate
 from clinic.testing import eventually
+from clinic.testing.queues import queue_state
+from tests.support.service_process import LOG_TAIL_LINES, ServiceProcess
+from tests.support.smtp_sink import SmtpSink
 
 BIN = Path(sys.executable).parent
-LOG_TAIL_LINES = 40
-
-
-class SmtpSink:
-    """A real SMTP server on a loopback port (aiosmtpd, as `make run`'s mail sink): it keeps every
-    message it accepts, in memory, for the test to read."""
-
-    def __init__(self):
-        self.port = free_port()
-        self._received: list[email.message.EmailMessage] = []
-        self._lock = threading.Lock()
-        self._controller = Controller(self, hostname="127.0.0.1", port=self.port)
-
-    async def handle_DATA(self, server, session, envelope):
-        message = email.message_from_bytes(envelope.original_content or envelope.content, policy=email.policy.default)
-        with self._lock:
-            self._received.append(message)
-        return "250 Message accepted for delivery"
-
-    def received(self) -> list[email.message.EmailMessage]:
-        with self._lock:
-            return list(self._received)
-
-    def start(self) -> None:
-        self._controller.start()
-
-    def stop(self) -> None:
-        if self._controller.loop.is_running():
-            self._controller.stop()
-
-
-class ServiceProcess:
-    """One process of the clinic (a web app or a worker), in a process group of its own so that
-    stopping it stops gunicorn's workers too; its output appended to one log across restarts."""
-
-    def __init__(self, name: str, command: list[str], env: dict, log: Path):
-        self.name, self.command, self.env, self.log = name, command, env, log
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        with open(self.log, "ab") as log:
-            self.process = subprocess.Popen(self.command, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                            start_new_session=True)
-
-    def kill(self) -> None:
-        """SIGKILL: no chance to ack, commit or close anything."""
-        os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout=10)
-
-    def stop(self) -> int | None:
-        """SIGTERM, then SIGKILL after 20 s; the exit code (None if it had to be killed)."""
-        if self.process is None:
-            return 0
-        stop_process_group(self.process)
-        return self.process.returncode
-
-    def tail(self, lines: int = LOG_TAIL_LINES) -> str:
-        try:
-            text = self.log.read_text(errors="replace")
-        except OSError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:])
 
 
 class ClinicStack:
@@ -121,7 +54,7 @@ class ClinicStack:
     def wait_until_consuming(self, service: str, timeout: float = 30) -> None:
         """Until the service's worker consumes its queue: before that, what is published waits there."""
         queue = self.settings[service].queue
-        eventually(lambda: queue_state(self._observer, queue)[1] > 0, timeout=timeout, interval=0.2,
+        eventually(lambda: queue_state(self._observer, queue).consumers > 0, timeout=timeout, interval=0.2,
                    message=f"the {service} worker to consume {queue}")
 
     def bus_is_quiet(self) -> bool:
@@ -136,7 +69,7 @@ class ClinicStack:
 
     def print_logs(self) -> None:
         for name, process in self.processes.items():
-            print(f"----- {name} ({process.log}), last {LOG_TAIL_LINES} lines -----\n{process.tail()}", file=sys.stderr)
+            print(f"----- {name} ({process.log_path}), last {LOG_TAIL_LINES} lines -----\n{process.tail()}", file=sys.stderr)
 
 
 def _prepare(settings) -> None:
@@ -149,18 +82,6 @@ def _prepare(settings) -> None:
     consumed = importlib.import_module(f"{settings.service}.worker").handlers(settings)
     if consumed:
         bus.declare_consumer(settings, consumed)
-
-
-def queue_state(rabbitmq_url: str, queue: str) -> tuple[int, int]:
-    """(messages ready, consumers) of a queue; (0, 0) while it does not exist."""
-    connection = pika.BlockingConnection(pika.URLParameters(rabbitmq_url))
-    try:
-        method = connection.channel().queue_declare(queue, passive=True).method
-        return method.message_count, method.consumer_count
-    except pika.exceptions.ChannelClosedByBroker:
-        return 0, 0
-    finally:
-        connection.close()
 
 
 @contextmanager

@@ -20,10 +20,10 @@ from zoneinfo import ZoneInfo
 import pytest
 import requests
 
-from clinic.auth import issue_token
 from clinic.testing import eventually
 from tests.e2e.conftest import took
 from tests.e2e.stack import SERVICES, ClinicStack, clinic_stack
+from tests.support.staff import StaffClient
 
 ONCALL = "on-call@clinic.example"
 PATIENT_EMAIL = "maria.silva@example.org"
@@ -84,8 +84,8 @@ def utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-class Staff:
-    """The staff apps and a bedside monitor: one token per staff member, good for every service."""
+class Staff(StaffClient):
+    """The staff apps and a bedside monitor (a device's token is passed as `who`)."""
 
     PEOPLE = {"desk": ("desk-rosa", "front_desk"), "nurse": ("nurse-ana", "nurse"), "neurologist": ("dr-lee", "neurologist"),
               "admin": ("admin-kim", "admin")}
@@ -93,30 +93,8 @@ class Staff:
     def __init__(self, stack: ClinicStack, zone: str):
         self.stack = stack
         self.zone = zone  # the clinic's time zone (CLINIC_TIMEZONE)
-        settings = stack.settings["records"]
-        audiences = [stack.settings[service].oidc_audience for service in SERVICES]
-        self.tokens = {who: issue_token(settings, subject, [role], audience=audiences)
-                       for who, (subject, role) in self.PEOPLE.items()}
-        self.http = requests.Session()
-
-    def call(self, who: str, method: str, service: str, path: str, **kwargs) -> requests.Response:
-        token = self.tokens.get(who, who)  # a device's token is passed as it is
-        return self.http.request(method, self.stack.url(service) + path, headers={"Authorization": f"Bearer {token}"},
-                                 timeout=15, **kwargs)
-
-    def ok(self, who: str, method: str, service: str, path: str, status: int = 200, **kwargs):
-        response = self.call(who, method, service, path, **kwargs)
-        assert response.status_code == status, f"{method} {service} {path}: {response.status_code} {response.text}"
-        return response.json()
-
-    def refused(self, who: str, method: str, service: str, path: str, status: int, code: str, **kwargs) -> dict:
-        """The answer is the shared error shape with this status and code; returns the error."""
-        response = self.call(who, method, service, path, **kwargs)
-        assert response.status_code == status, f"{method} {service} {path}: {response.status_code} {response.text}"
-        body = response.json()
-        assert set(body) == {"error"} and set(body["error"]) == {"code", "message", "details"}, body
-        assert body["error"]["code"] == code, body
-        return body["error"]
+        super().__init__(stack.url, stack.settings["records"], self.PEOPLE,
+                         [stack.settings[service].oidc_audience for service in SERVICES], timeout=15)
 
 
 def email_kind(message) -> str:
@@ -134,13 +112,13 @@ def email_kind(message) -> str:
 
 
 def emails(stack: ClinicStack) -> Counter:
-    return Counter((str(message["To"].addresses[0].addr_spec), email_kind(message)) for message in stack.sink.received())
+    return Counter((str(message["To"].addresses[0].addr_spec), email_kind(message)) for message in stack.sink.messages())
 
 
 def arrived(stack: ClinicStack, recipient: str, kind: str):
     """The email, once the SMTP server has it."""
     def found():
-        received = stack.sink.received()
+        received = stack.sink.messages()
         matching = [m for m in received if m["To"].addresses[0].addr_spec == recipient and email_kind(m) == kind]
         assert matching, f"received so far: {[(str(m['To']), m['Subject']) for m in received]}"
         return matching[0]

@@ -9,7 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pika
 import pytest
 import requests
 
@@ -18,6 +17,7 @@ from clinic.db import create_engine
 from clinic.localservers import free_port, wait_for_port
 from clinic.migrations import migrate
 from clinic.testing import eventually
+from clinic.testing.queues import queue_state
 
 BIN = Path(sys.executable).parent
 
@@ -48,7 +48,7 @@ def clinic_stack(postgres, settings_for, tmp_path):
     try:
         wait_for_port(port, 30, processes[0], "records web")
         # Until a consumer has declared its queue, events it would bind to go to clinic.unrouted.
-        eventually(lambda: _consumers(settings.rabbitmq_url, f"{settings.bus_namespace}.notifications") > 0,
+        eventually(lambda: queue_state(settings.rabbitmq_url, f"{settings.bus_namespace}.notifications").consumers > 0,
                    timeout=30, message="the notifications worker to consume its queue")
         yield {"base": f"http://127.0.0.1:{port}", "settings": settings, "urls": urls}
     finally:
@@ -62,16 +62,6 @@ def clinic_stack(postgres, settings_for, tmp_path):
                 raise
         for url in urls.values():
             postgres.drop_database(url)
-
-
-def _consumers(rabbitmq_url: str, queue: str) -> int:
-    connection = pika.BlockingConnection(pika.URLParameters(rabbitmq_url))
-    try:
-        return connection.channel().queue_declare(queue, passive=True).method.consumer_count
-    except pika.exceptions.ChannelClosedByBroker:
-        return 0
-    finally:
-        connection.close()
 
 
 def test_a_registered_patient_reaches_the_notifications_contact_copy(clinic_stack):

@@ -16,6 +16,8 @@ from clinic import bus
 from clinic.db import create_engine
 from clinic.inbox import Consumer
 from clinic.outbox import Relay
+from clinic.testing.queues import declared_state
+from clinic.testing.servers import TESTS_ACCOUNT
 from tests.support import probe
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -86,12 +88,13 @@ def broker_channel(broker):
         connection.close()
 
 
-# The account the probe's events are published by in the tests (clinic.testing.servers).
-PROBE_ACCOUNT = "clinic-tests"
+# The account the probe's events are published by in the tests.
+PROBE_ACCOUNT = TESTS_ACCOUNT
 
 
 def queue_depth(channel, queue: str) -> int:
-    return channel.queue_declare(queue, passive=True).method.message_count
+    """Messages ready in a queue that must exist (a missing one closes the channel)."""
+    return declared_state(channel, queue).ready
 
 
 @pytest.fixture

@@ -15,12 +15,7 @@ from clinic import bus, cli, events
 from clinic.config import SERVICES
 from clinic.testing import eventually
 from tests.integration.conftest import queue_depth
-
-
-def registered() -> events.Event:
-    return events.Event(type=events.PATIENT_REGISTERED, producer="records",
-                        data=events.serialise_payload(events.PATIENT_REGISTERED,
-                                                      {"patient_id": "5f0c1d52-3c09-4d5c-8d8e-1f7f5b5f0a11"}))
+from tests.support.probe import registered
 
 
 @pytest.fixture

@@ -31,7 +31,7 @@ from clinic import events
 from clinic.auth import issue_token
 from clinic.config import load_settings
 from clinic.db import create_engine, is_unavailable
-from clinic.limits import LOAD_TEST_LIMITS
+from clinic.limits import LOAD_TEST_LIMITS_ENV
 from clinic.localservers import free_port, stop_process_group, wait_for_port
 from clinic.migrations import migrate
 from clinic.testing import eventually
@@ -238,7 +238,7 @@ def records_web(postgres, broker, tmp_path):
            "CLINIC_METRICS_PORT": str(ops_port), "LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT),
            # One staff member searching from several threads, ten times a second each: far past a desk's
            # allowance, which is not what this test is about.
-           **{f"CLINIC_{name.upper()}": value for name, value in LOAD_TEST_LIMITS.items()}}
+           **LOAD_TEST_LIMITS_ENV}
     log = tmp_path / "gunicorn.log"
     with open(log, "wb") as output:
         process = subprocess.Popen([str(BIN / "gunicorn"), "-c", "python:clinic.gunicorn_conf", "--bind", f"127.0.0.1:{port}",

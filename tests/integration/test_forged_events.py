@@ -15,14 +15,7 @@ from clinic import bus, cli, events
 from clinic.testing import eventually
 from tests.integration.conftest import PROBE_ACCOUNT, queue_depth
 from tests.support import probe
-from tests.support.probe import thing
-
-PATIENT = {"patient_id": "5f0c1d52-3c09-4d5c-8d8e-1f7f5b5f0a11"}
-
-
-def registered() -> events.Event:
-    return events.Event(type=events.PATIENT_REGISTERED, producer="records",
-                        data=events.serialise_payload(events.PATIENT_REGISTERED, PATIENT))
+from tests.support.probe import registered, thing
 
 
 def record_registration(uow, event) -> None:
@@ -106,7 +99,7 @@ def test_forged_events_are_dead_lettered_and_change_nothing(probe_databases, sta
     assert reasons[ids["AMQP type differs"]] == "routing key, AMQP type and body type differ"
     assert reasons[ids["publisher header forged"]] == "published by clinic-scheduling, which does not own probe.*"
     assert reasons[ids["no user_id"]] == "published by an account the broker did not name, which does not own probe.*"
-    assert "Berg" not in caplog.text and PATIENT["patient_id"] not in caplog.text
+    assert "Berg" not in caplog.text and probe.REGISTERED_PATIENT_ID not in caplog.text
 
     # Replaying them (as the operations account) keeps each one's publisher: refused again, still nothing applied.
     # The one whose publisher nothing vouches for stays where it is.

@@ -22,7 +22,6 @@ import time
 import uuid
 from pathlib import Path
 
-import pika
 import pytest
 import requests
 import sqlalchemy as sa
@@ -34,10 +33,12 @@ from clinic.migrations import migrate
 from clinic.outbox import pending_count
 from clinic.testing import eventually
 from clinic.testing.concurrency import publishing
+from clinic.testing.queues import queue_state
 from clinic.testing.servers import as_observer
 from scheduling.db import MIGRATIONS, tables
 from tests.integration.scheduling.support import plan_activated
 from tests.support import probe
+from tests.support.service_process import ServiceProcess
 
 BIN = Path(sys.executable).parent
 # compose's stop_grace_period and Kubernetes' terminationGracePeriodSeconds are 30 s: a stop must
@@ -59,19 +60,15 @@ def scheduling(postgres, settings_for):
     postgres.drop_database(url)
 
 
-class WorkerProcess:
+class WorkerProcess(ServiceProcess):
     """scheduling-worker as deployed: its own process, on scheduling's broker account, logging to a file."""
 
     def __init__(self, settings, log_path: Path, env: dict[str, str] | None = None):
         env = dict(os.environ, DATABASE_URL=settings.database_url, RABBITMQ_URL=settings.rabbitmq_url,
                    CLINIC_BUS_NAMESPACE=settings.bus_namespace, CLINIC_RECONNECT_MAX_SECONDS="1", LOG_LEVEL="INFO",
                    **(env or {}))
-        self.log_path = log_path
-        with open(log_path, "wb") as log:
-            self.process = subprocess.Popen([str(BIN / "scheduling-worker")], env=env, stdout=log, stderr=subprocess.STDOUT)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        super().__init__("scheduling-worker", [str(BIN / "scheduling-worker")], env, log_path)
+        self.start()
 
     def terminate(self) -> tuple[int, float]:
         """SIGTERM; (exit status, seconds until it exited)."""
@@ -80,16 +77,10 @@ class WorkerProcess:
         return self.exited(started)
 
     def exited(self, since: float) -> tuple[int, float]:
-        try:
-            status = self.process.wait(timeout=WITHIN_SECONDS)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"the worker did not exit within {WITHIN_SECONDS} s of SIGTERM; its log:\n{self.log()}")
-        return status, time.monotonic() - since
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=10)
+        ended = self.exit_within(WITHIN_SECONDS, since)
+        if ended is None:
+            pytest.fail(f"the worker did not exit within {WITHIN_SECONDS} s of SIGTERM; its log:\n{self.output()}")
+        return ended
 
 
 @pytest.fixture
@@ -101,7 +92,7 @@ def start_worker(tmp_path):
         started.append(worker)
         eventually(lambda: consumers(settings) > 0 or worker.process.poll() is not None, timeout=30,
                    message="the worker to consume its queue")
-        assert worker.process.poll() is None, f"the worker ended; its log:\n{worker.log()}"
+        assert worker.process.poll() is None, f"the worker ended; its log:\n{worker.output()}"
         return worker
 
     yield start
@@ -109,24 +100,13 @@ def start_worker(tmp_path):
         worker.kill()
 
 
-def _queue(settings, queue: str):
-    connection = pika.BlockingConnection(pika.URLParameters(as_observer(settings).rabbitmq_url))
-    try:
-        return connection.channel().queue_declare(queue, passive=True).method
-    finally:
-        connection.close()
-
-
 def consumers(settings) -> int:
-    try:
-        return _queue(settings, settings.queue).consumer_count
-    except pika.exceptions.ChannelClosedByBroker:
-        return 0   # not declared yet
+    return queue_state(as_observer(settings).rabbitmq_url, settings.queue).consumers
 
 
 def waiting(settings, queue: str | None = None) -> int:
-    """Messages ready in the queue (the service's own by default)."""
-    return _queue(settings, queue or settings.queue).message_count
+    """Messages ready in the queue (the service's own by default), which must exist."""
+    return queue_state(as_observer(settings).rabbitmq_url, queue or settings.queue, must_exist=True).ready
 
 
 def counts(engine) -> tuple[int, int]:
@@ -145,39 +125,32 @@ def waits_on_a_lock(engine, database: str) -> bool:
             {"name": database}).scalar_one())
 
 
-def publish_in_background(settings, count: int) -> threading.Thread:
-    """records' activation of a plan for `count` new patients, published one after the other by a thread."""
-    def send():
-        with publishing(settings) as publish:
-            for _ in range(count):
-                publish(plan_activated(str(uuid.uuid4())))
-    thread = threading.Thread(target=send, name="records-relay", daemon=True)
-    thread.start()
-    return thread
-
-
 class Stream:
     """records' activation of a plan for one new patient after another, published by a thread until
-    stop(); `published` counts those the broker confirmed."""
+    `count` are (when given) or until stop(); `published` counts those the broker confirmed."""
 
-    def __init__(self, settings):
+    def __init__(self, settings, count: int | None = None):
         self.published = 0
         self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._send, args=(settings,), name="records-relay", daemon=True)
+        self._thread = threading.Thread(target=self._send, args=(settings, count), name="records-relay", daemon=True)
         self._thread.start()
 
-    def _send(self, settings) -> None:
+    def _send(self, settings, count: int | None) -> None:
         with publishing(settings) as publish:
-            while not self._stopped.is_set():
+            while not self._stopped.is_set() and (count is None or self.published < count):
                 publish(plan_activated(str(uuid.uuid4())))
                 self.published += 1
+
+    def join(self) -> int:
+        """Wait until publishing ends; how many were published."""
+        self._thread.join(timeout=60)
+        assert not self._thread.is_alive(), "publishing did not end"
+        return self.published
 
     def stop(self) -> int:
         """Stop publishing; how many were published."""
         self._stopped.set()
-        self._thread.join(timeout=60)
-        assert not self._thread.is_alive(), "publishing did not end"
-        return self.published
+        return self.join()
 
 
 def assert_all_applied_once(settings, engine, total: int) -> None:
@@ -198,7 +171,7 @@ def test_a_worker_stopped_mid_stream_loses_nothing_doubles_nothing_and_exits_0(s
     at_exit = stream.published
     eventually(lambda: stream.published > at_exit, message="more published after the exit")
     total = stream.stop()
-    log = worker.log()
+    log = worker.output()
     assert status == 0, log
     assert seconds < WITHIN_SECONDS
     assert "SIGTERM received; stopping" in log and "worker scheduling stopped" in log
@@ -227,21 +200,21 @@ def test_a_batch_waiting_on_a_lock_when_sigterm_comes_is_committed_and_acked(sch
     try:
         transaction = locker.begin()
         locker.execute(sa.text("LOCK TABLE plan_copies IN SHARE MODE"))
-        publish_in_background(settings, total).join(timeout=60)
+        Stream(settings, total).join()
         eventually(lambda: waits_on_a_lock(engine, database), message="the worker's batch to wait on the lock")
 
         started = time.monotonic()
         worker.process.send_signal(signal.SIGTERM)
-        eventually(lambda: "SIGTERM received; stopping" in worker.log(), message="the worker to take the signal")
+        eventually(lambda: "SIGTERM received; stopping" in worker.output(), message="the worker to take the signal")
         # A second one, as an impatient operator or a supervisor might send: it changes nothing.
         worker.process.send_signal(signal.SIGTERM)
-        eventually(lambda: "SIGTERM received again; already stopping" in worker.log(), message="the second signal")
+        eventually(lambda: "SIGTERM received again; already stopping" in worker.output(), message="the second signal")
         assert worker.process.poll() is None, "the worker ended without finishing its batch"
         transaction.commit()   # well inside the database's deadline (the statement waits 30 s at most)
     finally:
         locker.close()
     status, seconds = worker.exited(started)
-    log = worker.log()
+    log = worker.output()
     assert status == 0 and seconds < WITHIN_SECONDS, log
     assert "worker scheduling stopped" in log and "Traceback" not in log
 
@@ -261,20 +234,20 @@ def test_a_worker_stopped_while_the_database_does_not_answer_exits_in_time_and_l
     settings, engine = scheduling
     total = 600
     worker = start_worker(settings)
-    sending = publish_in_background(settings, total)
+    sending = Stream(settings, total)
     eventually(lambda: counts(engine)[1] >= 50, timeout=30, message="the worker to be mid-stream")
 
     with postgres.frozen():
         # Its batch waits on a server that never answers until the database's deadline (5 s) ends the
         # wait; then it tries again, with backoff, and the signal comes. The batch goes back unacked.
-        eventually(lambda: "consumer: the database unavailable" in worker.log(), timeout=20,
+        eventually(lambda: "consumer: the database unavailable" in worker.output(), timeout=20,
                    message="the worker to find the database not answering")
         status, seconds = worker.terminate()
-    log = worker.log()
+    log = worker.output()
     assert status == 0 and seconds < WITHIN_SECONDS, log
     assert "worker scheduling stopped" in log
 
-    sending.join(timeout=60)
+    sending.join()
     applied = counts(engine)
     assert applied[0] == applied[1] < total
     eventually(lambda: applied[1] + waiting(settings) == total, message="what was not applied waiting in the queue")

@@ -1,7 +1,7 @@
 """The shared HTTP edge holds against hostile input, for every operation of every service.
 
-One module because every test here walks the same operations with the same helpers (Operation,
-Service, expect); split, each part would repeat them.
+One module because every test here walks the same operations with the same helpers (Service,
+expect); split, each part would repeat them.
 
 The operations are found by walking each app's own /openapi.json, so an operation added later is
 covered without a new test. Path ids are random UUIDs: the edge answers before any lookup. Each app
@@ -20,8 +20,6 @@ import logging
 import re
 import socket
 import uuid
-import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from unittest.mock import ANY
 
@@ -37,56 +35,12 @@ from clinic.testing import assert_error
 from clinic.testing.service_apps import SERVICES, sqlite_service_app, staff_token
 from clinic.validation import EmailAddress, EmailForm, PlainText
 from clinic.web import create_service_app
-from tests.support.openapi_schemas import resolved
+from tests.support.openapi_schemas import Operation, operations, rows
 
 ROOT = Path(__file__).resolve().parents[2]
 WRITES = ("POST", "PUT", "PATCH", "DELETE")
 DEVICE_HEADERS = {"Authorization": f"Bearer {DEVICE_TOKEN_PREFIX}{'x' * 43}"}
 UUID_FORM = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-
-
-@dataclass(frozen=True)
-class Operation:
-    service: str
-    method: str
-    template: str
-    operation: dict
-    path_parameters: tuple[dict, ...]
-    spec: dict
-
-    def __str__(self):
-        return f"{self.service}: {self.method} {self.template}"
-
-    def url(self, **given) -> str:
-        """The path with every parameter filled: a random UUID for an id, else a date."""
-        url = self.template
-        for parameter in self.path_parameters:
-            value = given.get(parameter["name"])
-            if value is None:
-                value = str(uuid.uuid4()) if parameter.get("schema", {}).get("format") == "uuid" else "2031-01-02"
-            url = url.replace("{" + parameter["name"] + "}", value)
-        return url
-
-    @property
-    def typed_path_parameters(self) -> list[str]:
-        """Path parameters with a form (a UUID, a day) that a malformed value can miss."""
-        return [p["name"] for p in self.path_parameters if p.get("schema", {}).get("format") in ("uuid", "date")]
-
-    @property
-    def body_schema(self) -> dict | None:
-        body = self.operation.get("requestBody")
-        if body is None:
-            return None
-        return resolved(self.spec, body["content"]["application/json"]["schema"])
-
-    def properties(self, *types: str) -> list[str]:
-        schema = self.body_schema or {}
-        return [name for name, prop in schema.get("properties", {}).items()
-                if resolved(self.spec, prop).get("type") in types]
-
-    def query_parameters(self, kind: str) -> list[str]:
-        return [p["name"] for p in self.operation.get("parameters", [])
-                if p.get("in") == "query" and p.get("schema", {}).get("type") == kind]
 
 
 class Service:
@@ -97,14 +51,7 @@ class Service:
         self.spec = self.client.get("/openapi.json").get_json()
 
     def operations(self, methods=("GET", *WRITES)) -> list[Operation]:
-        found = []
-        for template, item in self.spec["paths"].items():
-            shared = tuple(p for p in item.get("parameters", []) if p.get("in") == "path")
-            for method, operation in item.items():
-                if method.upper() in methods:
-                    own = tuple(p for p in operation.get("parameters", []) if p.get("in") == "path")
-                    found.append(Operation(self.name, method.upper(), template, operation, shared + own, self.spec))
-        return found
+        return operations(self.spec, self.name, methods)
 
     def send(self, operation: Operation, url: str | None = None, **kwargs):
         caller = DEVICE_HEADERS if operation.operation.get("x-clinic-roles") == ["device"] else self.headers
@@ -116,15 +63,7 @@ class Service:
 
     def rows(self) -> list[tuple[str, dict]]:
         """Every row of every table of the service's database, as (table, row)."""
-        engine = self.app.extensions["clinic.engine"]
-        metadata = sa.MetaData()
-        with warnings.catch_warnings():
-            # Expression indexes (a room name in any case) are not reflected; only the rows matter here.
-            warnings.simplefilter("ignore", sa.exc.SAWarning)
-            metadata.reflect(engine)
-        with engine.connect() as connection:
-            return [(table.name, dict(row)) for table in metadata.sorted_tables
-                    for row in connection.execute(sa.select(table)).mappings()]
+        return rows(self.app)
 
 
 @pytest.fixture(scope="module")

@@ -27,6 +27,7 @@ from clinic.config import load_settings
 from clinic.errors import Unauthorized
 from clinic.localservers import free_port
 from clinic.testing import eventually
+from tests.support.tokens import claims_for
 
 LIFESPAN, COOLDOWN = 1.0, 30.0
 
@@ -84,9 +85,7 @@ class Provider:
         return {"keys": entries}
 
     def token(self, settings, kid: str, subject: str = "desk-1") -> str:
-        now = int(time.time())
-        claims = {"iss": settings.oidc_issuer, "aud": settings.oidc_audience, "sub": subject, "iat": now, "exp": now + 300,
-                  "realm_access": {"roles": ["front_desk"]}}
+        claims = claims_for(settings, sub=subject, exp=int(time.time()) + 300, realm_access={"roles": ["front_desk"]})
         return jwt.encode(claims, self.keys.get(kid) or self.keys["key-1"], algorithm="RS256", headers={"kid": kid})
 
 

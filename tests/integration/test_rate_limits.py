@@ -19,12 +19,12 @@ from datetime import datetime, timezone
 from limits.storage import MemoryStorage
 from limits.strategies import STRATEGIES
 
-from clinic import auth, events, limits
+from clinic import auth, limits
 from clinic.auth import issue_token
 from clinic.config import load_settings
-from clinic.inbox import APPLIED, apply_once
 from clinic.testing import assert_error
 from clinic.testing.service_apps import sqlite_service_app
+from tests.support.monitors import registered_monitor
 
 DESK = ("front_desk",)
 ANSWER_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
@@ -125,7 +125,7 @@ def test_a_monitor_behind_a_flooded_address_still_posts_its_readings(tmp_path):
     directory.mkdir()
     app = sqlite_service_app("sessions", directory, rate_limit_per_address="3/minute")
     client = app.test_client()
-    monitor = {"Authorization": f"Bearer {registered_monitor(app)}"}
+    monitor = {"Authorization": f"Bearer {registered_monitor(app)['token']}"}
     readings = {"readings": [{"measured_at": datetime.now(timezone.utc).isoformat(), "heart_rate": 72}]}
     made_up = {"Authorization": "Bearer dev_" + "x" * 43}
     answers = [client.post("/vitals", json=readings, headers=made_up, environ_base={"REMOTE_ADDR": "10.2.2.2"}).status_code
@@ -139,24 +139,8 @@ def test_a_monitor_behind_a_flooded_address_still_posts_its_readings(tmp_path):
         response = client.post("/vitals", json=readings, headers=monitor, environ_base={"REMOTE_ADDR": "10.2.2.2"})
         assert_error(response, 409)
     # And an administrator from that address is answered.
-    admin = {"Authorization": f"Bearer {issue_token(app.config['CLINIC_SETTINGS'], 'admin-1', ('admin',))}"}
+    admin = bearer(app, "admin-1", ("admin",))
     assert client.get("/devices", headers=admin, environ_base={"REMOTE_ADDR": "10.2.2.2"}).status_code == 200
-
-
-def registered_monitor(app) -> str:
-    """A monitor registered for an infusion room sessions has learnt of: its device token."""
-    from sessions.handlers import make_handlers
-
-    room = {"room_id": str(uuid.uuid4()), "name": "Infusion 1", "kind": "infusion", "active": True, "room_version": 1}
-    event = events.parse(events.Event(type=events.ROOM_CHANGED, data=events.serialise_payload(events.ROOM_CHANGED, room, 1),
-                                      producer="scheduling", version=1).to_json())
-    assert apply_once(app.extensions["clinic.engine"], app.extensions["clinic.metadata"], "sessions", event,
-                      make_handlers()[events.ROOM_CHANGED]) == APPLIED
-    admin = {"Authorization": f"Bearer {issue_token(app.config['CLINIC_SETTINGS'], 'admin-1', ('admin',))}"}
-    response = app.test_client().post("/devices", headers=admin, json={"room_id": room["room_id"], "name": "Monitor 1"},
-                                      environ_base={"REMOTE_ADDR": "10.9.9.9"})
-    assert response.status_code == 201, response.get_data(as_text=True)
-    return response.get_json()["token"]
 
 
 def test_x_forwarded_for_is_believed_only_behind_the_trusted_proxies(tmp_path):

@@ -19,13 +19,11 @@ view (a 404, a 409, a 422 after the check) is what is asserted, not the use case
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import json
 import time
 import uuid
-import warnings
 from collections import Counter
 from datetime import datetime, timezone
 
@@ -37,14 +35,15 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
-from clinic import access, events, identity
+from clinic import access, identity
 from clinic.auth import STAFF_ROLES, issue_token, roles_claim
 from clinic.config import ConfigurationError, load_settings
-from clinic.inbox import APPLIED, apply_once
 from clinic.role_matrix import MATRIX
 from clinic.testing.service_apps import SERVICES, sqlite_service_app
 from clinic.web import create_service_app
-from tests.support.openapi_schemas import resolved
+from tests.support.monitors import registered_monitor
+from tests.support.openapi_schemas import Operation, operations, resolved, rows
+from tests.support.tokens import claims_for, hand_made
 
 PUBLIC = {"/healthz", "/readyz"}
 WRITES = ("POST", "PUT", "PATCH", "DELETE")
@@ -76,25 +75,16 @@ class Service:
         # Ids that exist, by path parameter name: refused attempts are aimed at them.
         self.existing: dict[str, str] = {}
 
-    def operations(self) -> list[tuple[str, str, dict]]:
-        """(METHOD, path, operation) for every operation of the OpenAPI document but the public ones."""
-        return [(method.upper(), path, operation) for path, item in self.spec["paths"].items() if path not in PUBLIC
-                for method, operation in item.items() if method.upper() in ("GET", *WRITES)]
+    def operations(self) -> list[Operation]:
+        """Every operation of the OpenAPI document but the public ones."""
+        return operations(self.spec, self.name, leave_out=PUBLIC)
 
     def staff(self, *roles: str, subject: str = "tester") -> dict:
         return {"Authorization": f"Bearer {issue_token(self.settings, subject, roles)}"}
 
     def rows(self) -> list[tuple[str, dict]]:
         """Every row of every table, as (table, row), but the audit's entries of refusals."""
-        engine = self.app.extensions["clinic.engine"]
-        metadata = sa.MetaData()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", sa.exc.SAWarning)  # expression indexes are not reflected; rows matter
-            metadata.reflect(engine)
-        with engine.connect() as connection:
-            return [(table.name, dict(row)) for table in metadata.sorted_tables
-                    for row in connection.execute(sa.select(table)).mappings()
-                    if not (table.name == "audit_log" and row["outcome"] == "denied")]
+        return [(table, row) for table, row in rows(self.app) if not (table == "audit_log" and row["outcome"] == "denied")]
 
 
 def created(response) -> dict:
@@ -111,47 +101,30 @@ def seed(services: dict[str, Service]) -> str:
     room = created(scheduling.client.post("/rooms", headers=scheduling.staff("admin"), json={"name": "Infusion 1", "kind": "infusion"}))
     scheduling.existing["room_id"] = room["id"]
     # Sessions learns of the room from scheduling's event, applied as its worker applies it.
-    from sessions.handlers import make_handlers
-
-    data = {"room_id": room["id"], "name": room["name"], "kind": "infusion", "active": True, "room_version": 1}
-    event = events.parse(events.Event(type=events.ROOM_CHANGED, data=events.serialise_payload(events.ROOM_CHANGED, data, 1),
-                                      producer="scheduling", version=1).to_json())
-    metadata = sessions.app.extensions["clinic.metadata"]
-    assert apply_once(sessions.app.extensions["clinic.engine"], metadata, "sessions", event,
-                      make_handlers()[events.ROOM_CHANGED]) == APPLIED
-    device = created(sessions.client.post("/devices", headers=sessions.staff("admin"), json={"room_id": room["id"], "name": "Monitor 1"}))
+    device = registered_monitor(sessions.app, room["id"], room["name"])
     sessions.existing.update(device_id=device["id"], room_id=room["id"])
     return device["token"]
-
-
-def b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def unsigned(header: dict, claims: dict) -> str:
-    return b64(json.dumps(header).encode()) + "." + b64(json.dumps(claims).encode())
 
 
 def forged_tokens(service: Service, other: Service) -> dict[str, str | None]:
     """The tokens each service must refuse, each wrong in one way only (they carry every staff role)."""
     settings = service.settings
     now = int(time.time())
-    claims = {"iss": settings.oidc_issuer, "aud": settings.oidc_audience, "sub": "intruder", "iat": now, "exp": now + 600,
-              **roles_claim(settings.oidc_roles_claim, STAFF)}
+    claims = claims_for(settings, sub="intruder", **roles_claim(settings.oidc_roles_claim, STAFF))
     development_key = identity.development_key_pair(identity.development_jwks_path(settings))
     kid = identity.public_jwks(development_key.public_key())["keys"][0]["kid"]
     foreign_key = ec.generate_private_key(ec.SECP256R1())
     public_pem = development_key.public_key().public_bytes(serialization.Encoding.PEM,
                                                            serialization.PublicFormat.SubjectPublicKeyInfo)
-    hs256 = unsigned({"alg": "HS256", "typ": "JWT", "kid": kid}, claims)
     return {
         "no token": None,
         "expired": identity.sign_development_token(settings, {**claims, "iat": now - 7200, "exp": now - 3600}),
         "key not in the JWKS": jwt.encode(claims, foreign_key, algorithm="ES256", headers={"kid": kid}),
         "another issuer": identity.sign_development_token(settings, {**claims, "iss": "https://idp.example.org/realms/clinic"}),
         "another service's audience": identity.sign_development_token(settings, {**claims, "aud": other.settings.oidc_audience}),
-        "alg none": unsigned({"alg": "none", "typ": "JWT", "kid": kid}, claims) + ".",
-        "HS256 with the public key": hs256 + "." + b64(hmac.new(public_pem, hs256.encode(), hashlib.sha256).digest()),
+        "alg none": hand_made({"alg": "none", "typ": "JWT", "kid": kid}, claims, lambda signing_input: b""),
+        "HS256 with the public key": hand_made({"alg": "HS256", "typ": "JWT", "kid": kid}, claims,
+                                               lambda signing_input: hmac.new(public_pem, signing_input, hashlib.sha256).digest()),
     }
 
 
@@ -210,17 +183,11 @@ def example(spec: dict, schema: dict, existing: dict, name: str = ""):
     return "Example"
 
 
-def request_of(service: Service, method: str, path: str, operation: dict, existing: dict) -> dict:
+def request_of(service: Service, operation: Operation, existing: dict) -> dict:
     """The path with its parameters filled, and a JSON body where the operation takes one."""
-    url = path
-    parameters = [*service.spec["paths"][path].get("parameters", []), *operation.get("parameters", [])]
-    for parameter in parameters:
-        if parameter.get("in") == "path":
-            name, form = parameter["name"], parameter.get("schema", {}).get("format")
-            value = existing.get(name) or (str(uuid.uuid4()) if form == "uuid" else "2031-01-02")
-            url = url.replace("{" + name + "}", value)
-    sent = {"path": url, "method": method}
-    body = operation.get("requestBody")
+    method, path = operation.method, operation.template
+    sent = {"path": operation.url(**existing), "method": method}
+    body = operation.operation.get("requestBody")
     if (service.name, method, path) in EXAMPLES:
         sent["json"] = EXAMPLES[service.name, method, path]()
     elif body is not None:
@@ -258,8 +225,8 @@ def test_every_operation_has_an_entry_and_its_document_names_the_same_callers(wa
     problems = []
     for name, service in services.items():
         documented = set()
-        for method, path, operation in service.operations():
-            key = f"{method} {path}"
+        for found in service.operations():
+            key, operation = f"{found.method} {found.template}", found.operation
             documented.add(key)
             entry = MATRIX.get(name, {}).get(key)
             if entry is None:
@@ -288,9 +255,10 @@ def test_only_the_callers_the_matrix_names_get_past_the_check_and_the_others_cha
         entries = MATRIX.get(name, {})
 
         before = service.rows()
-        for method, path, operation in operations:
+        for operation in operations:
+            method, path = operation.method, operation.template
             allowed = entries.get(f"{method} {path}", ())
-            sent = request_of(service, method, path, operation, service.existing)
+            sent = request_of(service, operation, service.existing)
             for caller in CALLERS:
                 if caller in allowed:
                     continue
@@ -314,8 +282,9 @@ def test_only_the_callers_the_matrix_names_get_past_the_check_and_the_others_cha
         if changed:
             problems.append(f"{name}: refused callers changed {len(changed)} rows: {changed[:3]}")
 
-        for method, path, operation in operations:
-            sent = request_of(service, method, path, operation, {})  # made-up ids: the check is what is tried
+        for operation in operations:
+            method, path = operation.method, operation.template
+            sent = request_of(service, operation, {})  # made-up ids: the check is what is tried
             for caller in entries.get(f"{method} {path}", ()):
                 tried += 1
                 response = service.client.open(sent["path"], method=method, json=sent.get("json"),

@@ -1,7 +1,8 @@
 """A probe service for testing the shared bus, outbox and inbox with an effect that is NOT idempotent.
 
 Each applied event inserts a row into `applied` (no unique key), so an event applied
-twice shows up as two rows. Its event types are registered for tests only.
+twice shows up as two rows. Its event types are registered for tests only. Beside them, one event of a
+real service (records' patient.registered), for the tests of who may publish what.
 """
 
 from __future__ import annotations
@@ -64,6 +65,16 @@ def applied_counts(engine) -> tuple[int, int]:
 def thing(sequence: int, event_type: str = THING) -> events.Event:
     """A probe event carrying its sequence number."""
     return events.Event(type=event_type, data={"sequence": sequence}, producer="probe")
+
+
+# The patient in registered(): logs must never name a patient, so a test may look for this id in them.
+REGISTERED_PATIENT_ID = "5f0c1d52-3c09-4d5c-8d8e-1f7f5b5f0a11"
+
+
+def registered() -> events.Event:
+    """records' patient.registered, as records' relay would publish it."""
+    return events.Event(type=events.PATIENT_REGISTERED, producer="records",
+                        data=events.serialise_payload(events.PATIENT_REGISTERED, {"patient_id": REGISTERED_PATIENT_ID}))
 
 
 def publish(settings, *sent: events.Event) -> None:

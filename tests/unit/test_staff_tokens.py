@@ -6,7 +6,6 @@ here, beside the production refusals that decide which keys a service may trust.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import json
@@ -25,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from clinic import auth, cli, identity
 from clinic.config import DEVELOPMENT_ISSUER, ConfigurationError, load_settings
 from clinic.errors import Forbidden, Unauthorized
+from tests.support.tokens import claims_for, hand_made
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,25 +35,8 @@ def settings(tmp_path):
     return load_settings("records", env={"CLINIC_VAR_DIR": str(tmp_path)})
 
 
-def claims_for(settings, **changes) -> dict:
-    now = int(time.time())
-    claims = {"iss": settings.oidc_issuer, "aud": settings.oidc_audience, "sub": "nurse-7", "iat": now,
-              "exp": now + 600, "realm_access": {"roles": ["nurse"]}}
-    claims.update(changes)
-    return {name: value for name, value in claims.items() if value is not None}
-
-
 def kid_of(settings) -> str:
     return json.loads(identity.development_jwks_path(settings).read_text())["keys"][0]["kid"]
-
-
-def hand_made(header: dict, claims: dict, sign) -> str:
-    """A JWT put together by hand, as an attacker would, signed by `sign(signing_input)`."""
-    def b64(data: bytes) -> bytes:
-        return base64.urlsafe_b64encode(data).rstrip(b"=")
-
-    signing_input = b64(json.dumps(header).encode()) + b"." + b64(json.dumps(claims).encode())
-    return (signing_input + b"." + b64(sign(signing_input))).decode()
 
 
 # --- what a token must be ----------------------------------------------------------------------
@@ -472,7 +455,7 @@ def test_a_development_service_reachable_from_other_machines_warns_once_at_start
             monkeypatch.setenv(name, value) if environment == "production" else monkeypatch.delenv(name, raising=False)
     warnings = []
     server = SimpleNamespace(cfg=SimpleNamespace(address=[bind]), log=SimpleNamespace(warning=lambda *a: warnings.append(a)))
-    gunicorn_conf._warn_when_development_tokens_are_reachable(server)
+    gunicorn_conf._warn_when_development_tokens_are_reachable(server, load_settings(gunicorn_conf._service(server)))
     assert len(warnings) == (1 if warned else 0)
     if warned:
         assert "accepts development tokens" in warnings[0][0]

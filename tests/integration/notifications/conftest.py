@@ -1,20 +1,25 @@
 """The notifications test modules' fixtures: a migrated notifications database (each test once on
-PostgreSQL and once on SQLite), a settable clock, and a real SMTP server on loopback (the sink)."""
+PostgreSQL and once on SQLite), a settable clock, a real SMTP server on loopback (the sink), and the
+mail log with its sender pointed at that sink (the desk)."""
 
 from __future__ import annotations
 
-import email
-import email.policy
-import socket
+import uuid
 from datetime import datetime, timezone
 
 import pytest
-from aiosmtpd.controller import Controller
+import sqlalchemy as sa
 
-from clinic.db import create_engine
+from clinic.db import create_engine, rows_of
 from clinic.migrations import migrate
 from clinic.testing.clock import Clock
+from clinic.unit_of_work import UnitOfWork
 from notifications import db
+from notifications.compose import Composed
+from notifications.config import MailSettings
+from notifications.db import messages
+from notifications.services import sending
+from tests.support.smtp_sink import SmtpSink
 
 
 @pytest.fixture(params=["postgresql", "sqlite"])
@@ -45,54 +50,74 @@ def clock():
     return Clock(datetime(2030, 1, 7, 14, 0, tzinfo=timezone.utc))
 
 
-class _Collector:
-    """aiosmtpd handler: keeps what it accepts; refuses recipients whose mailbox starts with "refused"."""
-
-    def __init__(self):
-        self.received: list[tuple[str, list[str], bytes]] = []
-
-    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
-        if address.split("@")[0].startswith("refused"):
-            return "550 5.1.1 mailbox unavailable"
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server, session, envelope):
-        self.received.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content or envelope.content))
-        return "250 Message accepted for delivery"
-
-
-class SmtpSink:
-    """A real SMTP server on a loopback port: what it received, and stop()/start() for outages."""
-
-    def __init__(self):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
-        self.collector = _Collector()
-        self.controller = None
-
-    def start(self) -> None:
-        self.controller = Controller(self.collector, hostname="127.0.0.1", port=self.port)
-        self.controller.start()
-
-    def stop(self) -> None:
-        if self.controller is not None:
-            self.controller.stop()
-            self.controller = None
-
-    @property
-    def envelopes(self) -> list[tuple[str, list[str], bytes]]:
-        return list(self.collector.received)
-
-    def messages(self) -> list[email.message.EmailMessage]:
-        """What was received, parsed back as the recipient's mail program would."""
-        return [email.message_from_bytes(content, policy=email.policy.default) for _, _, content in self.envelopes]
-
-
 @pytest.fixture
 def smtp_sink():
+    """The mail sink (tests.support.smtp_sink), started, and stopped after the test."""
     sink = SmtpSink()
     sink.start()
     yield sink
     sink.stop()
+
+
+# What the stand-in composer puts in every message, for tests that look for it where it must not be.
+BODY_WORDS = "Bring a laptop"
+
+
+ICS = b"BEGIN:VCALENDAR\r\nVERSION:2.0\r\nMETHOD:REQUEST\r\nEND:VCALENDAR\r\n"
+
+
+def stand_in_compose(kind, context, contact, clinic):
+    """A composer that renders what the sender needs to show: the kind, a value from the context, the
+    contact's name, and a calendar for appointments; it fails as a template does on a missing value."""
+    name = f"{contact['given_name']} {contact['family_name']}" if contact else "colleague"
+    text = f"Dear {name}, your {kind} at {context['room']}. {BODY_WORDS}. {clinic.clinic_name}"
+    calendar = ICS if context.get("calendar") else None
+    return Composed(subject=f"{kind} at {context['room']}", text=text, html=f"<p>{text}</p>", calendar=calendar,
+                    calendar_method="REQUEST" if calendar else None)
+
+
+@pytest.fixture
+def mail_settings(smtp_sink):
+    return MailSettings(smtp_port=smtp_sink.port, mail_from="desk@clinic.example", clinic_name="Riverside Infusion",
+                        send_retry_seconds=(5, 30, 120, 600))
+
+
+class Desk:
+    """The mail log under test: contacts, queued messages, the sender run as the worker's job runs it."""
+
+    def __init__(self, engine, clock, mail_settings):
+        self.engine, self.clock, self.mail_settings = engine, clock, mail_settings
+
+    def uow(self) -> UnitOfWork:
+        return UnitOfWork(self.engine, db.metadata, "notifications", clock=self.clock)
+
+    def patient(self, email: str | None, given_name: str = "Ida", **changes) -> str:
+        patient_id = str(uuid.uuid4())
+        contact = {"patient_id": patient_id, "given_name": given_name, "family_name": "Berg", "email": email,
+                   "phone": None, "preferred_contact": "email", "email_opt_out": False,
+                   "changed_at": self.clock(), "version": 1, **changes}
+        with self.uow() as uow:
+            db.keep_contact(uow.connection, contact)
+        return patient_id
+
+    def queue(self, patient_id: str, kind: str = "infusion_booked", **context) -> str:
+        event_id = str(uuid.uuid4())
+        with self.uow() as uow:
+            status = messages.queue_for_patient(uow, event_id, kind, patient_id, {"room": "Room 3", **context})
+        assert status == messages.QUEUED
+        return event_id
+
+    def send(self, compose=stand_in_compose, **options) -> sending.Outcome:
+        return sending.send_due(self.uow(), self.mail_settings, compose, **options)
+
+    def rows(self, **where) -> list[dict]:
+        query = sa.select(messages.messages).order_by(messages.messages.c.created_at, messages.messages.c.id)
+        for column, value in where.items():
+            query = query.where(messages.messages.c[column] == value)
+        with self.engine.connect() as connection:
+            return rows_of(connection, query)
+
+
+@pytest.fixture
+def desk(notifications_engine, clock, mail_settings):
+    return Desk(notifications_engine, clock, mail_settings)

@@ -1,6 +1,6 @@
 """The sender told to stop (the worker's SIGTERM) while the SMTP server holds its answer to a message:
 that message is marked, none other is begun, and those claimed are at once free for the next sender.
-On PostgreSQL and on SQLite, with test_sending's mail log."""
+On PostgreSQL and on SQLite, with the desk (conftest) as test_sending has it."""
 
 from __future__ import annotations
 
@@ -8,11 +8,6 @@ import asyncio
 import threading
 
 from notifications.db import messages
-from tests.integration.notifications import test_sending
-
-# test_sending's fixtures: its mail log on each database, with a sink for the mail.
-mail_settings = test_sending.mail_settings
-desk = test_sending.desk
 
 
 def test_a_sender_told_to_stop_marks_the_message_in_hand_and_gives_back_the_others(desk, smtp_sink):

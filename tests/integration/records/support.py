@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import itertools
 import json
+from datetime import date
 
 import sqlalchemy as sa
 
 from clinic import events
-from clinic.db import rows_of
-from records import db
+from clinic.db import rows_of, utcnow
+from records import db, domain
 
 _emails = itertools.count(1)
 
@@ -61,3 +62,14 @@ def audit_rows(engine, **equal) -> list[dict]:
         query = query.where(db.audit_log.c[column] == value)
     with engine.connect() as connection:
         return rows_of(connection, query)
+
+
+def registered_by_an_older_pod(connection, patient_id: str, number: str, family_name: str) -> None:
+    """The INSERT of a records pod of revision 0003: every column it knew, family_search not among them."""
+    now = utcnow()
+    connection.execute(sa.text(
+        "INSERT INTO patients (id, medical_record_number, given_name, family_name, birth_date, sex, email, phone, "
+        "preferred_contact, email_opt_out, identity_key, search_name, created_at, updated_at, contact_version, plan_sequence) "
+        "VALUES (:id, :number, 'Ana', :family, :born, 'female', NULL, '+1 555 0100', 'phone', false, :id, :search, :now, :now, 1, 0)"),
+        {"id": patient_id, "number": number, "family": family_name, "born": date(1984, 3, 9),
+         "search": domain.search_name("Ana", family_name), "now": now})

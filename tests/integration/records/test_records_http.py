@@ -4,7 +4,6 @@ and a database that goes away is a 503 that heals without a restart."""
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta, timezone
 
 import jwt
 import pytest
@@ -15,6 +14,7 @@ from clinic import events, identity
 from clinic.testing import assert_error, eventually
 from records import db, domain
 from tests.integration.records.support import outbox_events, register
+from tests.support.tokens import claims_for
 
 PATIENT = {"given_name": "Ana", "family_name": "Reyes", "birth_date": "1984-03-09", "sex": "female", "email": "ana@example.org"}
 
@@ -49,15 +49,14 @@ def test_an_unknown_field_is_refused(client):
 
 
 def expired_token(settings):
-    past = datetime.now(timezone.utc) - timedelta(hours=2)
-    return identity.sign_development_token(settings, {"sub": "x", "realm_access": {"roles": ["admin"]}, "iss": settings.oidc_issuer,
-                                                      "aud": settings.oidc_audience, "iat": past, "exp": past + timedelta(hours=1)})
+    past = int(time.time()) - 7200
+    return identity.sign_development_token(settings, claims_for(settings, sub="x", realm_access={"roles": ["admin"]},
+                                                                iat=past, exp=past + 3600))
 
 
 def forged_token(settings):
     """Well-formed, for this service, signed with a key the development JWKS does not publish."""
-    return jwt.encode({"sub": "x", "realm_access": {"roles": ["admin"]}, "iss": settings.oidc_issuer, "aud": settings.oidc_audience,
-                       "iat": int(time.time()), "exp": int(time.time()) + 600},
+    return jwt.encode(claims_for(settings, sub="x", realm_access={"roles": ["admin"]}),
                       ec.generate_private_key(ec.SECP256R1()), algorithm="ES256", headers={"kid": "forged"})
 
 

@@ -14,6 +14,7 @@ from clinic.migrations import migrate
 from clinic.testing.migrations import downgrade, schema_differences
 from records import db, domain
 from records.app import create_app
+from tests.integration.records.support import registered_by_an_older_pod
 
 
 @pytest.mark.parametrize("down_to", ["0003", "0002", "0001"])
@@ -61,17 +62,10 @@ def test_family_names_that_folding_lengthens_are_carried_and_found_after_the_upg
     """ß folds to "ss" and U+FDFA to eighteen characters: a family name of 60 ß, which the columns of
     revision 0003 hold, folds to 120 characters."""
     migrate(empty_database, db.MIGRATIONS, revision="0003")
-    now = utcnow()
     names = {"a1b2c3d4-0000-4000-8000-000000000003": "ß" * 60, "a1b2c3d4-0000-4000-8000-000000000004": "\ufdfa" * 10}
     with empty_database.begin() as connection:
         for number, (patient_id, family_name) in enumerate(names.items()):
-            connection.execute(sa.text(
-                "INSERT INTO patients (id, medical_record_number, given_name, family_name, birth_date, sex, email, phone, "
-                "preferred_contact, email_opt_out, identity_key, search_name, created_at, updated_at, contact_version, "
-                "plan_sequence) VALUES (:id, :number, 'Ana', :family, :born, 'female', NULL, '+1 555 0100', 'phone', false, "
-                ":key, :search, :now, :now, 1, 0)"),
-                {"id": patient_id, "number": f"12345678{number}", "family": family_name, "born": date(1984, 3, 9), "key": patient_id,
-                 "search": domain.search_name("Ana", family_name), "now": now})
+            registered_by_an_older_pod(connection, patient_id, f"12345678{number}", family_name)
     migrate(empty_database, db.MIGRATIONS)
     with empty_database.connect() as connection:
         for patient_id, family_name in names.items():

@@ -4,8 +4,7 @@ each of them findable by family name again."""
 
 from __future__ import annotations
 
-import threading
-from datetime import date
+from contextlib import ExitStack
 
 import pytest
 import sqlalchemy as sa
@@ -14,23 +13,14 @@ from clinic.auth import issue_token
 from clinic.db import utcnow
 from clinic.migrations import migrate
 from clinic.testing import eventually
+from clinic.testing.concurrency import running
 from clinic.worker import Worker
-from records import db, domain, worker
+from records import db, worker
 from records.app import create_app
+from tests.integration.records.support import registered_by_an_older_pod
 
 REGISTERED_BEFORE = "a1b2c3d4-0000-4000-8000-000000000011"
 REGISTERED_DURING = "a1b2c3d4-0000-4000-8000-000000000012"
-
-
-def registered_by_an_older_pod(connection, patient_id: str, number: str, family_name: str) -> None:
-    """The INSERT of a records pod of revision 0003: every column it knew, family_search not among them."""
-    now = utcnow()
-    connection.execute(sa.text(
-        "INSERT INTO patients (id, medical_record_number, given_name, family_name, birth_date, sex, email, phone, "
-        "preferred_contact, email_opt_out, identity_key, search_name, created_at, updated_at, contact_version, plan_sequence) "
-        "VALUES (:id, :number, 'Ana', :family, :born, 'female', NULL, '+1 555 0100', 'phone', false, :id, :search, :now, :now, 1, 0)"),
-        {"id": patient_id, "number": number, "family": family_name, "born": date(1984, 3, 9),
-         "search": domain.search_name("Ana", family_name), "now": now})
 
 
 @pytest.fixture
@@ -55,19 +45,12 @@ def serving(empty_database, settings_for):
 @pytest.fixture
 def records_worker(serving, empty_database):
     """start() runs the records worker as deployed (its relay and its jobs) on the test's database."""
-    started = []
+    with ExitStack() as started:
+        def start() -> Worker:
+            return started.enter_context(running(
+                Worker(serving.settings, db.metadata, {}, engine=empty_database, jobs=worker.jobs()), "records-worker"))
 
-    def start() -> Worker:
-        running = Worker(serving.settings, db.metadata, {}, engine=empty_database, jobs=worker.jobs())
-        thread = threading.Thread(target=running.run, name="records-worker", daemon=True)
-        thread.start()
-        started.append((running, thread))
-        return running
-
-    yield start
-    for running, thread in started:
-        running.stop()
-        thread.join(timeout=15)
+        yield start
 
 
 def test_patients_an_older_pod_writes_during_the_deploy_are_found_once_the_job_has_run(empty_database, serving, records_worker):
