@@ -51,10 +51,10 @@ from clinic.config import (
     load_settings,
     read_broker_passwords,
 )
-from clinic.db import create_engine
+from clinic.db import create_engine, is_transient
 from clinic.files import write_atomically
 from clinic.logs import one_line
-from clinic.migrations import grant_service_role, migrate, wait_for, wait_for_database, where
+from clinic.migrations import grant_service_role, migrate, wait_for, where
 from clinic.ops import outbox_status
 
 PER_PAGE, MAX_PER_PAGE = 20, 200
@@ -267,16 +267,24 @@ def migrate_service(service: str) -> int:
     settings = load_settings(service)
     settings.check_safe_to_run()
     settings.check_service_role()
-    wait_for_database(settings.database_url, settings.migrate_wait_seconds)
     engine = create_engine(settings.database_url, deadline_seconds=None)
-    try:
+
+    def migrated() -> None:
         migrate(engine, importlib.import_module(f"{service}.db").MIGRATIONS)
-        print(f"{service}: database at the latest revision")
         if settings.database_service_role:
             grant_service_role(engine, settings.database_service_role)
-            print(f"{service}: {settings.database_service_role} may use the service's tables (audit_log: read and add only)")
+
+    try:
+        # The migration and the grants are what is tried again, as one (each run leaves the same end): a
+        # database still starting, or a container network whose names do not resolve for a moment part-way,
+        # is waited out; a migration that fails on its own is not.
+        wait_for(f"the database at {where(settings.database_url)}", migrated, settings.migrate_wait_seconds,
+                 passing=is_transient)
     finally:
         engine.dispose()
+    print(f"{service}: database at the latest revision")
+    if settings.database_service_role:
+        print(f"{service}: {settings.database_service_role} may use the service's tables (audit_log: read and add only)")
     consumed = importlib.import_module(f"{service}.worker").handlers(settings)
     if not consumed:
         return 0

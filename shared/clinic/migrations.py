@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import sqlalchemy as sa
 import tenacity
 
-from clinic.db import create_engine, is_transient, ping, without_deadline
+from clinic.db import create_engine, without_deadline
 
 log = logging.getLogger("clinic.migrations")
 
@@ -149,11 +149,3 @@ def where(url: str) -> str:
     """host:port/path of a database or broker URL, for a log line: no user name, no password."""
     parts = urlsplit(url)
     return f"{parts.hostname or 'localhost'}:{parts.port or '-'}{parts.path}"
-
-
-def wait_for_database(url: str, seconds: float) -> None:
-    engine = create_engine(url, deadline_seconds=None)
-    try:
-        wait_for(f"the database at {where(url)}", lambda: ping(engine), seconds, passing=is_transient)
-    finally:
-        engine.dispose()
